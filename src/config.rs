@@ -1,0 +1,291 @@
+//! Configuration: every setting is an environment variable (the Python service's names
+//! kept) and the same as a CLI flag. Parsing is validation: a value that is out of range
+//! stops start-up with a message naming the variable (exit code 2, clap's usage code).
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// sales-ingest: Kafka and gRPC SalesEvents into MongoDB, in batches, exactly once.
+#[derive(Clone, Parser)]
+#[command(name = "sales-ingest", version, about, long_about = None)]
+pub struct Config {
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub kafka_bootstrap_servers: String,
+    /// Topic the SalesEvents are consumed from.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "sales_txn", value_parser = non_empty)]
+    pub kafka_topic: String,
+    /// Consumer group id.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "ingest_service", value_parser = non_empty)]
+    pub kafka_group_id: String,
+    /// Consume from Kafka; false runs the service gRPC-only.
+    #[arg(long, env = "KAFKA_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub kafka_enabled: bool,
+    /// Dead-letter topic for invalid Kafka events [default: <KAFKA_TOPIC>.dlq].
+    #[arg(long, env = "KAFKA_DLQ_TOPIC")]
+    pub kafka_dlq_topic: Option<String>,
+    /// Consumer session timeout in milliseconds.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1000..=3_600_000))]
+    pub kafka_session_timeout_ms: u32,
+    /// Consumer heartbeat interval in milliseconds.
+    #[arg(long, env = "KAFKA_HEARTBEAT_INTERVAL_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
+    pub kafka_heartbeat_interval_ms: u32,
+    /// Maximum time between polls before the consumer leaves the group, milliseconds.
+    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u32).range(1000..=86_400_000))]
+    pub kafka_max_poll_interval_ms: u32,
+    /// MongoDB connection string (credentials allowed; they are masked in logs).
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017")]
+    pub mongodb_url: String,
+    /// Database the events are stored in.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "sales_db", value_parser = non_empty)]
+    pub mongodb_database: String,
+    /// Collection the events are stored in.
+    #[arg(long, env = "MONGODB_COLLECTION", default_value = "raw_sales", value_parser = non_empty)]
+    pub mongodb_collection: String,
+    /// Collection for dead letters of gRPC events [default: <MONGODB_COLLECTION>_dlq].
+    #[arg(long, env = "MONGODB_DLQ_COLLECTION")]
+    pub mongodb_dlq_collection: Option<String>,
+    /// Events per MongoDB write.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Seconds after which a partial batch is written.
+    #[arg(long, env = "FLUSH_INTERVAL", default_value_t = 5.0, value_parser = positive_seconds)]
+    pub flush_interval: f64,
+    /// Consecutive failed write attempts after which MongoDB is reported down (writes keep
+    /// being retried with capped backoff; nothing is dropped).
+    #[arg(long, env = "MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_retries: u32,
+    /// Batches written to MongoDB at once.
+    #[arg(long, env = "WRITE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub write_concurrency: u32,
+    /// Events the pipeline queue holds before sources are slowed down.
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub queue_capacity: u32,
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (/metrics, /health, /stats).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8001")]
+    pub http_addr: SocketAddr,
+    /// Bearer token for PauseConsumer, ResumeConsumer and Shutdown; unset disables them.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Maximum events in one IngestEvents request.
+    #[arg(long, env = "GRPC_MAX_EVENTS_PER_REQUEST", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub grpc_max_events_per_request: u32,
+    /// Maximum decoded gRPC message size in bytes.
+    #[arg(long, env = "GRPC_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=268_435_456))]
+    pub grpc_max_message_bytes: u32,
+    /// Maximum concurrent IngestEvents streams.
+    #[arg(long, env = "GRPC_MAX_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub grpc_max_streams: u32,
+    /// Seconds a graceful shutdown may take before the process gives up and exits 1.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub shutdown_timeout: f64,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. info,sales_ingest=debug).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+}
+
+impl Config {
+    /// The dead-letter topic, defaulting to `<KAFKA_TOPIC>.dlq`.
+    pub fn dlq_topic(&self) -> String {
+        self.kafka_dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.kafka_topic))
+    }
+
+    /// The dead-letter collection for gRPC events, defaulting to `<MONGODB_COLLECTION>_dlq`.
+    pub fn dlq_collection(&self) -> String {
+        self.mongodb_dlq_collection
+            .clone()
+            .unwrap_or_else(|| format!("{}_dlq", self.mongodb_collection))
+    }
+
+    /// FLUSH_INTERVAL as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.flush_interval)
+    }
+
+    /// SHUTDOWN_TIMEOUT as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout)
+    }
+
+    /// The admin token when one is configured and not blank.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref().filter(|t| !t.trim().is_empty())
+    }
+}
+
+/// The effective configuration with the MongoDB password and the admin token masked:
+/// this is what start-up logs.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)
+            .field("kafka_topic", &self.kafka_topic)
+            .field("kafka_group_id", &self.kafka_group_id)
+            .field("kafka_enabled", &self.kafka_enabled)
+            .field("kafka_dlq_topic", &self.dlq_topic())
+            .field("kafka_session_timeout_ms", &self.kafka_session_timeout_ms)
+            .field(
+                "kafka_heartbeat_interval_ms",
+                &self.kafka_heartbeat_interval_ms,
+            )
+            .field(
+                "kafka_max_poll_interval_ms",
+                &self.kafka_max_poll_interval_ms,
+            )
+            .field("mongodb_url", &mask_url_password(&self.mongodb_url))
+            .field("mongodb_database", &self.mongodb_database)
+            .field("mongodb_collection", &self.mongodb_collection)
+            .field("mongodb_dlq_collection", &self.dlq_collection())
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_retries", &self.max_retries)
+            .field("write_concurrency", &self.write_concurrency)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("admin_token", &self.admin_token().map(|_| "****"))
+            .field(
+                "grpc_max_events_per_request",
+                &self.grpc_max_events_per_request,
+            )
+            .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
+            .field("grpc_max_streams", &self.grpc_max_streams)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log_format", &self.log_format)
+            .field("rust_log", &self.rust_log)
+            .finish()
+    }
+}
+
+/// Replaces the password of a `mongodb://user:password@host` URL with `****`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:****{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be greater than 0 and at most 86400"))
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not a boolean (true/false)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("sales-ingest").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_python_service() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.kafka_topic, "sales_txn");
+        assert_eq!(c.kafka_group_id, "ingest_service");
+        assert_eq!(c.mongodb_database, "sales_db");
+        assert_eq!(c.mongodb_collection, "raw_sales");
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.flush_interval(), Duration::from_secs(5));
+        assert_eq!(c.dlq_topic(), "sales_txn.dlq");
+        assert_eq!(c.grpc_addr.port(), 50051);
+        assert_eq!(c.http_addr.port(), 8001);
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_flag_named() {
+        for (arg, var) in [
+            ("--batch-size=0", "BATCH_SIZE"),
+            ("--flush-interval=-1", "FLUSH_INTERVAL"),
+            ("--flush-interval=soon", "FLUSH_INTERVAL"),
+            ("--grpc-addr=nowhere", "GRPC_ADDR"),
+            ("--kafka-enabled=maybe", "KAFKA_ENABLED"),
+            ("--log-format=xml", "LOG_FORMAT"),
+        ] {
+            let err = parse(&[arg]).err().expect("should fail");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_output() {
+        let c = parse(&[
+            "--mongodb-url",
+            "mongodb://ingest:s3cr3t@db:27017/?authSource=admin",
+            "--admin-token",
+            "tok-123",
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("mongodb://ingest:****@db:27017"), "{shown}");
+    }
+
+    #[test]
+    fn masking_leaves_urls_without_password_alone() {
+        assert_eq!(mask_url_password("mongodb://h:1/x"), "mongodb://h:1/x");
+        assert_eq!(mask_url_password("mongodb://u@h"), "mongodb://u@h");
+        assert_eq!(mask_url_password("plain"), "plain");
+    }
+}

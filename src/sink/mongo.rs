@@ -1,0 +1,266 @@
+//! The MongoDB writer: one unordered `insert_many` per batch, `_id` = event id. A
+//! duplicate key (11000) is a duplicate, never a failure; other per-document errors are
+//! permanent and go to the dead-letter destination; anything else (network, server
+//! selection, write concern) is transient and the whole batch is retried with capped
+//! exponential backoff and jitter until it succeeds. Also owns the MongoDB probe that
+//! health reads and the start-up index creation.
+use std::{sync::Arc, time::Duration};
+
+use mongodb::{
+    bson::{doc, DateTime, RawBsonRef, RawDocumentBuf},
+    error::{ErrorKind, InsertManyError},
+    options::{ClientOptions, IndexOptions},
+    Client, Collection, Database, IndexModel,
+};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{pipeline::Pending, stats::Stats, validate::ValidEvent};
+
+/// MongoDB's duplicate key error code.
+pub const DUPLICATE_KEY: i32 = 11000;
+
+/// How one document of a batch ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DocResult {
+    Stored,
+    Duplicate,
+    /// Refused for good, with the server's message.
+    Failed(String),
+}
+
+/// An insert_many result sorted into per-document outcomes, or a transient failure.
+#[derive(Debug)]
+pub enum WriteResult {
+    Done(Vec<DocResult>),
+    Transient(String),
+}
+
+/// Sorts an insert_many result into per-document outcomes.
+pub fn classify(result: Result<(), mongodb::error::Error>, len: usize) -> WriteResult {
+    let err = match result {
+        Ok(()) => return WriteResult::Done((0..len).map(|_| DocResult::Stored).collect()),
+        Err(e) => e,
+    };
+    match *err.kind {
+        ErrorKind::InsertMany(InsertManyError {
+            ref write_errors,
+            write_concern_error: None,
+            ..
+        }) => {
+            let mut out: Vec<_> = (0..len).map(|_| DocResult::Stored).collect();
+            for we in write_errors.iter().flatten() {
+                if let Some(slot) = out.get_mut(we.index) {
+                    *slot = if we.code == DUPLICATE_KEY {
+                        DocResult::Duplicate
+                    } else {
+                        DocResult::Failed(format!("code {}: {}", we.code, we.message))
+                    };
+                }
+            }
+            WriteResult::Done(out)
+        }
+        _ => WriteResult::Transient(err.to_string()),
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): 100 ms doubling to a 5 s cap, ±50% jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 100u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(5_000);
+    let jitter = rand::rng().random_range(0.5..1.5);
+    Duration::from_millis((base as f64 * jitter) as u64)
+}
+
+/// Builds the stored document: `{_id, event_id, sku, qty, price, ts, processed_at, source}`.
+pub fn to_document(id: &str, event: &ValidEvent, source: &str, now: DateTime) -> RawDocumentBuf {
+    let mut d = RawDocumentBuf::new();
+    d.append_ref("_id", RawBsonRef::String(id));
+    d.append_ref("event_id", RawBsonRef::String(id));
+    d.append_ref("sku", RawBsonRef::String(&event.sku));
+    d.append_ref("qty", RawBsonRef::Int32(event.qty));
+    d.append_ref("price", RawBsonRef::Double(event.price));
+    d.append_ref(
+        "ts",
+        RawBsonRef::DateTime(DateTime::from_millis(event.ts_millis)),
+    );
+    d.append_ref("processed_at", RawBsonRef::DateTime(now));
+    d.append_ref("source", RawBsonRef::String(source));
+    d
+}
+
+/// Opens a client for the configured URL. Connecting is lazy: an unreachable server
+/// shows up in the probe, not here. Errors here are configuration errors.
+pub async fn client(url: &str) -> Result<Client, mongodb::error::Error> {
+    let mut opts = ClientOptions::parse(url).await?;
+    opts.app_name.get_or_insert_with(|| "sales-ingest".into());
+    opts.server_selection_timeout
+        .get_or_insert(Duration::from_secs(2));
+    opts.connect_timeout.get_or_insert(Duration::from_secs(2));
+    Client::with_options(opts)
+}
+
+/// Writes batches to the events collection.
+pub struct MongoWriter {
+    coll: Collection<RawDocumentBuf>,
+    stats: Arc<Stats>,
+    max_retries: u32,
+}
+
+impl MongoWriter {
+    /// A writer for `db.collection`.
+    pub fn new(db: &Database, collection: &str, stats: Arc<Stats>, max_retries: u32) -> Self {
+        Self {
+            coll: db.collection(collection),
+            stats,
+            max_retries,
+        }
+    }
+
+    /// Writes a batch until MongoDB gives a final answer for every document.
+    #[tracing::instrument(skip_all, fields(batch = batch.len()))]
+    pub async fn write(&self, batch: &[Pending]) -> Vec<DocResult> {
+        let now = DateTime::now();
+        let docs: Vec<RawDocumentBuf> = batch
+            .iter()
+            .map(|p| to_document(&p.id, &p.event, p.ack.source().as_str(), now))
+            .collect();
+        let mut attempt = 0u32;
+        loop {
+            let started = std::time::Instant::now();
+            let result = self
+                .coll
+                .insert_many(&docs)
+                .ordered(false)
+                .await
+                .map(|_| ());
+            let classified = classify(result, docs.len());
+            let status = match &classified {
+                WriteResult::Done(r) if r.iter().all(|d| *d == DocResult::Stored) => "success",
+                WriteResult::Done(_) => "partial",
+                WriteResult::Transient(_) => "retry",
+            };
+            self.stats.mongodb_writes.with_label_values(&[status]).inc();
+            self.stats
+                .write_duration
+                .with_label_values(&[status])
+                .observe(started.elapsed().as_secs_f64());
+            match classified {
+                WriteResult::Done(results) => {
+                    if attempt >= self.max_retries && self.stats.set_up("mongodb", true) {
+                        info!("MongoDB writes succeed again");
+                    }
+                    return results;
+                }
+                WriteResult::Transient(msg) => {
+                    attempt += 1;
+                    if attempt >= self.max_retries && self.stats.set_up("mongodb", false) {
+                        warn!(attempt, error = %msg, "MongoDB writes failing; retrying, nothing is dropped");
+                    }
+                    let wait = backoff(attempt);
+                    warn!(attempt, error = %msg, retry_in_ms = wait.as_millis() as u64, "insert_many failed");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Pings MongoDB every half second (health reads the result) and creates the indexes
+/// on `ts` and `sku` once it is reachable.
+pub async fn probe(db: Database, collection: String, stats: Arc<Stats>, stop: CancellationToken) {
+    let mut indexes_done = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ping = tokio::time::timeout(
+            Duration::from_millis(1500),
+            db.run_command(doc! { "ping": 1 }),
+        )
+        .await;
+        let up = matches!(ping, Ok(Ok(_)));
+        if stats.set_up("mongodb", up) {
+            match &ping {
+                Ok(Ok(_)) => info!("MongoDB reachable"),
+                Ok(Err(e)) => warn!(error = %e, "MongoDB unreachable"),
+                Err(_) => warn!("MongoDB unreachable: ping timed out"),
+            }
+        }
+        if up && !indexes_done {
+            match ensure_indexes(&db, &collection).await {
+                Ok(()) => indexes_done = true,
+                Err(e) => warn!(error = %e, "creating indexes failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Creates the `ts` and `sku` indexes (idempotent).
+pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), mongodb::error::Error> {
+    let coll = db.collection::<RawDocumentBuf>(collection);
+    let models = ["ts", "sku"].map(|field| {
+        IndexModel::builder()
+            .keys(doc! { field: 1 })
+            .options(IndexOptions::builder().name(format!("{field}_1")).build())
+            .build()
+    });
+    coll.create_indexes(models).await?;
+    info!(collection, "indexes on ts and sku ensured");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_has_the_python_service_fields_with_dates() {
+        let e = ValidEvent {
+            sku: "A".into(),
+            qty: 2,
+            price: 3.5,
+            ts_millis: 1_000,
+            event_id: "x".into(),
+        };
+        let d = to_document("x", &e, "kafka", DateTime::from_millis(5));
+        let keys: Vec<_> = d.iter().map(|r| r.unwrap().0.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "_id",
+                "event_id",
+                "sku",
+                "qty",
+                "price",
+                "ts",
+                "processed_at",
+                "source"
+            ]
+        );
+        assert_eq!(d.get_datetime("ts").unwrap().timestamp_millis(), 1_000);
+        assert_eq!(d.get_i32("qty").unwrap(), 2);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..50 {
+            let first = backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
+            assert!(backoff(30) <= Duration::from_millis(7_500));
+        }
+    }
+
+    #[test]
+    fn success_means_all_stored() {
+        match classify(Ok(()), 3) {
+            WriteResult::Done(r) => assert_eq!(r, vec![DocResult::Stored; 3]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

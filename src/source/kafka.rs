@@ -1,0 +1,372 @@
+//! The Kafka source: a consumer-group member on `KAFKA_TOPIC` that hands every message
+//! to the pipeline with an ack tied to its partition's offset tracker, and commits only
+//! what is resolved (auto-commit and auto offset store are off). It never blocks on a
+//! full pipeline: it keeps a small backlog, pauses fetching on every assigned partition
+//! and keeps polling, so the group session survives long MongoDB outages. The same
+//! pause serves PauseConsumer, and is re-applied to partitions assigned later.
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaResult,
+    message::{BorrowedMessage, Message},
+    producer::FutureProducer,
+    ClientContext, Offset, Statistics, TopicPartitionList,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    ack::{Ack, Incoming, KafkaAck, Payload},
+    config::Config,
+    source::offsets::OffsetTracker,
+    stats::{PartitionLag, Stats},
+};
+
+/// State shared between the consumer's callbacks and the source loop.
+pub struct SourceContext {
+    topic: String,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    fetch_paused: AtomicBool,
+    /// partition → (high watermark, committed offset as librdkafka last saw it)
+    watermarks: Mutex<HashMap<i32, (i64, i64)>>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut w = self.watermarks.lock().expect("watermarks lock");
+        for (&p, part) in &topic.partitions {
+            if p >= 0 && part.hi_offset >= 0 {
+                w.insert(p, (part.hi_offset, part.committed_offset));
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // Commit what is durable before the partitions go to another member.
+            let offsets = {
+                let t = self.tracker.lock().expect("tracker lock");
+                t.to_commit()
+                    .into_iter()
+                    .filter(|(p, _)| parts.contains(p))
+                    .collect::<Vec<_>>()
+            };
+            if !offsets.is_empty() {
+                let result = consumer.commit(&self.offsets_list(&offsets), CommitMode::Sync);
+                info!(
+                    ?offsets,
+                    ok = result.is_ok(),
+                    "committed durable offsets of revoked partitions"
+                );
+            }
+            let mut t = self.tracker.lock().expect("tracker lock");
+            for p in &parts {
+                t.revoke(*p);
+            }
+            info!(partitions = ?parts, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            {
+                let mut t = self.tracker.lock().expect("tracker lock");
+                for p in &parts {
+                    t.assign(*p);
+                }
+            }
+            if self.fetch_paused.load(Ordering::SeqCst) {
+                if let Err(e) = consumer.pause(tpl) {
+                    warn!(error = %e, "could not pause newly assigned partitions");
+                }
+            }
+            info!(partitions = ?parts, paused = self.fetch_paused.load(Ordering::SeqCst), "partitions assigned");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                let mut t = self.tracker.lock().expect("tracker lock");
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        t.mark_committed(e.partition(), o);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
+        }
+    }
+}
+
+impl SourceContext {
+    fn offsets_list(&self, offsets: &[(i32, i64)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in offsets {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                .expect("valid offset");
+        }
+        tpl
+    }
+}
+
+/// The consumer type the source uses.
+pub type IngestConsumer = StreamConsumer<SourceContext>;
+
+fn base_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka_bootstrap_servers);
+    c
+}
+
+/// Creates the consumer (subscribed, not yet polled). Errors are configuration errors.
+pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
+    let ctx = SourceContext {
+        topic: cfg.kafka_topic.clone(),
+        tracker: Arc::default(),
+        fetch_paused: AtomicBool::new(false),
+        watermarks: Mutex::default(),
+    };
+    let consumer: IngestConsumer = base_config(cfg)
+        .set("group.id", &cfg.kafka_group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            cfg.kafka_session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            cfg.kafka_heartbeat_interval_ms.to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            cfg.kafka_max_poll_interval_ms.to_string(),
+        )
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(ctx)?;
+    consumer.subscribe(&[&cfg.kafka_topic])?;
+    Ok(Arc::new(consumer))
+}
+
+/// Creates the dead-letter producer.
+pub fn producer(cfg: &Config) -> KafkaResult<FutureProducer> {
+    base_config(cfg)
+        .set("message.timeout.ms", "30000")
+        .set("linger.ms", "5")
+        .create()
+}
+
+/// The running source.
+pub struct KafkaSource {
+    pub consumer: Arc<IngestConsumer>,
+    pub tx: mpsc::Sender<Incoming>,
+    pub admin_paused: watch::Receiver<bool>,
+    pub stats: Arc<Stats>,
+    topic: Arc<str>,
+}
+
+impl KafkaSource {
+    /// A source feeding `tx`.
+    pub fn new(
+        consumer: Arc<IngestConsumer>,
+        tx: mpsc::Sender<Incoming>,
+        admin_paused: watch::Receiver<bool>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let topic = Arc::from(consumer.context().topic.as_str());
+        Self {
+            consumer,
+            tx,
+            admin_paused,
+            stats,
+            topic,
+        }
+    }
+
+    fn ctx(&self) -> &SourceContext {
+        self.consumer.context()
+    }
+
+    /// Consumes until `stop`; then waits for `drained` (every taken event resolved),
+    /// commits the final offsets synchronously and leaves the group.
+    pub async fn run(mut self, stop: CancellationToken, drained: CancellationToken) {
+        let mut backlog: VecDeque<Incoming> = VecDeque::new();
+        let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut poll_tick = tokio::time::interval(Duration::from_millis(200));
+        let mut fetch_paused = false;
+        'run: loop {
+            while let Some(item) = backlog.pop_front() {
+                match self.tx.try_send(item) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        backlog.push_front(item);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break 'run,
+                }
+            }
+            let admin = *self.admin_paused.borrow();
+            self.stats.set_paused(admin);
+            let want = admin || !backlog.is_empty();
+            if want != fetch_paused {
+                self.set_fetch_paused(want);
+                fetch_paused = want;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = commit_tick.tick() => {
+                    self.commit(CommitMode::Async);
+                    self.publish_lag();
+                }
+                permit = self.tx.reserve(), if !backlog.is_empty() => match permit {
+                    Ok(permit) => permit.send(backlog.pop_front().expect("backlog not empty")),
+                    Err(_) => break,
+                },
+                _ = self.admin_paused.changed() => {}
+                _ = poll_tick.tick() => {}
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => backlog.push_back(self.incoming(&m)),
+                    Err(e) => {
+                        debug!(error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        self.set_fetch_paused(true);
+        drop(backlog);
+        drained.cancelled().await;
+        self.commit(CommitMode::Sync);
+        self.publish_lag();
+        self.consumer.unsubscribe();
+        info!("Kafka source stopped; final offsets committed");
+    }
+
+    fn incoming(&self, m: &BorrowedMessage<'_>) -> Incoming {
+        let (partition, offset) = (m.partition(), m.offset());
+        let generation = self
+            .ctx()
+            .tracker
+            .lock()
+            .expect("tracker lock")
+            .received(partition, offset);
+        if let Some(ts) = m.timestamp().to_millis() {
+            let now = chrono::Utc::now().timestamp_millis();
+            self.stats.set_kafka_lag_ms(now - ts);
+        }
+        Incoming {
+            payload: Payload::Encoded(m.payload().unwrap_or_default().to_vec()),
+            ack: Ack::Kafka(KafkaAck {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+                generation,
+                tracker: self.ctx().tracker.clone(),
+            }),
+            received: Instant::now(),
+        }
+    }
+
+    fn set_fetch_paused(&self, paused: bool) {
+        self.ctx().fetch_paused.store(paused, Ordering::SeqCst);
+        let assignment = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => return warn!(error = %e, "reading the assignment failed"),
+        };
+        let result = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => debug!(paused, partitions = assignment.count(), "fetching toggled"),
+            Err(e) => warn!(error = %e, paused, "pause/resume failed"),
+        }
+    }
+
+    /// Commits every partition whose durable offset advanced.
+    fn commit(&self, mode: CommitMode) {
+        let offsets = self.ctx().tracker.lock().expect("tracker lock").to_commit();
+        if offsets.is_empty() {
+            return;
+        }
+        let tpl = self.ctx().offsets_list(&offsets);
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) if matches!(mode, CommitMode::Sync) => {
+                let mut t = self.ctx().tracker.lock().expect("tracker lock");
+                for (p, o) in offsets {
+                    t.mark_committed(p, o);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
+        }
+    }
+
+    /// Publishes committed offset, high watermark and lag per assigned partition.
+    fn publish_lag(&self) {
+        let t = self.ctx().tracker.lock().expect("tracker lock");
+        let w = self.ctx().watermarks.lock().expect("watermarks lock");
+        let parts = t.assigned().into_iter().map(|p| {
+            let (hi, seen_committed) = w.get(&p).copied().unwrap_or((-1, -1));
+            let committed = t.committed(p).unwrap_or(seen_committed);
+            let lag = if hi >= 0 {
+                (hi - committed.max(0)).max(0)
+            } else {
+                0
+            };
+            PartitionLag {
+                partition: p,
+                committed_offset: committed,
+                high_watermark: hi,
+                lag,
+            }
+        });
+        self.stats.set_partitions(parts.collect::<Vec<_>>());
+    }
+}
+
+/// Checks broker reachability every two seconds (a metadata request) for health.
+pub async fn probe(consumer: Arc<IngestConsumer>, stats: Arc<Stats>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let c = consumer.clone();
+        let up = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(None, Duration::from_millis(1500)).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if stats.set_up("kafka", up) {
+            if up {
+                info!("Kafka reachable");
+            } else {
+                warn!("Kafka unreachable");
+            }
+        }
+    }
+}

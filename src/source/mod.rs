@@ -1,0 +1,5 @@
+//! Where events come from. The Kafka consumer lives here; the gRPC producer stream is a
+//! source too but lives with the other RPCs in `grpc::ingest`. Both put `Incoming`
+//! events on the pipeline's one channel.
+pub mod kafka;
+pub mod offsets;

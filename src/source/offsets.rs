@@ -1,0 +1,190 @@
+//! Per-partition offset tracking: which consumed offsets are still in flight, and so how
+//! far it is safe to commit. An offset is committable only when every earlier offset of
+//! its partition is durable, a duplicate, or dead-lettered — contiguous per partition.
+//! A partition that is revoked and assigned again gets a new generation, so acks from
+//! before the rebalance cannot move the new assignment's offsets.
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug)]
+struct PartitionState {
+    generation: u64,
+    /// Offsets handed to the pipeline and not yet resolved.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset seen in this generation; None before the first.
+    next: Option<i64>,
+    /// The last offset committed (the next offset to consume), or None.
+    committed: Option<i64>,
+}
+
+/// Offsets in flight for every assigned partition.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<i32, PartitionState>,
+    generations: u64,
+}
+
+impl OffsetTracker {
+    /// Starts tracking a newly assigned partition; returns its generation.
+    pub fn assign(&mut self, partition: i32) -> u64 {
+        self.generations += 1;
+        let generation = self.generations;
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                generation,
+                pending: BTreeSet::new(),
+                next: None,
+                committed: None,
+            },
+        );
+        generation
+    }
+
+    /// Stops tracking a revoked partition.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Partitions currently tracked, sorted.
+    pub fn assigned(&self) -> Vec<i32> {
+        let mut v: Vec<_> = self.partitions.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Records a consumed offset; returns the generation to resolve it with. An offset
+    /// of a partition that is not assigned is tracked under a fresh assignment.
+    pub fn received(&mut self, partition: i32, offset: i64) -> u64 {
+        if !self.partitions.contains_key(&partition) {
+            self.assign(partition);
+        }
+        let p = self.partitions.get_mut(&partition).expect("just assigned");
+        p.pending.insert(offset);
+        p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        p.generation
+    }
+
+    /// Marks an offset as done (durable, duplicate or dead-lettered). Acks from an
+    /// older generation are ignored.
+    pub fn resolved(&mut self, partition: i32, generation: u64, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            if p.generation == generation {
+                p.pending.remove(&offset);
+            }
+        }
+    }
+
+    /// The offset it is safe to commit for a partition (the next to consume): the
+    /// lowest pending offset, or one past the highest seen when nothing is pending.
+    pub fn committable(&self, partition: i32) -> Option<i64> {
+        let p = self.partitions.get(&partition)?;
+        p.pending.first().copied().or(p.next)
+    }
+
+    /// Partitions whose committable offset moved past what was last committed.
+    pub fn to_commit(&self) -> Vec<(i32, i64)> {
+        let mut v: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(&part, p)| {
+                let c = self.committable(part)?;
+                (p.committed.is_none_or(|done| c > done)).then_some((part, c))
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Records a successful commit.
+    pub fn mark_committed(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
+        }
+    }
+
+    /// The last committed offset of a partition.
+    pub fn committed(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.committed
+    }
+
+    /// Offsets still in flight across all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_up_to_the_first_unresolved_offset() {
+        let mut t = OffsetTracker::default();
+        let g = t.assign(0);
+        for o in 10..15 {
+            assert_eq!(t.received(0, o), g);
+        }
+        assert_eq!(t.committable(0), Some(10));
+        t.resolved(0, g, 11);
+        t.resolved(0, g, 12);
+        assert_eq!(t.committable(0), Some(10), "10 still in flight");
+        t.resolved(0, g, 10);
+        assert_eq!(t.committable(0), Some(13));
+        t.resolved(0, g, 13);
+        t.resolved(0, g, 14);
+        assert_eq!(t.committable(0), Some(15), "all done: one past the last");
+    }
+
+    #[test]
+    fn to_commit_lists_only_partitions_that_advanced() {
+        let mut t = OffsetTracker::default();
+        let g0 = t.assign(0);
+        let g1 = t.assign(1);
+        t.received(0, 0);
+        t.received(1, 0);
+        t.resolved(0, g0, 0);
+        assert_eq!(t.to_commit(), vec![(0, 1), (1, 0)]);
+        t.mark_committed(0, 1);
+        t.mark_committed(1, 0);
+        assert!(t.to_commit().is_empty());
+        t.resolved(1, g1, 0);
+        assert_eq!(t.to_commit(), vec![(1, 1)]);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn acks_from_before_a_rebalance_are_ignored() {
+        let mut t = OffsetTracker::default();
+        let old = t.assign(3);
+        t.received(3, 100);
+        t.revoke(3);
+        assert_eq!(t.committable(3), None);
+        let new = t.assign(3);
+        assert_ne!(old, new);
+        t.received(3, 100);
+        t.resolved(3, old, 100);
+        assert_eq!(t.committable(3), Some(100), "stale ack must not advance");
+        t.resolved(3, new, 100);
+        assert_eq!(t.committable(3), Some(101));
+    }
+
+    #[test]
+    fn unassigned_partitions_are_tracked_on_first_message() {
+        let mut t = OffsetTracker::default();
+        let g = t.received(7, 5);
+        t.resolved(7, g, 5);
+        assert_eq!(t.to_commit(), vec![(7, 6)]);
+        assert_eq!(t.assigned(), vec![7]);
+    }
+
+    #[test]
+    fn commits_never_go_backwards() {
+        let mut t = OffsetTracker::default();
+        let g = t.assign(0);
+        t.received(0, 0);
+        t.resolved(0, g, 0);
+        t.mark_committed(0, 1);
+        t.mark_committed(0, 0);
+        assert_eq!(t.committed(0), Some(1));
+    }
+}

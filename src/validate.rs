@@ -1,0 +1,333 @@
+//! The one validator both sources use: raw bytes or a decoded `SalesEvent` in, a
+//! `ValidEvent` (which cannot be invalid) or a `Rejection` with a reason code out.
+use prost::Message;
+
+use crate::proto::sales::v1::SalesEvent;
+
+/// Longest accepted sku, in characters.
+pub const MAX_SKU_CHARS: usize = 64;
+/// Longest accepted event id, in characters.
+pub const MAX_EVENT_ID_CHARS: usize = 128;
+/// Largest accepted quantity.
+pub const MAX_QTY: i32 = 1_000_000;
+/// Largest accepted unit price.
+pub const MAX_PRICE: f64 = 1e9;
+
+/// Why an event was refused. The string codes are part of the interface (dead-letter
+/// headers, acks, metrics labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+pub enum Reason {
+    #[error("malformed")]
+    Malformed,
+    #[error("missing_sku")]
+    MissingSku,
+    #[error("sku_too_long")]
+    SkuTooLong,
+    #[error("invalid_qty")]
+    InvalidQty,
+    #[error("invalid_price")]
+    InvalidPrice,
+    #[error("invalid_ts")]
+    InvalidTs,
+    #[error("event_id_too_long")]
+    EventIdTooLong,
+    /// MongoDB refused the document for good (not a duplicate, not transient).
+    #[error("write_failed")]
+    WriteFailed,
+}
+
+impl Reason {
+    /// Every reason, for metrics initialisation and docs.
+    pub const ALL: [Reason; 8] = [
+        Reason::Malformed,
+        Reason::MissingSku,
+        Reason::SkuTooLong,
+        Reason::InvalidQty,
+        Reason::InvalidPrice,
+        Reason::InvalidTs,
+        Reason::EventIdTooLong,
+        Reason::WriteFailed,
+    ];
+
+    /// The reason code as it appears on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::MissingSku => "missing_sku",
+            Reason::SkuTooLong => "sku_too_long",
+            Reason::InvalidQty => "invalid_qty",
+            Reason::InvalidPrice => "invalid_price",
+            Reason::InvalidTs => "invalid_ts",
+            Reason::EventIdTooLong => "event_id_too_long",
+            Reason::WriteFailed => "write_failed",
+        }
+    }
+}
+
+/// A refused event: the reason code and a human-readable detail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// An event that passed validation. `ts_millis` is the parsed timestamp.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidEvent {
+    pub sku: String,
+    pub qty: i32,
+    pub price: f64,
+    pub ts_millis: i64,
+    /// Empty when the producer sent none.
+    pub event_id: String,
+}
+
+/// Decodes Protobuf bytes, then validates.
+pub fn decode(bytes: &[u8]) -> Result<ValidEvent, Rejection> {
+    let event = SalesEvent::decode(bytes)
+        .map_err(|e| Rejection::new(Reason::Malformed, format!("protobuf decode: {e}")))?;
+    validate(event)
+}
+
+/// Validates a decoded event, field by field in wire order.
+pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
+    let SalesEvent {
+        sku,
+        qty,
+        price,
+        ts,
+        event_id,
+    } = event;
+    if sku.trim().is_empty() {
+        return Err(Rejection::new(Reason::MissingSku, "sku is empty"));
+    }
+    let sku_chars = sku.chars().count();
+    if sku_chars > MAX_SKU_CHARS {
+        return Err(Rejection::new(
+            Reason::SkuTooLong,
+            format!("sku has {sku_chars} characters, at most {MAX_SKU_CHARS} allowed"),
+        ));
+    }
+    if qty <= 0 || qty > MAX_QTY {
+        return Err(Rejection::new(
+            Reason::InvalidQty,
+            format!("qty {qty} is not in 1..={MAX_QTY}"),
+        ));
+    }
+    if !price.is_finite() || !(0.0..=MAX_PRICE).contains(&price) {
+        return Err(Rejection::new(
+            Reason::InvalidPrice,
+            format!("price {price} is not a finite number in 0..={MAX_PRICE}"),
+        ));
+    }
+    let ts_millis = chrono::DateTime::parse_from_rfc3339(&ts)
+        .map_err(|e| {
+            Rejection::new(
+                Reason::InvalidTs,
+                format!("ts {:?} is not RFC 3339: {e}", truncate(&ts, 64)),
+            )
+        })?
+        .timestamp_millis();
+    let id_chars = event_id.chars().count();
+    if id_chars > MAX_EVENT_ID_CHARS {
+        return Err(Rejection::new(
+            Reason::EventIdTooLong,
+            format!("event_id has {id_chars} characters, at most {MAX_EVENT_ID_CHARS} allowed"),
+        ));
+    }
+    Ok(ValidEvent {
+        sku,
+        qty,
+        price,
+        ts_millis,
+        event_id,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> SalesEvent {
+        SalesEvent {
+            sku: "SKU-1".into(),
+            qty: 3,
+            price: 9.99,
+            ts: "2026-11-25T10:00:00Z".into(),
+            event_id: "e-1".into(),
+        }
+    }
+
+    fn reason_of(event: SalesEvent) -> Reason {
+        validate(event).expect_err("should be rejected").reason
+    }
+
+    #[test]
+    fn a_good_event_passes_with_its_timestamp_parsed() {
+        let v = validate(good()).unwrap();
+        assert_eq!(v.ts_millis, 1_795_600_800_000);
+        assert_eq!(v.sku, "SKU-1");
+        let offset = validate(SalesEvent {
+            ts: "2026-11-25T11:00:00+01:00".into(),
+            ..good()
+        })
+        .unwrap();
+        assert_eq!(offset.ts_millis, v.ts_millis);
+    }
+
+    #[test]
+    fn malformed_bytes() {
+        let err = decode(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert_eq!(err.reason, Reason::Malformed);
+        assert!(err.detail.contains("protobuf"));
+    }
+
+    #[test]
+    fn encoded_event_round_trips() {
+        let bytes = good().encode_to_vec();
+        assert_eq!(decode(&bytes).unwrap().event_id, "e-1");
+    }
+
+    #[test]
+    fn missing_sku() {
+        assert_eq!(
+            reason_of(SalesEvent {
+                sku: String::new(),
+                ..good()
+            }),
+            Reason::MissingSku
+        );
+        assert_eq!(
+            reason_of(SalesEvent {
+                sku: "  ".into(),
+                ..good()
+            }),
+            Reason::MissingSku
+        );
+    }
+
+    #[test]
+    fn sku_too_long() {
+        let ok = SalesEvent {
+            sku: "é".repeat(64),
+            ..good()
+        };
+        assert!(validate(ok).is_ok());
+        assert_eq!(
+            reason_of(SalesEvent {
+                sku: "x".repeat(65),
+                ..good()
+            }),
+            Reason::SkuTooLong
+        );
+    }
+
+    #[test]
+    fn invalid_qty() {
+        for qty in [0, -1, i32::MIN, MAX_QTY + 1] {
+            assert_eq!(
+                reason_of(SalesEvent { qty, ..good() }),
+                Reason::InvalidQty,
+                "{qty}"
+            );
+        }
+        assert!(validate(SalesEvent {
+            qty: MAX_QTY,
+            ..good()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn invalid_price() {
+        for price in [-0.01, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e9 + 1.0] {
+            assert_eq!(
+                reason_of(SalesEvent { price, ..good() }),
+                Reason::InvalidPrice,
+                "{price}"
+            );
+        }
+        assert!(validate(SalesEvent {
+            price: 0.0,
+            ..good()
+        })
+        .is_ok());
+        assert!(validate(SalesEvent {
+            price: 1e9,
+            ..good()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn invalid_ts() {
+        for ts in [
+            "",
+            "yesterday",
+            "2026-11-25",
+            "2026-11-25T10:00:00",
+            "2026-13-01T00:00:00Z",
+        ] {
+            assert_eq!(
+                reason_of(SalesEvent {
+                    ts: ts.into(),
+                    ..good()
+                }),
+                Reason::InvalidTs,
+                "{ts}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_id_too_long() {
+        assert!(validate(SalesEvent {
+            event_id: "i".repeat(128),
+            ..good()
+        })
+        .is_ok());
+        assert_eq!(
+            reason_of(SalesEvent {
+                event_id: "i".repeat(129),
+                ..good()
+            }),
+            Reason::EventIdTooLong
+        );
+    }
+
+    #[test]
+    fn empty_event_id_is_allowed() {
+        assert!(validate(SalesEvent {
+            event_id: String::new(),
+            ..good()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn codes_are_distinct_and_match_display() {
+        let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        for r in Reason::ALL {
+            assert_eq!(r.to_string(), r.code());
+        }
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Reason::ALL.len());
+    }
+}
