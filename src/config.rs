@@ -259,7 +259,7 @@ mod tests {
             ("--kafka-enabled=maybe", "KAFKA_ENABLED"),
             ("--log-format=xml", "LOG_FORMAT"),
         ] {
-            let err = parse(&[arg]).err().expect("should fail");
+            let err = parse(&[arg]).expect_err("should fail");
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(var), "{err}");
         }

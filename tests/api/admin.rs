@@ -12,16 +12,32 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
-    let app = spawn_app(AppOptions { kafka: false, flush_interval: 30.0, ..Default::default() }).await;
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        flush_interval: 30.0,
+        ..Default::default()
+    })
+    .await;
     let mut admin = app.admin().await;
     let err = admin.shutdown(ShutdownRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut wrong = tonic::Request::new(ShutdownRequest {});
-    wrong.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
-    assert_eq!(admin.shutdown(wrong).await.unwrap_err().code(), Code::Unauthenticated);
-    let err = admin.pause_consumer(PauseConsumerRequest {}).await.unwrap_err();
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(
+        admin.shutdown(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let err = admin
+        .pause_consumer(PauseConsumerRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(!app.handle.is_finished(), "still running after refused calls");
+    assert!(
+        !app.handle.is_finished(),
+        "still running after refused calls"
+    );
 
     // Events waiting in a partial batch (30 s flush interval) are flushed by shutdown.
     let events: Vec<_> = (0..10).map(|i| valid_event(i, &format!("s-{i}"))).collect();
@@ -37,7 +53,11 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(app.stats.snapshot().batches_written, 0);
 
-    let resp = admin.shutdown(app.authed(ShutdownRequest {})).await.unwrap().into_inner();
+    let resp = admin
+        .shutdown(app.authed(ShutdownRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(resp.message.contains("shutting down"));
     let ack = tokio::time::timeout(Duration::from_secs(10), acks.next())
         .await
@@ -53,7 +73,9 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
         .unwrap()
         .unwrap();
     assert_eq!(stopped, Stopped::Clean);
-    let n = app.db.collection::<mongodb::bson::Document>("raw_sales")
+    let n = app
+        .db
+        .collection::<mongodb::bson::Document>("raw_sales")
         .count_documents(mongodb::bson::doc! {})
         .await
         .unwrap();
@@ -62,14 +84,24 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_configured_token_mutating_rpcs_are_refused_with_a_hint_and_stats_are_open() {
-    let app = spawn_app(AppOptions { kafka: false, admin_token: None, ..Default::default() }).await;
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        admin_token: None,
+        ..Default::default()
+    })
+    .await;
     let mut admin = app.admin().await;
     let mut req = tonic::Request::new(ShutdownRequest {});
-    req.metadata_mut().insert("authorization", "Bearer anything".parse().unwrap());
+    req.metadata_mut()
+        .insert("authorization", "Bearer anything".parse().unwrap());
     let err = admin.shutdown(req).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("ADMIN_TOKEN"), "{}", err.message());
-    let stats = admin.get_stats(GetStatsRequest {}).await.expect("GetStats is open").into_inner();
+    let stats = admin
+        .get_stats(GetStatsRequest {})
+        .await
+        .expect("GetStats is open")
+        .into_inner();
     assert!(!stats.kafka_enabled);
     assert!(stats.kafka.is_some() && stats.grpc.is_some());
     app.shutdown.cancel();

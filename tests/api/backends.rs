@@ -31,7 +31,10 @@ static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 pub fn backends() -> &'static Backends {
     BACKENDS.get_or_init(|| {
         let b = resolve();
-        eprintln!("test backends ({}): kafka={} mongodb={}", b.kind, b.kafka, b.mongodb);
+        eprintln!(
+            "test backends ({}): kafka={} mongodb={}",
+            b.kind, b.kafka, b.mongodb
+        );
         b
     })
 }
@@ -41,7 +44,11 @@ fn resolve() -> Backends {
         std::env::var("INGEST_TEST_KAFKA"),
         std::env::var("INGEST_TEST_MONGODB"),
     ) {
-        return Backends { kafka, mongodb, kind: "env" };
+        return Backends {
+            kafka,
+            mongodb,
+            kind: "env",
+        };
     }
     if docker_engine_answers() {
         return containers();
@@ -71,7 +78,10 @@ pub fn free_port() -> u16 {
 fn wait_for_port(port: u16, what: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on port {port} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port} within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -98,7 +108,11 @@ fn tansu_path() -> Option<PathBuf> {
 
 fn secantus_path() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("secantusd-rs")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("secantusd-rs"))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".cargo/bin/secantusd-rs"));
@@ -110,7 +124,9 @@ fn secantus_path() -> Option<PathBuf> {
 /// test process is gone, so no server outlives the test run.
 pub fn spawn_watched(argv: &[String], cleanup: Option<&str>, log: &str) -> Child {
     let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
-    let cleanup = cleanup.map(|c| format!("rm -rf {}", shell_quote(c))).unwrap_or_default();
+    let cleanup = cleanup
+        .map(|c| format!("rm -rf {}", shell_quote(c)))
+        .unwrap_or_default();
     let script = format!(
         "{} >>{} 2>&1 & s=$!; while kill -0 {} 2>/dev/null && kill -0 $s 2>/dev/null; do sleep 0.5; done; \
          kill $s 2>/dev/null; wait $s 2>/dev/null; {}",

@@ -3,12 +3,16 @@ use std::process::Command;
 
 fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sales-ingest"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run sales-ingest");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -23,22 +27,55 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
         ("KAFKA_SESSION_TIMEOUT_MS", "5"),
         ("MONGODB_URL", "postgres://nope"),
     ] {
-        let (code, stderr) = run_with(&[(var, value), ("GRPC_ADDR", if var == "GRPC_ADDR" { value } else { "127.0.0.1:0" }), ("HTTP_ADDR", "127.0.0.1:0")]);
+        let (code, stderr) = run_with(&[
+            (var, value),
+            (
+                "GRPC_ADDR",
+                if var == "GRPC_ADDR" {
+                    value
+                } else {
+                    "127.0.0.1:0"
+                },
+            ),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ]);
         assert_eq!(code, Some(2), "{var}={value}: {stderr}");
-        assert!(stderr.contains(var), "{var}={value}: message does not name it: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{var}={value}: message does not name it: {stderr}"
+        );
     }
 }
 
 #[test]
 fn help_lists_every_variable_with_defaults() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sales-ingest")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sales-ingest"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for var in [
-        "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID", "KAFKA_ENABLED", "KAFKA_DLQ_TOPIC",
-        "KAFKA_SESSION_TIMEOUT_MS", "KAFKA_HEARTBEAT_INTERVAL_MS", "KAFKA_MAX_POLL_INTERVAL_MS",
-        "MONGODB_URL", "MONGODB_DATABASE", "MONGODB_COLLECTION", "BATCH_SIZE", "FLUSH_INTERVAL",
-        "MAX_RETRIES", "GRPC_ADDR", "HTTP_ADDR", "ADMIN_TOKEN", "SHUTDOWN_TIMEOUT", "LOG_FORMAT", "RUST_LOG",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_TOPIC",
+        "KAFKA_GROUP_ID",
+        "KAFKA_ENABLED",
+        "KAFKA_DLQ_TOPIC",
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "KAFKA_HEARTBEAT_INTERVAL_MS",
+        "KAFKA_MAX_POLL_INTERVAL_MS",
+        "MONGODB_URL",
+        "MONGODB_DATABASE",
+        "MONGODB_COLLECTION",
+        "BATCH_SIZE",
+        "FLUSH_INTERVAL",
+        "MAX_RETRIES",
+        "GRPC_ADDR",
+        "HTTP_ADDR",
+        "ADMIN_TOKEN",
+        "SHUTDOWN_TIMEOUT",
+        "LOG_FORMAT",
+        "RUST_LOG",
     ] {
         assert!(help.contains(&format!("env: {var}")), "--help lacks {var}");
     }

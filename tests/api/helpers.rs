@@ -21,7 +21,9 @@ use rdkafka::{
 };
 use sales_ingest::{
     proto::{
-        ingest::v1::{ingest_admin_client::IngestAdminClient, ingest_events_client::IngestEventsClient},
+        ingest::v1::{
+            ingest_admin_client::IngestAdminClient, ingest_events_client::IngestEventsClient,
+        },
         sales::v1::SalesEvent,
     },
     stats::Stats,
@@ -79,7 +81,11 @@ pub struct TestApp {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn init_logs() {
@@ -129,7 +135,8 @@ pub async fn spawn_app(o: AppOptions) -> TestApp {
     let topic = o.topic.clone().unwrap_or_else(|| unique("sales"));
     let group = o.group.clone().unwrap_or_else(|| unique("group"));
     let database = o.database.clone().unwrap_or_else(|| unique("db"));
-    let config = Config::try_parse_from(app_args(&o, &topic, &group, &database)).expect("test config");
+    let config =
+        Config::try_parse_from(app_args(&o, &topic, &group, &database)).expect("test config");
     let app = Application::build(config).await.expect("build app");
     let grpc_url = format!("http://{}", app.grpc_addr());
     let http_url = format!("http://{}", app.http_addr());
@@ -151,16 +158,22 @@ pub async fn spawn_app(o: AppOptions) -> TestApp {
 
 /// A client for the test MongoDB.
 pub async fn mongo_client() -> Client {
-    Client::with_uri_str(&backends().mongodb).await.expect("mongo client")
+    Client::with_uri_str(&backends().mongodb)
+        .await
+        .expect("mongo client")
 }
 
 impl TestApp {
     pub async fn admin(&self) -> IngestAdminClient<Channel> {
-        IngestAdminClient::connect(self.grpc_url.clone()).await.expect("connect admin")
+        IngestAdminClient::connect(self.grpc_url.clone())
+            .await
+            .expect("connect admin")
     }
 
     pub async fn events(&self) -> IngestEventsClient<Channel> {
-        IngestEventsClient::connect(self.grpc_url.clone()).await.expect("connect events")
+        IngestEventsClient::connect(self.grpc_url.clone())
+            .await
+            .expect("connect events")
     }
 
     /// Documents in the events collection.
@@ -204,7 +217,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -242,7 +258,12 @@ pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
         let record = FutureRecord::<(), [u8]>::to(topic)
             .payload(p.as_slice())
             .partition(i as i32 % partitions);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
     }
     for d in pending {
         d.await.expect("delivery future").expect("delivered");
@@ -267,7 +288,10 @@ pub fn valid_event(i: usize, id: &str) -> SalesEvent {
 
 /// Committed offsets of `group` for partitions 0..n of `topic`.
 pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config().set("group.id", group).create().expect("consumer");
+    let consumer: BaseConsumer = kafka_config()
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -283,22 +307,13 @@ pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// High watermarks of partitions 0..n.
-pub fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config().create().expect("consumer");
-    (0..partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .expect("watermarks")
-                .1
-        })
-        .collect()
-}
-
 /// Reads `count` messages from `topic` (fresh group, from the start): each message's
 /// payload and headers.
-pub async fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+pub async fn consume(
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
     let consumer: StreamConsumer = kafka_config()
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
@@ -313,7 +328,11 @@ pub async fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<(Vec<u
     let deadline = Instant::now() + timeout;
     while out.len() < count {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "read {} of {count} messages from {topic}", out.len());
+        assert!(
+            !left.is_zero(),
+            "read {} of {count} messages from {topic}",
+            out.len()
+        );
         let Ok(Ok(m)) = tokio::time::timeout(left, consumer.recv()).await else {
             continue;
         };
@@ -342,5 +361,9 @@ pub async fn get(url: &str) -> (u16, String) {
 
 /// A connected gRPC channel.
 pub async fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect")
+    Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect")
 }

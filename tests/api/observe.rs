@@ -2,7 +2,9 @@
 use std::time::Duration;
 
 use tokio_stream::StreamExt;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::helpers::*;
 
@@ -14,7 +16,9 @@ async fn health_is_serving_for_every_name_and_reflection_lists_the_services() {
         let mut status = ServingStatus::Unknown;
         for _ in 0..200 {
             status = health
-                .check(HealthCheckRequest { service: service.into() })
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -29,29 +33,51 @@ async fn health_is_serving_for_every_name_and_reflection_lists_the_services() {
 
     // Reflection v1 (grpcurl) and v1alpha (older clients).
     use tonic_reflection::pb::{v1, v1alpha};
-    let mut v1c = v1::server_reflection_client::ServerReflectionClient::new(channel(&app.grpc_url).await);
+    let mut v1c =
+        v1::server_reflection_client::ServerReflectionClient::new(channel(&app.grpc_url).await);
     let req = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
-    let mut resp = v1c.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let mut resp = v1c
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
     let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         resp.next().await.unwrap().unwrap().message_response
     else {
         panic!("no service list");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["ingest.v1.IngestAdmin", "ingest.v1.IngestEvents", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "ingest.v1.IngestAdmin",
+        "ingest.v1.IngestEvents",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
-    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(&app.grpc_url).await);
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        channel(&app.grpc_url).await,
+    );
     let req = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "ingest.v1.IngestEvents".into(),
-        )),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "ingest.v1.IngestEvents".into(),
+            ),
+        ),
     };
-    let mut resp = alpha.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let mut resp = alpha
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
     let got = resp.next().await.unwrap().unwrap().message_response;
     assert!(
         matches!(got, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
@@ -62,7 +88,11 @@ async fn health_is_serving_for_every_name_and_reflection_lists_the_services() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_stats_answer_over_http() {
-    let app = spawn_app(AppOptions { kafka: false, ..Default::default() }).await;
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        ..Default::default()
+    })
+    .await;
     let url = app.http_url.clone();
     wait_until(Duration::from_secs(20), "/health 200", || {
         let url = url.clone();
@@ -80,7 +110,11 @@ async fn metrics_health_and_stats_answer_over_http() {
     let events: Vec<_> = (0..5).map(|i| valid_event(i, &format!("m-{i}"))).collect();
     let mut client = app.events().await;
     let req = sales_ingest::proto::ingest::v1::IngestRequest { seq: 1, events };
-    let mut acks = client.stream(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let mut acks = client
+        .stream(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(acks.next().await.unwrap().unwrap().accepted, 5);
 
     let (code, text) = get(&format!("{url}/metrics")).await;
@@ -101,9 +135,14 @@ async fn metrics_health_and_stats_answer_over_http() {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
     }
     // Every sample line parses: name{labels} value.
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (_, value) = line.rsplit_once(' ').expect("sample has a value");
-        value.parse::<f64>().unwrap_or_else(|_| panic!("bad sample: {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad sample: {line}"));
     }
     assert!(text.contains(r#"sales_events_processed_total{source="grpc",status="stored"} 5"#));
     assert!(text.contains(r#"mongodb_writes_total{status="success"} 1"#));
@@ -114,7 +153,19 @@ async fn metrics_health_and_stats_answer_over_http() {
     assert_eq!(stats["events_stored"], 5);
     assert_eq!(stats["grpc"]["stored"], 5);
     assert_eq!(stats["mongodb_connected"], true);
-    for key in ["uptime_seconds", "events_duplicate", "events_rejected", "events_failed", "batches_written", "queue_depth", "events_per_second", "consumer_paused", "kafka_connected", "consumer_lag", "partitions"] {
+    for key in [
+        "uptime_seconds",
+        "events_duplicate",
+        "events_rejected",
+        "events_failed",
+        "batches_written",
+        "queue_depth",
+        "events_per_second",
+        "consumer_paused",
+        "kafka_connected",
+        "consumer_lag",
+        "partitions",
+    ] {
         assert!(stats.get(key).is_some(), "/stats lacks {key}");
     }
     app.stop().await;
@@ -125,7 +176,10 @@ async fn unreachable_mongodb_means_not_serving_and_503() {
     let port = crate::backends::free_port();
     let app = spawn_app(AppOptions {
         kafka: false,
-        extra: vec![("mongodb-url".into(), format!("mongodb://127.0.0.1:{port}/?directConnection=true"))],
+        extra: vec![(
+            "mongodb-url".into(),
+            format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        )],
         ..Default::default()
     })
     .await;
@@ -135,7 +189,14 @@ async fn unreachable_mongodb_means_not_serving_and_503() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["mongodb"], "down");
     let mut client = HealthClient::new(channel(&app.grpc_url).await);
-    let status = client.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status();
+    let status = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
     assert_eq!(status, ServingStatus::NotServing);
     assert!(!app.handle.is_finished(), "no crash while MongoDB is away");
     app.shutdown.cancel();
