@@ -53,6 +53,7 @@ pub struct Application {
     db: mongodb::Database,
     consumer: Option<Arc<IngestConsumer>>,
     dlq_producer: Option<rdkafka::producer::FutureProducer>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 fn config_error(var: &'static str, e: impl std::fmt::Display) -> BuildError {
@@ -78,6 +79,13 @@ impl Application {
         } else {
             (None, None)
         };
+        let tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some(
+                grpc::tls_config(cert, key, config.grpc_tls_client_ca.as_deref())
+                    .map_err(|(var, message)| BuildError::Config { var, message })?,
+            ),
+            _ => None,
+        };
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let http_listener = TcpListener::bind(config.http_addr).await?;
         let stats = Arc::new(Stats::new(config.kafka_enabled));
@@ -95,6 +103,7 @@ impl Application {
             db,
             consumer,
             dlq_producer,
+            tls,
         })
     }
 
@@ -129,6 +138,7 @@ impl Application {
             db,
             consumer,
             dlq_producer,
+            tls,
         } = self;
         let tasks = TaskTracker::new();
         let drained = CancellationToken::new();
@@ -201,12 +211,13 @@ impl Application {
                 streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
                 max_streams: config.grpc_max_streams as usize,
                 max_events_per_request: config.grpc_max_events_per_request as usize,
-                producer_token: None,
+                producer_token: config.producer_token().map(str::to_string),
                 stop: shutdown.clone(),
                 tracker: tasks.clone(),
             },
             health: health_service,
             max_message_bytes: config.grpc_max_message_bytes as usize,
+            tls,
         };
         let grpc_done = CancellationToken::new();
         {

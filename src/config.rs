@@ -46,6 +46,25 @@ pub struct Config {
     /// Maximum time between polls before the consumer leaves the group, milliseconds.
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u32).range(1000..=86_400_000))]
     pub kafka_max_poll_interval_ms: u32,
+    /// librdkafka security.protocol.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
+    pub kafka_security_protocol: Option<String>,
+    /// librdkafka sasl.mechanism.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"])]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password (masked in logs).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+    /// CA certificate file to verify the brokers (librdkafka ssl.ca.location).
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<String>,
+    /// Any other librdkafka properties, comma-separated key=value pairs
+    /// (e.g. `fetch.max.bytes=52428800,client.id=ingest-1`); applied last.
+    #[arg(long, env = "KAFKA_PROPERTIES", value_parser = parse_properties, default_value = "", hide_default_value = true)]
+    pub kafka_properties: Properties,
     /// MongoDB connection string (credentials allowed; they are masked in logs).
     #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017")]
     pub mongodb_url: String,
@@ -83,6 +102,18 @@ pub struct Config {
     /// Bearer token for PauseConsumer, ResumeConsumer and Shutdown; unset disables them.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token IngestEvents producers must send; unset leaves the stream open.
+    #[arg(long, env = "PRODUCER_TOKEN", hide_env_values = true)]
+    pub producer_token: Option<String>,
+    /// PEM certificate chain for gRPC TLS (with GRPC_TLS_KEY); unset serves plaintext.
+    #[arg(long, env = "GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for gRPC TLS.
+    #[arg(long, env = "GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle: when set, gRPC clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
+    pub grpc_tls_client_ca: Option<std::path::PathBuf>,
     /// Maximum events in one IngestEvents request.
     #[arg(long, env = "GRPC_MAX_EVENTS_PER_REQUEST", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub grpc_max_events_per_request: u32,
@@ -132,6 +163,61 @@ impl Config {
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref().filter(|t| !t.trim().is_empty())
     }
+
+    /// The producer token when one is configured and not blank.
+    pub fn producer_token(&self) -> Option<&str> {
+        self.producer_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+    }
+
+    /// Every librdkafka property the security settings and KAFKA_PROPERTIES add, in
+    /// the order they are applied (KAFKA_PROPERTIES last, so it can override).
+    pub fn kafka_client_properties(&self) -> Vec<(String, String)> {
+        let named = [
+            ("security.protocol", &self.kafka_security_protocol),
+            ("sasl.mechanism", &self.kafka_sasl_mechanism),
+            ("sasl.username", &self.kafka_sasl_username),
+            ("sasl.password", &self.kafka_sasl_password),
+            ("ssl.ca.location", &self.kafka_ssl_ca_location),
+        ];
+        named
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+            .chain(self.kafka_properties.0.iter().cloned())
+            .collect()
+    }
+}
+
+/// librdkafka properties given as `key=value,key=value`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Properties(pub Vec<(String, String)>);
+
+impl Properties {
+    /// The properties with the values of secret-looking keys masked.
+    pub fn masked(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key"].iter().any(|s| k.contains(s));
+                (k.clone(), if secret { "****".into() } else { v.clone() })
+            })
+            .collect()
+    }
+}
+
+fn parse_properties(s: &str) -> Result<Properties, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!("`{pair}` is not key=value")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Properties)
 }
 
 /// The effective configuration with the MongoDB password and the admin token masked:
@@ -165,6 +251,19 @@ impl fmt::Debug for Config {
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
             .field("admin_token", &self.admin_token().map(|_| "****"))
+            .field("producer_token", &self.producer_token().map(|_| "****"))
+            .field("grpc_tls_cert", &self.grpc_tls_cert)
+            .field("grpc_tls_key", &self.grpc_tls_key)
+            .field("grpc_tls_client_ca", &self.grpc_tls_client_ca)
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field(
+                "kafka_sasl_password",
+                &self.kafka_sasl_password.as_ref().map(|_| "****"),
+            )
+            .field("kafka_ssl_ca_location", &self.kafka_ssl_ca_location)
+            .field("kafka_properties", &self.kafka_properties.masked())
             .field(
                 "grpc_max_events_per_request",
                 &self.grpc_max_events_per_request,
@@ -280,6 +379,49 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("mongodb://ingest:****@db:27017"), "{shown}");
+    }
+
+    #[test]
+    fn kafka_security_settings_and_properties_are_passed_through_in_order() {
+        let c = parse(&[
+            "--kafka-security-protocol=sasl_ssl",
+            "--kafka-sasl-mechanism=SCRAM-SHA-512",
+            "--kafka-sasl-username=ingest",
+            "--kafka-sasl-password=pw-123",
+            "--kafka-ssl-ca-location=/etc/ca.pem",
+            "--kafka-properties=client.id=x, ssl.key.password=kp-secret-9 ,fetch.max.bytes=1024",
+        ])
+        .unwrap();
+        let props = c.kafka_client_properties();
+        let keys: Vec<_> = props.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "security.protocol",
+                "sasl.mechanism",
+                "sasl.username",
+                "sasl.password",
+                "ssl.ca.location",
+                "client.id",
+                "ssl.key.password",
+                "fetch.max.bytes"
+            ]
+        );
+        assert_eq!(props[3].1, "pw-123");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pw-123") && !shown.contains("kp-secret-9"),
+            "{shown}"
+        );
+        assert!(parse(&["--kafka-properties=novalue"]).is_err());
+        assert!(parse(&["--kafka-security-protocol=tls"]).is_err());
+    }
+
+    #[test]
+    fn tls_key_requires_cert() {
+        assert!(parse(&["--grpc-tls-key=/k.pem"]).is_err());
+        assert!(parse(&["--grpc-tls-client-ca=/ca.pem"]).is_err());
+        assert!(parse(&["--grpc-tls-cert=/c.pem", "--grpc-tls-key=/k.pem"]).is_ok());
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct HealthReport {
     pub status: &'static str,
     pub mongodb: &'static str,
     pub kafka: &'static str,
+    /// Why MongoDB is down, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongodb_error: Option<String>,
     pub shutting_down: bool,
 }
 
@@ -84,6 +87,7 @@ impl Health {
             } else {
                 "disabled"
             },
+            mongodb_error: s.mongodb_error.lock().expect("error lock").clone(),
             shutting_down: self.shutting_down.load(Ordering::SeqCst),
         }
     }

@@ -116,6 +116,8 @@ pub struct Stats {
     pub mongodb_connected: AtomicBool,
     partitions: Mutex<BTreeMap<i32, PartitionLag>>,
     rate: Mutex<RateWindow>,
+    /// Why MongoDB was last found unreachable; None while it is reachable.
+    pub mongodb_error: Mutex<Option<String>>,
 }
 
 struct RateWindow {
@@ -256,6 +258,7 @@ impl Stats {
                 value: 0.0,
             }),
             started: Instant::now(),
+            mongodb_error: Mutex::new(None),
             registry: r,
         }
     }

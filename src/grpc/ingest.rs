@@ -68,6 +68,16 @@ impl IngestEvents for Ingest {
     }
 }
 
+/// A message over GRPC_MAX_MESSAGE_BYTES is RESOURCE_EXHAUSTED, as gRPC specifies
+/// (tonic's decoder says OUT_OF_RANGE); other errors pass through.
+fn inbound_error(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(format!("{} (GRPC_MAX_MESSAGE_BYTES)", status.message()))
+    } else {
+        status
+    }
+}
+
 /// Yields each queued ack once it is ready, in queue order; ends after an error.
 fn ack_stream(
     rx: mpsc::Receiver<oneshot::Receiver<AckResult>>,
@@ -111,6 +121,11 @@ impl Reader {
                 Ok(None) => break,
                 Err(status) => {
                     debug!(%status, "producer stream ended with an error");
+                    // Answer in order after the acks already owed, so the producer
+                    // learns why its stream ended.
+                    let (req, rx) = RequestAck::new(0, 1);
+                    req.abort(inbound_error(status));
+                    let _ = self.acks.send(rx).await;
                     break;
                 }
             }

@@ -14,7 +14,7 @@ use mongodb::{
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{pipeline::Pending, stats::Stats, validate::ValidEvent};
 
@@ -61,7 +61,7 @@ pub fn classify(result: Result<(), mongodb::error::Error>, len: usize) -> WriteR
             }
             WriteResult::Done(out)
         }
-        _ => WriteResult::Transient(err.to_string()),
+        _ => WriteResult::Transient(describe(&err)),
     }
 }
 
@@ -168,11 +168,11 @@ impl MongoWriter {
     }
 }
 
-/// Pings MongoDB every half second (health reads the result) and creates the indexes
-/// on `ts` and `sku` once it is reachable.
+/// Pings MongoDB every quarter second (health reads the result, so an outage shows
+/// within about a second) and creates the indexes on `ts` and `sku` once reachable.
 pub async fn probe(db: Database, collection: String, stats: Arc<Stats>, stop: CancellationToken) {
     let mut indexes_done = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -180,24 +180,42 @@ pub async fn probe(db: Database, collection: String, stats: Arc<Stats>, stop: Ca
             _ = tick.tick() => {}
         }
         let ping = tokio::time::timeout(
-            Duration::from_millis(1500),
+            Duration::from_millis(1000),
             db.run_command(doc! { "ping": 1 }),
         )
         .await;
-        let up = matches!(ping, Ok(Ok(_)));
+        let error = match ping {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(describe(&e)),
+            Err(_) => Some("ping timed out after 1 s".to_string()),
+        };
+        let up = error.is_none();
         if stats.set_up("mongodb", up) {
-            match &ping {
-                Ok(Ok(_)) => info!("MongoDB reachable"),
-                Ok(Err(e)) => warn!(error = %e, "MongoDB unreachable"),
-                Err(_) => warn!("MongoDB unreachable: ping timed out"),
+            match &error {
+                None => info!("MongoDB reachable"),
+                Some(e) => error!(error = %e, "MongoDB unreachable; retrying"),
             }
         }
+        *stats.mongodb_error.lock().expect("error lock") = error;
         if up && !indexes_done {
             match ensure_indexes(&db, &collection).await {
                 Ok(()) => indexes_done = true,
-                Err(e) => warn!(error = %e, "creating indexes failed; will retry"),
+                Err(e) => warn!(error = %describe(&e), "creating indexes failed; will retry"),
             }
         }
+    }
+}
+
+/// A driver error in words an operator can act on.
+pub fn describe(e: &mongodb::error::Error) -> String {
+    match *e.kind {
+        ErrorKind::Authentication { ref message, .. } => format!(
+            "MongoDB refused the credentials in MONGODB_URL (authentication failed: {message})"
+        ),
+        _ if e.to_string().contains("Authentication failed") => {
+            format!("MongoDB refused the credentials in MONGODB_URL (authentication failed: {e})")
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -130,10 +130,31 @@ impl SourceContext {
 /// The consumer type the source uses.
 pub type IngestConsumer = StreamConsumer<SourceContext>;
 
+/// Bootstrap servers plus the security settings and KAFKA_PROPERTIES.
 fn base_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_bootstrap_servers);
+    for (k, v) in cfg.kafka_client_properties() {
+        c.set(k, v);
+    }
     c
+}
+
+/// The variable to blame for a librdkafka configuration error.
+pub fn config_variable(error: &rdkafka::error::KafkaError) -> &'static str {
+    let msg = error.to_string();
+    [
+        ("security.protocol", "KAFKA_SECURITY_PROTOCOL"),
+        ("sasl.mechanism", "KAFKA_SASL_MECHANISM"),
+        ("sasl.username", "KAFKA_SASL_USERNAME"),
+        ("sasl.password", "KAFKA_SASL_PASSWORD"),
+        ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION"),
+        ("bootstrap.servers", "KAFKA_BOOTSTRAP_SERVERS"),
+        ("group.id", "KAFKA_GROUP_ID"),
+    ]
+    .into_iter()
+    .find(|(prop, _)| msg.contains(prop))
+    .map_or("KAFKA_PROPERTIES", |(_, var)| var)
 }
 
 /// Creates the consumer (subscribed, not yet polled). Errors are configuration errors.

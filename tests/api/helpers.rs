@@ -250,7 +250,9 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
     let producer: FutureProducer = kafka_config()
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
     let mut pending = Vec::with_capacity(payloads.len());

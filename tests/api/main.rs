@@ -2,7 +2,9 @@
 mod admin;
 mod backends;
 mod config;
+mod faults;
 mod grpc;
 mod helpers;
 mod kafka;
 mod observe;
+mod process;
