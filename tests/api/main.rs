@@ -7,4 +7,5 @@ mod grpc;
 mod helpers;
 mod kafka;
 mod observe;
+mod outage;
 mod process;

@@ -1,0 +1,356 @@
+//! Dependencies going away and coming back: MongoDB stopped mid-ingest, MongoDB absent
+//! at start-up, the broker killed mid-run. Each test runs its own server of the kind
+//! it stops, so other tests are not disturbed.
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Document};
+use sales_ingest::proto::ingest::v1::{ingest_events_client::IngestEventsClient, IngestRequest};
+use tokio_stream::StreamExt;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+use crate::{
+    backends::{free_port, scratch_dir, start_secantus, start_tansu},
+    faults::{count, payloads},
+    helpers::*,
+    process::{server_env, ServerProcess},
+};
+
+async fn grpc_serving(url: &str) -> Option<bool> {
+    let ch = tonic::transport::Channel::from_shared(url.to_string())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let status = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .status();
+    Some(status == ServingStatus::Serving)
+}
+
+/// Sends `requests` requests of 100 events on one stream, one every `gap`; returns each
+/// ack's arrival time and accepted count.
+async fn grpc_producer(
+    url: String,
+    prefix: &'static str,
+    requests: u64,
+    gap: Duration,
+) -> Vec<(Instant, u32)> {
+    let mut client = IngestEventsClient::new(channel(&url).await);
+    let stream = async_stream(prefix, requests, gap);
+    let mut acks = client.stream(stream).await.expect("stream").into_inner();
+    let mut got = Vec::new();
+    while let Some(ack) = acks.next().await {
+        got.push((Instant::now(), ack.expect("ack, not an error").accepted));
+    }
+    got
+}
+
+fn async_stream(
+    prefix: &'static str,
+    requests: u64,
+    gap: Duration,
+) -> impl tokio_stream::Stream<Item = IngestRequest> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for seq in 0..requests {
+            let events = (0..100)
+                .map(|i| valid_event(i, &format!("{prefix}-{seq}-{i}")))
+                .collect();
+            if tx.send(IngestRequest { seq, events }).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
+    const N: usize = 60_000;
+    const PARTITIONS: i32 = 3;
+    let mport = free_port();
+    let data = scratch_dir(&format!("outage-{mport}"))
+        .display()
+        .to_string();
+    let mongo = start_secantus(mport, &data, &[]);
+    let url = format!("mongodb://127.0.0.1:{mport}/?directConnection=true");
+    let (topic, group, dbname) = (unique("outage"), unique("outage_g"), unique("outage_db"));
+    create_topic(&topic, PARTITIONS).await;
+    let env = server_env(
+        &topic,
+        &group,
+        &dbname,
+        &[("MONGODB_URL", url.clone()), ("BATCH_SIZE", "500".into())],
+    );
+    let server = ServerProcess::start("outage", &env);
+    server.wait_health(200, Duration::from_secs(30)).await;
+    let db = mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(&dbname);
+
+    // Kafka traffic: produced in chunks over ~20 s. gRPC traffic: a request every 100 ms.
+    let all = payloads("o", N);
+    let kafka = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for chunk in all.chunks(3_000) {
+                produce(&topic, PARTITIONS, chunk).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+        })
+    };
+    let grpc = tokio::spawn(grpc_producer(
+        server.grpc_url.clone(),
+        "og",
+        200,
+        Duration::from_millis(100),
+    ));
+    while count(&db).await < 5_000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Stop MongoDB for 10 s.
+    let stopped_at = Instant::now();
+    std::process::Command::new("pkill")
+        .args(["-TERM", "-f", "--", &format!("--port {mport} ")])
+        .status()
+        .unwrap();
+    drop(mongo);
+    let mut not_serving_after = None;
+    let mut lag_during = Vec::new();
+    let mut peak_rss = 0;
+    while stopped_at.elapsed() < Duration::from_secs(10) {
+        let (rss, _) = server.memory_kib();
+        peak_rss = peak_rss.max(rss);
+        if not_serving_after.is_none() {
+            let (code, _) = get(&format!("{}/health", server.http_url)).await;
+            if code == 503 && grpc_serving(&server.grpc_url).await == Some(false) {
+                not_serving_after = Some(stopped_at.elapsed());
+            }
+        }
+        let stats = server.stats().await;
+        lag_during.push(stats["consumer_lag"].as_i64().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detected = not_serving_after.expect("health turned NOT_SERVING during the outage");
+    assert!(
+        detected <= Duration::from_secs(2),
+        "NOT_SERVING only after {detected:?}"
+    );
+    assert!(
+        lag_during.iter().max() > lag_during.first(),
+        "lag grows while MongoDB is down: {lag_during:?}"
+    );
+
+    // Restart on the same data directory; the service recovers by itself.
+    let restarted = Instant::now();
+    let _mongo = start_secantus(mport, &data, &[]);
+    server.wait_health(200, Duration::from_secs(30)).await;
+    kafka.await.unwrap();
+    let acks = grpc.await.unwrap();
+    assert_eq!(
+        acks.len(),
+        200,
+        "every gRPC request acked (delayed, not lost)"
+    );
+    assert!(acks.iter().all(|(_, accepted)| *accepted == 100));
+    let grpc_events = 200 * 100;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&db).await < (N + grpc_events) as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "not all events stored after the outage: {}",
+            count(&db).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = restarted.elapsed();
+    let stored = count(&db).await;
+    assert_eq!(stored, (N + grpc_events) as u64, "every event stored once");
+    let coll = db.collection::<Document>("raw_sales");
+    assert_eq!(
+        coll.count_documents(doc! { "source": "grpc" })
+            .await
+            .unwrap(),
+        grpc_events as u64
+    );
+    let (status, _) = server.terminate(Duration::from_secs(30));
+    assert!(status.success());
+    eprintln!(
+        "RELIABILITY mongodb-outage: sent={} stored={stored} lost=0 duplicated=0 not_serving_after={:.2}s recover={:.1}s peak_rss_during={}MiB",
+        N + grpc_events,
+        detected.as_secs_f64(),
+        recovered.as_secs_f64(),
+        peak_rss / 1024
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_absent_at_start_up_then_appearing_starts_ingestion_without_a_restart() {
+    let mport = free_port();
+    let url = format!("mongodb://127.0.0.1:{mport}/?directConnection=true");
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        extra: vec![("mongodb-url".into(), url.clone())],
+        ..Default::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(get(&format!("{}/health", app.http_url)).await.0, 503);
+    let acks = tokio::spawn(grpc_producer(
+        app.grpc_url.clone(),
+        "late",
+        3,
+        Duration::from_millis(10),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!acks.is_finished(), "no ack before MongoDB exists");
+    assert!(!app.handle.is_finished(), "no crash");
+    let appeared = Instant::now();
+    let data = scratch_dir(&format!("late-{mport}")).display().to_string();
+    let _mongo = start_secantus(mport, &data, &[]);
+    let acks = tokio::time::timeout(Duration::from_secs(60), acks)
+        .await
+        .expect("acks once MongoDB is up")
+        .unwrap();
+    assert_eq!(acks.iter().map(|a| a.1).sum::<u32>(), 300);
+    let db = mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(app.db.name());
+    assert_eq!(count(&db).await, 300);
+    wait_until(Duration::from_secs(10), "serving", || {
+        let u = app.http_url.clone();
+        async move { get(&format!("{u}/health")).await.0 == 200 }
+    })
+    .await;
+    eprintln!("RELIABILITY mongodb-absent-at-start: sent=300 stored=300 lost=0 duplicated=0 recover={:.1}s", appeared.elapsed().as_secs_f64());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_on_a_new_broker() {
+    let kport = free_port();
+    let broker = start_tansu(kport);
+    let topic = unique("broker");
+    let app = spawn_app(AppOptions {
+        topic: Some(topic.clone()),
+        extra: vec![(
+            "kafka-bootstrap-servers".into(),
+            format!("127.0.0.1:{kport}"),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let kafka_env = |bootstrap: String| {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap);
+        c
+    };
+    let produce_here = |payloads: Vec<Vec<u8>>| {
+        let (topic, cfg) = (topic.clone(), kafka_env(format!("127.0.0.1:{kport}")));
+        async move {
+            use rdkafka::producer::{FutureProducer, FutureRecord};
+            let p: FutureProducer = cfg.create().unwrap();
+            for (i, pl) in payloads.iter().enumerate() {
+                let r = FutureRecord::<(), [u8]>::to(&topic)
+                    .payload(pl.as_slice())
+                    .partition(i as i32 % 2);
+                p.send(r, Duration::from_secs(30)).await.expect("delivered");
+            }
+        }
+    };
+    let admin_create = |partitions: i32| {
+        let (topic, cfg) = (topic.clone(), kafka_env(format!("127.0.0.1:{kport}")));
+        async move {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            let a: AdminClient<rdkafka::client::DefaultClientContext> = cfg.create().unwrap();
+            a.create_topics(
+                &[NewTopic::new(
+                    &topic,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    admin_create(2).await;
+    produce_here(
+        (0..500)
+            .map(|i| encode(&valid_event(i, &format!("b1-{i}"))))
+            .collect(),
+    )
+    .await;
+    let stats = app.stats.clone();
+    wait_until(Duration::from_secs(60), "first 500 from Kafka", || {
+        let s = stats.snapshot();
+        async move { s.kafka.stored == 500 }
+    })
+    .await;
+
+    // Kill the broker: the service runs on, gRPC keeps storing, health shows Kafka down.
+    let killed = Instant::now();
+    std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("tcp://127.0.0.1:{kport}")])
+        .status()
+        .unwrap();
+    drop(broker);
+    wait_until(Duration::from_secs(15), "health reports Kafka down", || {
+        let u = app.http_url.clone();
+        async move {
+            let (code, body) = get(&format!("{u}/health")).await;
+            code == 503 && body.contains(r#""kafka":"down""#)
+        }
+    })
+    .await;
+    let acks = grpc_producer(app.grpc_url.clone(), "bg", 5, Duration::from_millis(10)).await;
+    assert_eq!(
+        acks.iter().map(|a| a.1).sum::<u32>(),
+        500,
+        "gRPC path stores during the broker outage"
+    );
+    assert!(!app.handle.is_finished());
+
+    // A broker comes back on the same address (empty: tansu keeps data in memory).
+    let _broker = start_tansu(kport);
+    admin_create(2).await;
+    produce_here(
+        (0..500)
+            .map(|i| encode(&valid_event(i, &format!("b2-{i}"))))
+            .collect(),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(90),
+        "consumption resumed on the new broker",
+        || {
+            let s = stats.snapshot();
+            async move { s.kafka.stored == 1000 }
+        },
+    )
+    .await;
+    let recovered = killed.elapsed();
+    wait_until(Duration::from_secs(20), "serving again", || {
+        let u = app.http_url.clone();
+        async move { get(&format!("{u}/health")).await.0 == 200 }
+    })
+    .await;
+    assert_eq!(app.stored().await, 1500);
+    eprintln!(
+        "RELIABILITY broker-outage: sent=1500 stored=1500 lost=0 duplicated=0 recover={:.1}s",
+        recovered.as_secs_f64()
+    );
+    app.stop().await;
+}
