@@ -71,10 +71,10 @@ impl Application {
             .map_err(|e| config_error("MONGODB_URL", e))?;
         let db = client.database(&config.mongodb_database);
         let (consumer, dlq_producer) = if config.kafka_enabled {
-            let c =
-                kafka::consumer(&config).map_err(|e| config_error("KAFKA_BOOTSTRAP_SERVERS", e))?;
-            let p =
-                kafka::producer(&config).map_err(|e| config_error("KAFKA_BOOTSTRAP_SERVERS", e))?;
+            let c = kafka::consumer(&config)
+                .map_err(|e| config_error(kafka::config_variable(&e), e))?;
+            let p = kafka::producer(&config)
+                .map_err(|e| config_error(kafka::config_variable(&e), e))?;
             (Some(c), Some(p))
         } else {
             (None, None)

@@ -330,4 +330,65 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn checks_hold(v: &ValidEvent) -> bool {
+            !v.sku.trim().is_empty()
+                && v.sku.chars().count() <= MAX_SKU_CHARS
+                && (1..=MAX_QTY).contains(&v.qty)
+                && v.price.is_finite()
+                && (0.0..=MAX_PRICE).contains(&v.price)
+                && v.event_id.chars().count() <= MAX_EVENT_ID_CHARS
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Any bytes: no panic; a rejection carries a known reason, an
+            /// acceptance satisfies every rule.
+            #[test]
+            fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                match decode(&bytes) {
+                    Ok(v) => prop_assert!(checks_hold(&v)),
+                    Err(r) => prop_assert!(Reason::ALL.contains(&r.reason) && !r.detail.is_empty()),
+                }
+            }
+
+            /// Any field values, including hostile strings and floats.
+            #[test]
+            fn validate_never_panics(
+                sku in ".{0,80}",
+                qty in any::<i32>(),
+                price in any::<f64>(),
+                ts in prop_oneof![".{0,40}", "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-][01][0-9]:[0-5][0-9])"],
+                event_id in ".{0,140}",
+            ) {
+                let e = SalesEvent { sku, qty, price, ts, event_id };
+                let bytes = e.encode_to_vec();
+                let direct = validate(e);
+                prop_assert_eq!(direct.clone(), decode(&bytes), "decoding then validating agrees");
+                match direct {
+                    Ok(v) => prop_assert!(checks_hold(&v)),
+                    Err(r) => prop_assert!(Reason::ALL.contains(&r.reason)),
+                }
+            }
+
+            /// A valid event with bytes flipped or cut: no panic, known reasons.
+            #[test]
+            fn corrupted_events_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+                let mut bytes = good().encode_to_vec();
+                for (i, b) in flips {
+                    let n = bytes.len();
+                    bytes[i % n] ^= b;
+                }
+                bytes.truncate(cut % (bytes.len() + 1));
+                if let Err(r) = decode(&bytes) {
+                    prop_assert!(Reason::ALL.contains(&r.reason));
+                }
+            }
+        }
+    }
 }

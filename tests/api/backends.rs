@@ -25,7 +25,37 @@ pub struct Backends {
 }
 
 static BACKENDS: OnceLock<Backends> = OnceLock::new();
-static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+static CHILDREN: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
+
+/// A server under a watchdog shell. Dropping it stops the server (SIGTERM) and reaps
+/// the watchdog.
+pub struct Watched {
+    watchdog: Child,
+    pid_file: PathBuf,
+}
+
+impl Watched {
+    /// Sends `signal` (e.g. "-KILL") to the server and waits for the watchdog to end.
+    pub fn stop(mut self, signal: &str) {
+        self.signal(signal);
+        let _ = self.watchdog.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = Command::new("kill").args([signal, pid.trim()]).status();
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if matches!(self.watchdog.try_wait(), Ok(None)) {
+            self.signal("-TERM");
+            let _ = self.watchdog.wait();
+        }
+    }
+}
 
 /// The shared backends, started on first use.
 pub fn backends() -> &'static Backends {
@@ -120,26 +150,31 @@ fn secantus_path() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// Runs `argv` under a watchdog shell that kills it (and removes `cleanup`) once this
-/// test process is gone, so no server outlives the test run.
-pub fn spawn_watched(argv: &[String], cleanup: Option<&str>, log: &str) -> Child {
+/// Runs `argv` under a watchdog shell that kills it once this test process is gone, so
+/// no server outlives the test run; the server's pid goes to `<log>.pid`.
+pub fn spawn_watched(argv: &[String], log: &str) -> Watched {
     let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
-    let cleanup = cleanup
-        .map(|c| format!("rm -rf {}", shell_quote(c)))
-        .unwrap_or_default();
+    let pid_file = PathBuf::from(format!("{log}.pid"));
     let script = format!(
-        "{} >>{} 2>&1 & s=$!; while kill -0 {} 2>/dev/null && kill -0 $s 2>/dev/null; do sleep 0.5; done; \
-         kill $s 2>/dev/null; wait $s 2>/dev/null; {}",
+        "{} >>{} 2>&1 & s=$!; echo $s >{}; \
+         while kill -0 {} 2>/dev/null && kill -0 $s 2>/dev/null; do sleep 0.2; done; \
+         kill $s 2>/dev/null; wait $s 2>/dev/null",
         quoted.join(" "),
         shell_quote(log),
+        shell_quote(&pid_file.display().to_string()),
         std::process::id(),
-        cleanup
     );
-    Command::new("bash")
+    let _ = std::fs::remove_file(&pid_file);
+    let watchdog = Command::new("bash")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .spawn()
-        .expect("spawn watchdog shell")
+        .expect("spawn watchdog shell");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Watched { watchdog, pid_file }
 }
 
 fn shell_quote(s: &str) -> String {
@@ -154,7 +189,7 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// Starts a tansu broker on `port` (in-memory storage).
-pub fn start_tansu(port: u16) -> Child {
+pub fn start_tansu(port: u16) -> Watched {
     let tansu = tansu_path().expect("tansu installed (scripts/install-deps)");
     let url = format!("tcp://127.0.0.1:{port}");
     let log = scratch_dir("logs").join(format!("tansu-{port}.log"));
@@ -169,7 +204,6 @@ pub fn start_tansu(port: u16) -> Child {
             "--storage-engine".into(),
             "memory://tansu/".into(),
         ],
-        None,
         &log.display().to_string(),
     );
     wait_for_port(port, "tansu", Duration::from_secs(30));
@@ -177,7 +211,7 @@ pub fn start_tansu(port: u16) -> Child {
 }
 
 /// Starts secantusd-rs on `port` with data in `dir` (reopened intact on restart).
-pub fn start_secantus(port: u16, dir: &str, extra: &[&str]) -> Child {
+pub fn start_secantus(port: u16, dir: &str, extra: &[&str]) -> Watched {
     let secantus = secantus_path().expect("secantusd-rs installed (scripts/install-deps)");
     let log = scratch_dir("logs").join(format!("secantus-{port}.log"));
     let mut argv = vec![
@@ -192,7 +226,7 @@ pub fn start_secantus(port: u16, dir: &str, extra: &[&str]) -> Child {
         "512M".into(),
     ];
     argv.extend(extra.iter().map(|s| s.to_string()));
-    let child = spawn_watched(&argv, None, &log.display().to_string());
+    let child = spawn_watched(&argv, &log.display().to_string());
     wait_for_port(port, "secantusd-rs", Duration::from_secs(60));
     child
 }

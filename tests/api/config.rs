@@ -26,6 +26,10 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
         ("LOG_FORMAT", "xml"),
         ("KAFKA_SESSION_TIMEOUT_MS", "5"),
         ("MONGODB_URL", "postgres://nope"),
+        ("KAFKA_SECURITY_PROTOCOL", "tls"),
+        ("KAFKA_PROPERTIES", "no.such.property=1"),
+        ("KAFKA_PROPERTIES", "fetch.max.bytes"),
+        ("GRPC_MAX_STREAMS", "0"),
     ] {
         let (code, stderr) = run_with(&[
             (var, value),
@@ -45,6 +49,22 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
             "{var}={value}: message does not name it: {stderr}"
         );
     }
+}
+
+#[test]
+fn unreadable_tls_files_stop_start_up_naming_the_variable() {
+    let (code, stderr) = run_with(&[
+        ("GRPC_TLS_CERT", "/nonexistent/cert.pem"),
+        ("GRPC_TLS_KEY", "/nonexistent/key.pem"),
+        ("KAFKA_ENABLED", "false"),
+        ("GRPC_ADDR", "127.0.0.1:0"),
+        ("HTTP_ADDR", "127.0.0.1:0"),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("GRPC_TLS_CERT") && stderr.contains("/nonexistent/cert.pem"),
+        "{stderr}"
+    );
 }
 
 #[test]

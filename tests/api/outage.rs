@@ -120,11 +120,7 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
 
     // Stop MongoDB for 10 s.
     let stopped_at = Instant::now();
-    std::process::Command::new("pkill")
-        .args(["-TERM", "-f", "--", &format!("--port {mport} ")])
-        .status()
-        .unwrap();
-    drop(mongo);
+    mongo.stop("-TERM");
     let mut not_serving_after = None;
     let mut lag_during = Vec::new();
     let mut peak_rss = 0;
@@ -302,11 +298,7 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_on_a_new_broke
 
     // Kill the broker: the service runs on, gRPC keeps storing, health shows Kafka down.
     let killed = Instant::now();
-    std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &format!("tcp://127.0.0.1:{kport}")])
-        .status()
-        .unwrap();
-    drop(broker);
+    broker.stop("-KILL");
     wait_until(Duration::from_secs(15), "health reports Kafka down", || {
         let u = app.http_url.clone();
         async move {

@@ -116,21 +116,6 @@ impl ServerProcess {
         }
     }
 
-    /// Waits for the process to exit by itself.
-    pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "server did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
