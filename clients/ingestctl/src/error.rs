@@ -35,6 +35,8 @@ pub enum CtlError {
         code: Code,
         message: String,
     },
+    #[error("{0}")]
+    Protocol(String),
 }
 
 impl CtlError {

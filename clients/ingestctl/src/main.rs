@@ -2,16 +2,24 @@
 //! with the server library's own generated gRPC clients (no second codegen):
 //!
 //! - `health`, `stats`: the gRPC Health protocol and `IngestAdmin/GetStats`;
-//! - `pause`, `resume`, `shutdown`: the token-protected admin RPCs (`admin`).
+//! - `pause`, `resume`, `shutdown`: the token-protected admin RPCs (`admin`);
+//! - `stream`: a load generator over `IngestEvents/Stream` (`stream`, `events`,
+//!   `latency`, `report`).
 //!
 //! `cli` declares the arguments, `connect` opens the channel, `error` maps failures to
-//! messages and exit codes, `table` formats output. Only `main` uses anyhow.
+//! messages and exit codes, `table` and `progress` format output. Only `main` uses
+//! anyhow.
 mod admin;
 mod cli;
 mod connect;
 mod error;
+mod events;
 mod health;
+mod latency;
+mod progress;
+mod report;
 mod stats;
+mod stream;
 mod table;
 
 use std::process::ExitCode;
@@ -73,6 +81,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause => admin_call(&addr, token, admin::Action::Pause).await,
         Command::Resume => admin_call(&addr, token, admin::Action::Resume).await,
         Command::Shutdown => admin_call(&addr, token, admin::Action::Shutdown).await,
+        Command::Stream(args) => {
+            let channel = connect::connect(&addr).await?;
+            let json = args.gen.json;
+            let summary = stream::run(channel, args.plan()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
