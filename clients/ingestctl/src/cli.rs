@@ -1,7 +1,7 @@
 //! The command line: global `--addr` and `--token`, one subcommand per task.
 use clap::{Args, Parser, Subcommand};
 
-use crate::{events::InvalidShare, stream::StreamPlan};
+use crate::{events::InvalidShare, produce::ProducePlan, stream::StreamPlan};
 
 /// Operate and load-test a sales-ingest server.
 #[derive(Debug, Parser)]
@@ -37,6 +37,8 @@ pub enum Command {
     Shutdown,
     /// Load generator over IngestEvents/Stream.
     Stream(StreamArgs),
+    /// Produce encoded SalesEvents to Kafka.
+    Produce(ProduceArgs),
 }
 
 /// `health` options.
@@ -92,6 +94,26 @@ pub struct StreamArgs {
     pub window: u32,
 }
 
+/// `produce` options.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub brokers: String,
+    /// Topic to produce to.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "sales_txn")]
+    pub topic: String,
+    /// Seconds a message may wait for delivery before it counts as failed.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+}
+
 fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -119,6 +141,19 @@ impl StreamArgs {
             rate: self.rate,
             streams: self.streams,
             window: self.window as usize,
+            generator: self.gen.generator(),
+        }
+    }
+}
+
+impl ProduceArgs {
+    /// What `produce` will do.
+    pub fn plan(&self) -> ProducePlan {
+        ProducePlan {
+            count: self.gen.count,
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            timeout_secs: self.timeout,
             generator: self.gen.generator(),
         }
     }

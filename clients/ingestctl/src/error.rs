@@ -37,6 +37,8 @@ pub enum CtlError {
     },
     #[error("{0}")]
     Protocol(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl CtlError {

@@ -4,7 +4,8 @@
 //! - `health`, `stats`: the gRPC Health protocol and `IngestAdmin/GetStats`;
 //! - `pause`, `resume`, `shutdown`: the token-protected admin RPCs (`admin`);
 //! - `stream`: a load generator over `IngestEvents/Stream` (`stream`, `events`,
-//!   `latency`, `report`).
+//!   `latency`, `report`);
+//! - `produce`: a Kafka producer of encoded `SalesEvent`s (`produce`).
 //!
 //! `cli` declares the arguments, `connect` opens the channel, `error` maps failures to
 //! messages and exit codes, `table` and `progress` format output. Only `main` uses
@@ -16,6 +17,7 @@ mod error;
 mod events;
 mod health;
 mod latency;
+mod produce;
 mod progress;
 mod report;
 mod stats;
@@ -90,6 +92,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", summary.render());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Produce(args) => {
+            let json = args.gen.json;
+            let summary = produce::run(args.plan()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.render());
+            }
+            summary.check()?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,9 +1,9 @@
-//! The summary `stream` prints: as aligned text, or as JSON for scripts.
+//! The summaries `stream` and `produce` print: as aligned text, or as JSON for scripts.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{latency::LatencySummary, table::key_values};
+use crate::{error::CtlError, latency::LatencySummary, table::key_values};
 
 /// What a `stream` run did and what the server answered.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -23,6 +23,21 @@ pub struct StreamSummary {
     pub events_per_second: f64,
     /// Per request: send time to ack time.
     pub ack_latency: LatencySummary,
+}
+
+/// What a `produce` run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ProduceSummary {
+    pub run_id: String,
+    pub topic: String,
+    pub messages: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Messages generated invalid on purpose (delivered like the rest).
+    pub invalid_generated: u64,
+    pub first_error: Option<String>,
+    pub elapsed_seconds: f64,
+    pub messages_per_second: f64,
 }
 
 /// Events per second, 0 for an instant run.
@@ -72,6 +87,40 @@ impl StreamSummary {
     }
 }
 
+impl ProduceSummary {
+    /// The summary as text.
+    pub fn render(&self) -> String {
+        let mut pairs = vec![
+            ("run id", self.run_id.clone()),
+            ("topic", self.topic.clone()),
+            ("messages", self.messages.to_string()),
+            ("delivered", self.delivered.to_string()),
+            ("failed", self.failed.to_string()),
+            ("invalid generated", self.invalid_generated.to_string()),
+            ("elapsed", format!("{:.2} s", self.elapsed_seconds)),
+            ("messages/s", format!("{:.0}", self.messages_per_second)),
+        ];
+        if let Some(e) = &self.first_error {
+            pairs.push(("first error", e.clone()));
+        }
+        key_values(&pairs)
+    }
+
+    /// An error when any message was not delivered.
+    pub fn check(&self) -> Result<(), CtlError> {
+        if self.failed == 0 {
+            return Ok(());
+        }
+        Err(CtlError::Kafka(format!(
+            "{} of {} messages were not delivered to {}: {}",
+            self.failed,
+            self.messages,
+            self.topic,
+            self.first_error.as_deref().unwrap_or("unknown error")
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +147,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ack latency p50    12.3 ms\n"), "{text}");
+    }
+
+    #[test]
+    fn produce_check_fails_on_undelivered_messages() {
+        let mut s = ProduceSummary {
+            topic: "t".into(),
+            messages: 5,
+            delivered: 5,
+            ..Default::default()
+        };
+        assert!(s.check().is_ok());
+        s.delivered = 3;
+        s.failed = 2;
+        s.first_error = Some("Message timed out".into());
+        let e = s.check().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "kafka: 2 of 5 messages were not delivered to t: Message timed out"
+        );
     }
 
     #[test]
