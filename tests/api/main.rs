@@ -4,5 +4,6 @@ mod backends;
 mod config;
 mod grpc;
 mod helpers;
+mod ingestctl;
 mod kafka;
 mod observe;
