@@ -6,6 +6,7 @@ mod faults;
 mod grpc;
 mod helpers;
 mod hostile;
+mod ingestctl;
 mod kafka;
 mod observe;
 mod outage;

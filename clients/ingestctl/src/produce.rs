@@ -1,0 +1,128 @@
+//! `ingestctl produce`: publishes the run's events, Protobuf-encoded and keyed by
+//! event id, to a Kafka topic, and waits for every delivery report. When librdkafka's
+//! queue is full it waits for earlier deliveries instead of failing.
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot::Canceled;
+use futures::{stream::FuturesUnordered, FutureExt as _, StreamExt as _};
+use prost::Message as _;
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{future_producer::OwnedDeliveryResult, FutureProducer, FutureRecord},
+    ClientConfig,
+};
+
+use crate::{
+    error::CtlError,
+    events::Generator,
+    progress,
+    report::{rate, ProduceSummary},
+};
+
+/// What to produce, and where.
+#[derive(Clone, Debug)]
+pub struct ProducePlan {
+    pub count: u64,
+    pub brokers: String,
+    pub topic: String,
+    pub timeout_secs: u64,
+    pub generator: Generator,
+}
+
+fn producer(plan: &ProducePlan) -> Result<FutureProducer, CtlError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &plan.brokers)
+        .set("message.timeout.ms", (plan.timeout_secs * 1000).to_string())
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| {
+            CtlError::Kafka(format!(
+                "cannot create a producer for {}: {e}",
+                plan.brokers
+            ))
+        })
+}
+
+/// Counts delivery outcomes.
+#[derive(Default)]
+struct Deliveries {
+    delivered: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+impl Deliveries {
+    fn record(&mut self, result: Result<OwnedDeliveryResult, Canceled>) {
+        let error = match result {
+            Ok(Ok(_)) => {
+                self.delivered += 1;
+                return;
+            }
+            Ok(Err((e, _))) => e.to_string(),
+            Err(Canceled) => "the producer went away before delivery".to_string(),
+        };
+        self.failed += 1;
+        self.first_error.get_or_insert(error);
+    }
+}
+
+/// Produces the plan's events; the summary once every delivery is reported.
+pub async fn run(plan: ProducePlan) -> Result<ProduceSummary, CtlError> {
+    let producer = producer(&plan)?;
+    let bar = progress::bar(plan.count, "messages delivered");
+    let start = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut done = Deliveries::default();
+    for i in 0..plan.count {
+        let event = plan.generator.event(i);
+        let payload = event.encode_to_vec();
+        loop {
+            let record = FutureRecord::to(&plan.topic)
+                .key(event.event_id.as_str())
+                .payload(payload.as_slice());
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    match pending.next().await {
+                        Some(r) => {
+                            done.record(r);
+                            bar.inc(1);
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => {
+                    return Err(CtlError::Kafka(format!(
+                        "cannot enqueue a message for {}: {e}",
+                        plan.topic
+                    )))
+                }
+            }
+        }
+        // Count deliveries that are already reported, without waiting.
+        while let Some(Some(r)) = pending.next().now_or_never() {
+            done.record(r);
+            bar.inc(1);
+        }
+    }
+    while let Some(r) = pending.next().await {
+        done.record(r);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(ProduceSummary {
+        run_id: plan.generator.run_id().to_string(),
+        topic: plan.topic.clone(),
+        messages: plan.count,
+        delivered: done.delivered,
+        failed: done.failed,
+        invalid_generated: plan.generator.invalid_among(plan.count),
+        first_error: done.first_error,
+        elapsed_seconds: elapsed,
+        messages_per_second: rate(done.delivered, elapsed),
+    })
+}

@@ -1,0 +1,311 @@
+//! `ingestctl stats`: IngestAdmin/GetStats as JSON (the response's field names) or as
+//! aligned tables for people.
+use std::collections::BTreeMap;
+
+use sales_ingest::proto::ingest::v1::{
+    ingest_admin_client::IngestAdminClient, GetStatsRequest, GetStatsResponse, PartitionLag,
+    SourceCounts,
+};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::{
+    connect::request,
+    error::CtlError,
+    table::{key_values, Align, Table},
+};
+
+/// Counts for one source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub stored: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+/// One partition's lag.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Partition {
+    pub partition: i32,
+    pub committed_offset: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+/// GetStats' figures, serializable with the proto's field names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatsView {
+    pub uptime_seconds: f64,
+    pub events_stored: u64,
+    pub events_duplicate: u64,
+    pub events_rejected: u64,
+    pub events_failed: u64,
+    pub kafka: Counts,
+    pub grpc: Counts,
+    pub batches_written: u64,
+    pub queue_depth: u64,
+    pub events_per_second: f64,
+    pub consumer_paused: bool,
+    pub kafka_enabled: bool,
+    pub kafka_connected: bool,
+    pub mongodb_connected: bool,
+    pub consumer_lag: i64,
+    pub partitions: Vec<Partition>,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+}
+
+impl From<SourceCounts> for Counts {
+    fn from(c: SourceCounts) -> Self {
+        Counts {
+            stored: c.stored,
+            duplicate: c.duplicate,
+            rejected: c.rejected,
+            failed: c.failed,
+        }
+    }
+}
+
+impl From<PartitionLag> for Partition {
+    fn from(p: PartitionLag) -> Self {
+        Partition {
+            partition: p.partition,
+            committed_offset: p.committed_offset,
+            high_watermark: p.high_watermark,
+            lag: p.lag,
+        }
+    }
+}
+
+impl From<GetStatsResponse> for StatsView {
+    fn from(r: GetStatsResponse) -> Self {
+        StatsView {
+            uptime_seconds: r.uptime_seconds,
+            events_stored: r.events_stored,
+            events_duplicate: r.events_duplicate,
+            events_rejected: r.events_rejected,
+            events_failed: r.events_failed,
+            kafka: r.kafka.map(Counts::from).unwrap_or_default(),
+            grpc: r.grpc.map(Counts::from).unwrap_or_default(),
+            batches_written: r.batches_written,
+            queue_depth: r.queue_depth,
+            events_per_second: r.events_per_second,
+            consumer_paused: r.consumer_paused,
+            kafka_enabled: r.kafka_enabled,
+            kafka_connected: r.kafka_connected,
+            mongodb_connected: r.mongodb_connected,
+            consumer_lag: r.consumer_lag,
+            partitions: r.partitions.into_iter().map(Partition::from).collect(),
+            rejected_by_reason: r.rejected_by_reason.into_iter().collect(),
+        }
+    }
+}
+
+/// Calls GetStats.
+pub async fn fetch(channel: Channel) -> Result<StatsView, CtlError> {
+    let resp = IngestAdminClient::new(channel)
+        .get_stats(request(GetStatsRequest {}))
+        .await
+        .map_err(|s| CtlError::from_status("GetStats", s, false))?;
+    Ok(resp.into_inner().into())
+}
+
+/// Seconds as `1d 02h 03m 04s` (leading zero units left out).
+pub fn format_uptime(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    let (d, h, m, s) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s:02}s"),
+        (0, _, _) => format!("{h}h {m:02}m {s:02}s"),
+        _ => format!("{d}d {h:02}h {m:02}m {s:02}s"),
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+fn offset(o: i64) -> String {
+    if o < 0 {
+        "-".into()
+    } else {
+        o.to_string()
+    }
+}
+
+fn counts_row(name: &str, c: &Counts) -> Vec<String> {
+    vec![
+        name.into(),
+        c.stored.to_string(),
+        c.duplicate.to_string(),
+        c.rejected.to_string(),
+        c.failed.to_string(),
+    ]
+}
+
+/// The stats as text: a summary, counts per source, lag per partition, rejections.
+pub fn render(addr: &str, v: &StatsView) -> String {
+    let kafka = match (v.kafka_enabled, v.kafka_connected) {
+        (false, _) => "disabled".to_string(),
+        (true, true) => "connected".to_string(),
+        (true, false) => "NOT connected".to_string(),
+    };
+    let mongodb = if v.mongodb_connected {
+        "connected"
+    } else {
+        "NOT connected"
+    };
+    let mut out = key_values(&[
+        ("server", addr.to_string()),
+        ("uptime", format_uptime(v.uptime_seconds)),
+        ("kafka", kafka),
+        ("mongodb", mongodb.to_string()),
+        ("consumer paused", yes_no(v.consumer_paused)),
+        ("consumer lag", v.consumer_lag.to_string()),
+        ("queue depth", v.queue_depth.to_string()),
+        ("batches written", v.batches_written.to_string()),
+        ("events/s", format!("{:.1}", v.events_per_second)),
+    ]);
+    let num = Align::Right;
+    let mut sources = Table::new(&[
+        ("SOURCE", Align::Left),
+        ("STORED", num),
+        ("DUPLICATE", num),
+        ("REJECTED", num),
+        ("FAILED", num),
+    ]);
+    let total = Counts {
+        stored: v.events_stored,
+        duplicate: v.events_duplicate,
+        rejected: v.events_rejected,
+        failed: v.events_failed,
+    };
+    sources
+        .row(counts_row("kafka", &v.kafka))
+        .row(counts_row("grpc", &v.grpc))
+        .row(counts_row("total", &total));
+    out.push('\n');
+    out.push_str(&sources.render());
+    if v.kafka_enabled {
+        out.push('\n');
+        if v.partitions.is_empty() {
+            out.push_str("no partitions assigned\n");
+        } else {
+            let mut parts = Table::new(&[
+                ("PARTITION", num),
+                ("COMMITTED", num),
+                ("HIGH WATERMARK", num),
+                ("LAG", num),
+            ]);
+            for p in &v.partitions {
+                parts.row(vec![
+                    p.partition.to_string(),
+                    offset(p.committed_offset),
+                    offset(p.high_watermark),
+                    p.lag.to_string(),
+                ]);
+            }
+            out.push_str(&parts.render());
+        }
+    }
+    let reasons: Vec<_> = v
+        .rejected_by_reason
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .collect();
+    if !reasons.is_empty() {
+        let mut t = Table::new(&[("REJECTION REASON", Align::Left), ("COUNT", num)]);
+        for (reason, n) in reasons {
+            t.row(vec![reason.clone(), n.to_string()]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_formats() {
+        assert_eq!(format_uptime(4.9), "4s");
+        assert_eq!(format_uptime(65.0), "1m 05s");
+        assert_eq!(format_uptime(3_723.0), "1h 02m 03s");
+        assert_eq!(format_uptime(90_061.0), "1d 01h 01m 01s");
+        assert_eq!(format_uptime(-1.0), "0s");
+    }
+
+    fn sample() -> StatsView {
+        StatsView {
+            uptime_seconds: 3_723.0,
+            events_stored: 1_905,
+            events_rejected: 100,
+            kafka: Counts {
+                stored: 5,
+                ..Default::default()
+            },
+            grpc: Counts {
+                stored: 1_900,
+                rejected: 100,
+                ..Default::default()
+            },
+            kafka_enabled: true,
+            kafka_connected: true,
+            mongodb_connected: true,
+            consumer_paused: true,
+            partitions: vec![Partition {
+                partition: 0,
+                committed_offset: 5,
+                high_watermark: 7,
+                lag: 2,
+            }],
+            rejected_by_reason: [("invalid_qty".to_string(), 100), ("malformed".into(), 0)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_table_shows_sources_partitions_and_reasons() {
+        let text = render("http://h:1", &sample());
+        for expected in [
+            "server           http://h:1\n",
+            "uptime           1h 02m 03s\n",
+            "consumer paused  yes\n",
+            "SOURCE  STORED  DUPLICATE  REJECTED  FAILED\n",
+            "grpc      1900          0       100       0\n",
+            "total     1905          0       100       0\n",
+            "PARTITION  COMMITTED  HIGH WATERMARK  LAG\n",
+            "        0          5               7    2\n",
+            "REJECTION REASON  COUNT\ninvalid_qty         100\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("malformed"), "zero reasons are left out");
+    }
+
+    #[test]
+    fn without_kafka_there_is_no_partition_table() {
+        let v = StatsView {
+            kafka_enabled: false,
+            partitions: Vec::new(),
+            ..sample()
+        };
+        let text = render("a", &v);
+        assert!(text.contains("kafka            disabled\n"), "{text}");
+        assert!(!text.contains("PARTITION"));
+    }
+
+    #[test]
+    fn json_uses_the_proto_field_names() {
+        let json = serde_json::to_value(sample()).unwrap();
+        assert_eq!(json["events_stored"], 1_905);
+        assert_eq!(json["grpc"]["rejected"], 100);
+        assert_eq!(json["partitions"][0]["lag"], 2);
+        assert_eq!(json["rejected_by_reason"]["invalid_qty"], 100);
+    }
+}
