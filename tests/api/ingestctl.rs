@@ -401,3 +401,32 @@ async fn produce_delivers_500_events_that_the_server_stores() {
     assert_eq!(kafka_docs, 500);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_sends_the_producer_token() {
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        extra: vec![("producer-token".into(), "ctl-prod-tok".into())],
+        ..Default::default()
+    })
+    .await;
+    wait_serving(&app).await;
+    let base = [
+        "--addr",
+        &app.grpc_url,
+        "stream",
+        "--count",
+        "100",
+        "--batch",
+        "50",
+    ];
+    let refused = ingestctl(&base).await;
+    assert_ne!(refused.code, Some(0), "no token: refused {refused:?}");
+    let mut with = base.to_vec();
+    with.extend(["--producer-token", "ctl-prod-tok", "--json"]);
+    let run = ingestctl(&with).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.json()["accepted"], 100);
+    assert_eq!(app.stored().await, 100);
+    app.stop().await;
+}

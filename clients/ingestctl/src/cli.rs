@@ -92,6 +92,9 @@ pub struct StreamArgs {
     /// Requests in flight (sent, not yet acked) per stream.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub window: u32,
+    /// Bearer token for servers started with PRODUCER_TOKEN.
+    #[arg(long, env = "PRODUCER_TOKEN", hide_env_values = true)]
+    pub producer_token: Option<String>,
 }
 
 /// `produce` options.
@@ -142,6 +145,7 @@ impl StreamArgs {
             streams: self.streams,
             window: self.window as usize,
             generator: self.gen.generator(),
+            producer_token: self.producer_token.clone(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct StreamPlan {
     pub streams: u32,
     pub window: usize,
     pub generator: Generator,
+    /// Sent as `authorization: Bearer <token>` when set.
+    pub producer_token: Option<String>,
 }
 
 /// State the streams share: the plan, the next event and sequence number to hand out.
@@ -233,8 +235,15 @@ async fn read_acks(
     in_flight: &Semaphore,
     sent: &Mutex<VecDeque<Sent>>,
 ) -> Result<Tally, CtlError> {
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &shared.plan.producer_token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CtlError::Protocol("the producer token is not valid metadata".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut acks = client
-        .stream(ReceiverStream::new(rx))
+        .stream(request)
         .await
         .map_err(|s| CtlError::from_status("IngestEvents/Stream", s, false))?
         .into_inner();
@@ -277,6 +286,7 @@ mod tests {
                 streams: 1,
                 window: 1,
                 generator: Generator::new("r".into(), Default::default(), chrono::Utc::now()),
+                producer_token: None,
             },
             next_event: AtomicU64::new(0),
             next_seq: AtomicU64::new(1),
