@@ -6,3 +6,5 @@ mod grpc;
 mod helpers;
 mod kafka;
 mod observe;
+mod python_client;
+mod tools;
