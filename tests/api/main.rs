@@ -7,4 +7,5 @@ mod helpers;
 mod kafka;
 mod observe;
 mod python_client;
+mod status_page;
 mod tools;

@@ -63,3 +63,64 @@ pub fn require_python_grpc() {
         describe(&out)
     );
 }
+
+/// Runs `cmd`, killing it (and failing the test) if it outlives `deadline`.
+pub fn run_with_deadline(
+    cmd: &mut Command,
+    deadline: std::time::Duration,
+    install: &str,
+) -> Output {
+    use std::io::Read;
+    let mut child = match cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{:?} is not installed: {install} (scripts/install-deps installs it)",
+            cmd.get_program()
+        ),
+        Err(e) => panic!("cannot run {:?}: {e}", cmd.get_program()),
+    };
+    // Drain both pipes on threads so a chatty program cannot block on a full pipe.
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out_pipe.read_to_end(&mut b);
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err_pipe.read_to_end(&mut b);
+        b
+    });
+    let end = std::time::Instant::now() + deadline;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{:?} did not finish within {deadline:?}", cmd.get_program());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out_t.join().expect("stdout thread"),
+        stderr: err_t.join().expect("stderr thread"),
+    }
+}
+
+/// The build's target directory (the test binary lives in `<target>/<profile>/deps/`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo_path("target"))
+}
