@@ -2,6 +2,7 @@
 mod admin;
 mod backends;
 mod config;
+mod deploy;
 mod grpc;
 mod helpers;
 mod kafka;

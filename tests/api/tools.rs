@@ -64,6 +64,15 @@ pub fn require_python_grpc() {
     );
 }
 
+/// The promtool command (Debian package `prometheus`).
+pub fn promtool() -> Command {
+    Command::new("promtool")
+}
+
+/// What to install when promtool is missing.
+pub const PROMTOOL: &str = "promtool comes with the Debian package `prometheus` \
+                            (apt-get install --no-install-recommends prometheus)";
+
 /// Runs `cmd`, killing it (and failing the test) if it outlives `deadline`.
 pub fn run_with_deadline(
     cmd: &mut Command,
