@@ -1,12 +1,16 @@
 //! The HTTP side (warp): `GET /metrics` (Prometheus text), `GET /health` (JSON, 200 when
 //! serving, 503 when not) and `GET /stats` (JSON, GetStats' figures), as the Python
-//! service offered them.
+//! service offered them; plus `GET /`, a self-contained status page (`status.html`)
+//! that polls `/stats`.
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 use warp::{http::StatusCode, Filter, Reply};
 
 use crate::{health::Health, stats::Stats};
+
+/// The status page, compiled into the binary.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The routes, separate from the listener so they can be tested alone.
 pub fn routes(
@@ -35,7 +39,16 @@ pub fn routes(
     let stats_route = warp::path!("stats")
         .and(warp::get())
         .map(move || warp::reply::json(&stats.snapshot()).into_response());
-    metrics.or(health_route).unify().or(stats_route).unify()
+    let status_page = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(STATUS_PAGE).into_response());
+    metrics
+        .or(health_route)
+        .unify()
+        .or(stats_route)
+        .unify()
+        .or(status_page)
+        .unify()
 }
 
 /// Serves the routes on `listener` until `shutdown` resolves.

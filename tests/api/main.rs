@@ -2,6 +2,7 @@
 mod admin;
 mod backends;
 mod config;
+mod deploy;
 mod faults;
 mod grpc;
 mod helpers;
@@ -11,4 +12,7 @@ mod kafka;
 mod observe;
 mod outage;
 mod process;
+mod python_client;
 mod security;
+mod status_page;
+mod tools;
