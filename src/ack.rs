@@ -76,6 +76,30 @@ impl Ack {
     }
 }
 
+/// Resolves many acks (a written batch), taking each offset tracker's lock once for
+/// its run of Kafka acks instead of once per event.
+pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
+    let mut kafka: Vec<KafkaAck> = Vec::new();
+    for (ack, outcome) in acks {
+        match ack {
+            Ack::Kafka(k) => kafka.push(k),
+            grpc => grpc.resolve(outcome),
+        }
+    }
+    let mut rest = kafka.as_slice();
+    while let Some(first) = rest.first() {
+        let run = rest
+            .iter()
+            .take_while(|k| Arc::ptr_eq(&k.tracker, &first.tracker))
+            .count();
+        let mut tracker = first.tracker.lock().expect("offset tracker lock");
+        for k in &rest[..run] {
+            tracker.resolved(k.partition, k.generation, k.offset);
+        }
+        rest = &rest[run..];
+    }
+}
+
 /// The ack of one IngestEvents request, sent when its last event is resolved.
 pub type AckResult = Result<pb::IngestAck, tonic::Status>;
 
@@ -173,6 +197,35 @@ mod tests {
         let idx: Vec<_> = got.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
         assert_eq!(got.rejected[0].reason, "invalid_ts");
+    }
+
+    #[test]
+    fn resolve_all_resolves_kafka_and_grpc_acks() {
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let g = tracker.lock().unwrap().assign(0);
+        let mut acks = Vec::new();
+        for offset in 0..3 {
+            tracker.lock().unwrap().received(0, offset);
+            let k = KafkaAck {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                generation: g,
+                tracker: tracker.clone(),
+            };
+            acks.push((Ack::Kafka(k), Outcome::Stored));
+        }
+        let (req, mut rx) = RequestAck::new(1, 1);
+        acks.push((
+            Ack::Grpc(GrpcAck {
+                request: req,
+                index: 0,
+            }),
+            Outcome::Duplicate,
+        ));
+        resolve_all(acks);
+        assert_eq!(tracker.lock().unwrap().committable(0), Some(3));
+        assert_eq!(rx.try_recv().unwrap().unwrap().duplicates, 1);
     }
 
     #[tokio::test]

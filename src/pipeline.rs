@@ -140,9 +140,9 @@ fn admit<S: Sink>(
         ack,
         received,
     } = item;
-    let checked = match &payload {
-        Payload::Encoded(bytes) => validate::decode(bytes),
-        Payload::Decoded(event) => validate::validate(event.clone()),
+    let checked = match payload {
+        Payload::Encoded(bytes) => validate::decode(&bytes).map_err(|r| (r, bytes)),
+        Payload::Decoded(event) => validate::check(event).map_err(|(r, e)| (r, e.encode_to_vec())),
     };
     match checked {
         Ok(event) => {
@@ -155,11 +155,7 @@ fn admit<S: Sink>(
             };
             batcher.push(pending, Instant::now())
         }
-        Err(rejection) => {
-            let payload = match payload {
-                Payload::Encoded(bytes) => bytes,
-                Payload::Decoded(event) => event.encode_to_vec(),
-            };
+        Err((rejection, payload)) => {
             let letter = DeadLetter {
                 payload,
                 rejection: rejection.clone(),
@@ -209,10 +205,10 @@ async fn spawn_write<S: Sink>(
         let results = sink.write(batch).await;
         drop(permit);
         stats.batch_written(size);
-        for (pending, outcome) in results {
+        crate::ack::resolve_all(results.into_iter().map(|(pending, outcome)| {
             stats.record(pending.ack.source(), &outcome, pending.received);
-            pending.ack.resolve(outcome);
-        }
+            (pending.ack, outcome)
+        }));
     });
 }
 

@@ -100,6 +100,39 @@ pub fn decode(bytes: &[u8]) -> Result<ValidEvent, Rejection> {
 
 /// Validates a decoded event, field by field in wire order.
 pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
+    check(event).map_err(|(rejection, _)| rejection)
+}
+
+/// Like `validate`, but hands a refused event back (for its dead letter) instead of
+/// dropping it, so callers need not clone the event up front.
+pub fn check(event: SalesEvent) -> Result<ValidEvent, (Rejection, SalesEvent)> {
+    match rules(&event) {
+        Err(rejection) => Err((rejection, event)),
+        Ok(ts_millis) => {
+            let SalesEvent {
+                sku,
+                qty,
+                price,
+                event_id,
+                ..
+            } = event;
+            Ok(ValidEvent {
+                sku,
+                qty,
+                price,
+                ts_millis,
+                event_id,
+            })
+        }
+    }
+}
+
+fn parse_ts(ts: &str) -> Result<i64, chrono::ParseError> {
+    chrono::DateTime::parse_from_rfc3339(ts).map(|t| t.timestamp_millis())
+}
+
+/// Checks every rule in wire order: the parsed timestamp, or the first rule broken.
+fn rules(event: &SalesEvent) -> Result<i64, Rejection> {
     let SalesEvent {
         sku,
         qty,
@@ -107,6 +140,7 @@ pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
         ts,
         event_id,
     } = event;
+    let (qty, price) = (*qty, *price);
     if sku.trim().is_empty() {
         return Err(Rejection::new(Reason::MissingSku, "sku is empty"));
     }
@@ -129,14 +163,12 @@ pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
             format!("price {price} is not a finite number in 0..={MAX_PRICE}"),
         ));
     }
-    let ts_millis = chrono::DateTime::parse_from_rfc3339(&ts)
-        .map_err(|e| {
-            Rejection::new(
-                Reason::InvalidTs,
-                format!("ts {:?} is not RFC 3339: {e}", truncate(&ts, 64)),
-            )
-        })?
-        .timestamp_millis();
+    let ts_millis = parse_ts(ts).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidTs,
+            format!("ts {:?} is not RFC 3339: {e}", truncate(ts, 64)),
+        )
+    })?;
     let id_chars = event_id.chars().count();
     if id_chars > MAX_EVENT_ID_CHARS {
         return Err(Rejection::new(
@@ -144,13 +176,7 @@ pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
             format!("event_id has {id_chars} characters, at most {MAX_EVENT_ID_CHARS} allowed"),
         ));
     }
-    Ok(ValidEvent {
-        sku,
-        qty,
-        price,
-        ts_millis,
-        event_id,
-    })
+    Ok(ts_millis)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
