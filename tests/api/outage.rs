@@ -139,6 +139,10 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
     }
     let detected = not_serving_after.expect("health turned NOT_SERVING during the outage");
     assert!(
+        peak_rss <= 100 * 1024,
+        "resident memory stays bounded during the outage: {peak_rss} KiB"
+    );
+    assert!(
         detected <= Duration::from_secs(2),
         "NOT_SERVING only after {detected:?}"
     );
