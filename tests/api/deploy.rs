@@ -465,12 +465,7 @@ async fn the_container_healthcheck_command_exits_0_when_serving_and_1_otherwise(
         ..Default::default()
     })
     .await;
-    let http = app.http_url.clone();
-    wait_until(Duration::from_secs(20), "serving", || {
-        let h = http.clone();
-        async move { get(&format!("{h}/health")).await.0 == 200 }
-    })
-    .await;
+    app.wait_serving().await;
     let addr = app.grpc_url.trim_start_matches("http://").to_string();
     let healthcheck = |addr: String| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sales-ingest"));

@@ -1,6 +1,4 @@
 //! gRPC producers: IngestEvents/Stream acks, in order, after durability.
-use std::time::Duration;
-
 use mongodb::bson::{doc, Document};
 use sales_ingest::proto::ingest::v1::IngestRequest;
 use tokio_stream::StreamExt;
@@ -15,11 +13,7 @@ async fn a_stream_of_50_requests_gets_50_ordered_acks_after_the_documents_are_du
         ..Default::default()
     })
     .await;
-    wait_until(Duration::from_secs(20), "serving", || {
-        let h = app.http_url.clone();
-        async move { get(&format!("{h}/health")).await.0 == 200 }
-    })
-    .await;
+    app.wait_serving().await;
     let mut requests = Vec::new();
     let mut expected = Vec::new();
     for seq in 0..50u64 {

@@ -176,6 +176,16 @@ impl TestApp {
             .expect("connect events")
     }
 
+    /// Waits until `/health` answers 200 (every required dependency reachable).
+    pub async fn wait_serving(&self) {
+        let h = self.http_url.clone();
+        wait_until(Duration::from_secs(30), "/health 200", || {
+            let h = h.clone();
+            async move { get(&format!("{h}/health")).await.0 == 200 }
+        })
+        .await;
+    }
+
     /// Documents in the events collection.
     pub async fn stored(&self) -> u64 {
         self.db

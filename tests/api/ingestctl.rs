@@ -105,15 +105,6 @@ async fn ingestctl(args: &[&str]) -> Run {
     .expect("ingestctl task")
 }
 
-async fn wait_serving(app: &TestApp) {
-    let h = app.http_url.clone();
-    wait_until(Duration::from_secs(30), "serving", || {
-        let h = h.clone();
-        async move { get(&format!("{h}/health")).await.0 == 200 }
-    })
-    .await;
-}
-
 /// The last word of the line starting with `key` in a key/value summary.
 fn value_of<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
@@ -125,7 +116,7 @@ fn value_of<'a>(text: &'a str, key: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_for_every_service_and_unknown_services_fail() {
     let app = spawn_app(AppOptions::default()).await;
-    wait_serving(&app).await;
+    app.wait_serving().await;
     let run = ingestctl(&["--addr", &app.grpc_url, "health"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     for service in [
@@ -149,7 +140,7 @@ async fn health_is_serving_for_every_service_and_unknown_services_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_prints_a_table_and_json_with_the_servers_figures() {
     let app = spawn_app(AppOptions::default()).await;
-    wait_serving(&app).await;
+    app.wait_serving().await;
     let run = ingestctl(&["--addr", &app.grpc_url, "stats", "--json"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let json = run.json();
@@ -179,7 +170,7 @@ async fn stream_stores_the_valid_events_and_reports_what_the_server_acked() {
         ..Default::default()
     })
     .await;
-    wait_serving(&app).await;
+    app.wait_serving().await;
     let run_id = unique("ctlrun");
     let args = [
         "--addr",
@@ -410,7 +401,7 @@ async fn stream_sends_the_producer_token() {
         ..Default::default()
     })
     .await;
-    wait_serving(&app).await;
+    app.wait_serving().await;
     let base = [
         "--addr",
         &app.grpc_url,

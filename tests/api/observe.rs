@@ -93,12 +93,8 @@ async fn metrics_health_and_stats_answer_over_http() {
         ..Default::default()
     })
     .await;
+    app.wait_serving().await;
     let url = app.http_url.clone();
-    wait_until(Duration::from_secs(20), "/health 200", || {
-        let url = url.clone();
-        async move { get(&format!("{url}/health")).await.0 == 200 }
-    })
-    .await;
     let (code, body) = get(&format!("{url}/health")).await;
     assert_eq!(code, 200);
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();

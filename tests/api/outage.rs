@@ -228,11 +228,7 @@ async fn mongodb_absent_at_start_up_then_appearing_starts_ingestion_without_a_re
         .unwrap()
         .database(app.db.name());
     assert_eq!(count(&db).await, 300);
-    wait_until(Duration::from_secs(10), "serving", || {
-        let u = app.http_url.clone();
-        async move { get(&format!("{u}/health")).await.0 == 200 }
-    })
-    .await;
+    app.wait_serving().await;
     eprintln!("RELIABILITY mongodb-absent-at-start: sent=300 stored=300 lost=0 duplicated=0 recover={:.1}s", appeared.elapsed().as_secs_f64());
     app.stop().await;
 }
@@ -338,11 +334,7 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_on_a_new_broke
     )
     .await;
     let recovered = killed.elapsed();
-    wait_until(Duration::from_secs(20), "serving again", || {
-        let u = app.http_url.clone();
-        async move { get(&format!("{u}/health")).await.0 == 200 }
-    })
-    .await;
+    app.wait_serving().await;
     assert_eq!(app.stored().await, 1500);
     eprintln!(
         "RELIABILITY broker-outage: sent=1500 stored=1500 lost=0 duplicated=0 recover={:.1}s",

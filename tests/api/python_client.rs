@@ -1,7 +1,7 @@
 //! The Python client (clients/python) against the real server: the producer's printed
 //! acks, what MongoDB and the stats then hold, an idempotent replay, and the health
 //! check's exit codes.
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
@@ -33,12 +33,7 @@ async fn the_python_producer_streams_events_and_prints_every_ack() {
         ..Default::default()
     })
     .await;
-    let http = app.http_url.clone();
-    wait_until(Duration::from_secs(20), "serving", || {
-        let h = http.clone();
-        async move { get(&format!("{h}/health")).await.0 == 200 }
-    })
-    .await;
+    app.wait_serving().await;
     let target = app.grpc_url.trim_start_matches("http://").to_string();
 
     // 60 events in requests of 10, every 7th invalid: events 6, 13, ..., 55 (8 of
@@ -141,12 +136,7 @@ async fn the_python_health_check_exits_0_when_serving_and_1_when_not_serving_or_
         ..Default::default()
     })
     .await;
-    let http = app.http_url.clone();
-    wait_until(Duration::from_secs(20), "serving", || {
-        let h = http.clone();
-        async move { get(&format!("{h}/health")).await.0 == 200 }
-    })
-    .await;
+    app.wait_serving().await;
     let target = app.grpc_url.trim_start_matches("http://").to_string();
     for service in ["", "ingest.v1.IngestEvents", "ingest.v1.IngestAdmin"] {
         let out = run_async(
