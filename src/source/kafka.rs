@@ -39,10 +39,18 @@ pub struct SourceContext {
     fetch_paused: AtomicBool,
     /// partition → (high watermark, committed offset as librdkafka last saw it)
     watermarks: Mutex<HashMap<i32, (i64, i64)>>,
+    /// Whether some broker connection was UP in the last statistics, and when those
+    /// statistics arrived.
+    broker_up: Mutex<(bool, Option<Instant>)>,
 }
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        *self.broker_up.lock().expect("broker_up lock") = (up, Some(Instant::now()));
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
@@ -130,10 +138,14 @@ impl SourceContext {
 /// The consumer type the source uses.
 pub type IngestConsumer = StreamConsumer<SourceContext>;
 
-/// Bootstrap servers plus the security settings and KAFKA_PROPERTIES.
-fn base_config(cfg: &Config) -> ClientConfig {
+/// A client configuration: bootstrap servers, this client's own `settings`, then the
+/// security settings and KAFKA_PROPERTIES last, so an operator can override anything.
+fn client_config(cfg: &Config, settings: &[(&str, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_bootstrap_servers);
+    for (k, v) in settings {
+        c.set(*k, v);
+    }
     for (k, v) in cfg.kafka_client_properties() {
         c.set(k, v);
     }
@@ -164,38 +176,50 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         tracker: Arc::default(),
         fetch_paused: AtomicBool::new(false),
         watermarks: Mutex::default(),
+        broker_up: Mutex::new((false, None)),
     };
-    let consumer: IngestConsumer = base_config(cfg)
-        .set("group.id", &cfg.kafka_group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
+    let settings = [
+        ("group.id", cfg.kafka_group_id.clone()),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("auto.offset.reset", "earliest".into()),
+        ("enable.partition.eof", "false".into()),
+        (
             "session.timeout.ms",
             cfg.kafka_session_timeout_ms.to_string(),
-        )
-        .set(
+        ),
+        (
             "heartbeat.interval.ms",
             cfg.kafka_heartbeat_interval_ms.to_string(),
-        )
-        .set(
+        ),
+        (
             "max.poll.interval.ms",
             cfg.kafka_max_poll_interval_ms.to_string(),
-        )
-        .set("statistics.interval.ms", "1000")
-        .create_with_context(ctx)?;
+        ),
+        ("statistics.interval.ms", "1000".into()),
+        // Bounded prefetch (memory) and short broker waits (latency at low rates).
+        ("queued.max.messages.kbytes", "16384".into()),
+        ("fetch.wait.max.ms", "100".into()),
+    ];
+    let consumer: IngestConsumer = client_config(cfg, &settings).create_with_context(ctx)?;
     consumer.subscribe(&[&cfg.kafka_topic])?;
     Ok(Arc::new(consumer))
 }
 
 /// Creates the dead-letter producer.
 pub fn producer(cfg: &Config) -> KafkaResult<FutureProducer> {
-    base_config(cfg)
-        .set("message.timeout.ms", "30000")
-        .set("linger.ms", "5")
-        .create()
+    let settings = [
+        ("message.timeout.ms", "30000".into()),
+        ("linger.ms", "5".into()),
+    ];
+    client_config(cfg, &settings).create()
 }
+
+/// Messages the source holds when the pipeline is full before it stops taking more.
+const BACKLOG_MAX: usize = 1024;
+/// How long a full pipeline may block the source before fetching is paused (while
+/// paused the consumer keeps polling, so max.poll.interval.ms is never exceeded).
+const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(1);
 
 /// The running source.
 pub struct KafkaSource {
@@ -235,6 +259,7 @@ impl KafkaSource {
         let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
         let mut poll_tick = tokio::time::interval(Duration::from_millis(200));
         let mut fetch_paused = false;
+        let mut stalled_since: Option<Instant> = None;
         'run: loop {
             while let Some(item) = backlog.pop_front() {
                 match self.tx.try_send(item) {
@@ -246,13 +271,26 @@ impl KafkaSource {
                     Err(mpsc::error::TrySendError::Closed(_)) => break 'run,
                 }
             }
+            // A full pipeline first just stops this loop taking messages (librdkafka's
+            // prefetch queue waits); only a stall longer than STALL_BEFORE_PAUSE pauses
+            // the partitions, so that polling can go on and keep the group session
+            // alive. Pausing at every full channel would throw the prefetched messages
+            // away and fetch them again each time.
+            let full = backlog.len() >= BACKLOG_MAX;
+            stalled_since = if full {
+                stalled_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            let stalled = stalled_since.is_some_and(|t| t.elapsed() >= STALL_BEFORE_PAUSE);
             let admin = *self.admin_paused.borrow();
             self.stats.set_paused(admin);
-            let want = admin || !backlog.is_empty();
+            let want = admin || stalled;
             if want != fetch_paused {
                 self.set_fetch_paused(want);
                 fetch_paused = want;
             }
+            let take_messages = !full || fetch_paused;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -266,7 +304,7 @@ impl KafkaSource {
                 },
                 _ = self.admin_paused.changed() => {}
                 _ = poll_tick.tick() => {}
-                msg = self.consumer.recv() => match msg {
+                msg = self.consumer.recv(), if take_messages => match msg {
                     Ok(m) => backlog.push_back(self.incoming(&m)),
                     Err(e) => {
                         debug!(error = %e, "consumer error");
@@ -368,7 +406,11 @@ impl KafkaSource {
     }
 }
 
-/// Checks broker reachability every two seconds (a metadata request) for health.
+/// Publishes broker reachability for health, once a second, from librdkafka's own
+/// view of its broker connections (the statistics it emits every second): a broker
+/// connection is UP, and statistics are fresh. This adds no request of its own: a
+/// metadata request per second from a second thread was the prime suspect of a
+/// librdkafka crash seen (rarely) when a broker came back empty on the same address.
 pub async fn probe(consumer: Arc<IngestConsumer>, stats: Arc<Stats>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -376,12 +418,9 @@ pub async fn probe(consumer: Arc<IngestConsumer>, stats: Arc<Stats>, stop: Cance
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let c = consumer.clone();
-        let up = tokio::task::spawn_blocking(move || {
-            c.fetch_metadata(None, Duration::from_millis(1500)).is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let (up, at) = *consumer.context().broker_up.lock().expect("broker_up lock");
+        let fresh = at.is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+        let up = up && fresh;
         if stats.set_up("kafka", up) {
             if up {
                 info!("Kafka reachable");

@@ -190,6 +190,12 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 
 /// Starts a tansu broker on `port` (in-memory storage).
 pub fn start_tansu(port: u16) -> Watched {
+    start_tansu_advertising(port, port)
+}
+
+/// Starts a tansu broker listening on `port` that tells clients to reach it at
+/// `advertised` (a proxy in front of it).
+pub fn start_tansu_advertising(port: u16, advertised: u16) -> Watched {
     let tansu = tansu_path().expect("tansu installed (scripts/install-deps)");
     let url = format!("tcp://127.0.0.1:{port}");
     let log = scratch_dir("logs").join(format!("tansu-{port}.log"));
@@ -200,7 +206,7 @@ pub fn start_tansu(port: u16) -> Watched {
             "--listener-url".into(),
             url.clone(),
             "--advertised-listener-url".into(),
-            url,
+            format!("tcp://127.0.0.1:{advertised}"),
             "--storage-engine".into(),
             "memory://tansu/".into(),
         ],

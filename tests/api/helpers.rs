@@ -243,7 +243,15 @@ fn kafka_config() -> ClientConfig {
 
 /// Creates a topic with `partitions` partitions.
 pub async fn create_topic(topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = kafka_config().create().expect("admin client");
+    create_topic_at(&backends().kafka, topic, partitions).await;
+}
+
+/// Creates a topic on the broker at `bootstrap`.
+pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
     let results = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
