@@ -12,20 +12,15 @@ use sales_ingest::{sink::mongo, validate::validate};
 
 use crate::{
     events,
-    procfs::{Cpu, Pids},
-    report::PhaseResult,
-    Tuning,
+    procfs::Cpu,
+    report::{Kind, PhaseResult},
+    Ctx,
 };
 
 /// Runs phase 1 against database `db_name`, dropped afterwards.
-pub async fn run(
-    url: &str,
-    db_name: &str,
-    n: u64,
-    tuning: &Tuning,
-    pids: &Pids,
-) -> Result<PhaseResult> {
-    let client = mongo::client(url).await?;
+pub async fn run(ctx: &Ctx, db_name: &str, n: u64, label: &str) -> Result<PhaseResult> {
+    let (tuning, pids) = (&ctx.tuning, &ctx.pids);
+    let client = mongo::client(&ctx.mongodb_url).await?;
     let db = client.database(db_name);
     db.run_command(doc! { "ping": 1 }).await?;
     mongo::ensure_indexes(&db, "raw_sales").await?;
@@ -72,7 +67,8 @@ pub async fn run(
     }
     db.drop().await?;
     Ok(PhaseResult {
-        phase: "1 database ceiling".into(),
+        phase: label.into(),
+        kind: Kind::Ceiling,
         events: n,
         seconds,
         events_per_second: n as f64 / seconds,

@@ -21,7 +21,7 @@ use crate::{
     events,
     kafka_phase::{check_and_drop, mib},
     procfs::{Cpu, Pids},
-    report::PhaseResult,
+    report::{Kind, PhaseResult},
     service::{self, Service},
     Ctx,
 };
@@ -81,6 +81,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<PhaseResult> {
     check_and_drop(ctx, database, n).await?;
     Ok(PhaseResult {
         phase: "3 gRPC -> MongoDB".into(),
+        kind: Kind::Grpc,
         events: n,
         seconds,
         events_per_second: n as f64 / seconds,

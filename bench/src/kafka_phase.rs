@@ -11,7 +11,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 use crate::{
     kafka,
     procfs::{Cpu, Pids},
-    report::PhaseResult,
+    report::{Kind, PhaseResult},
     service::{self, Service},
     Ctx,
 };
@@ -87,6 +87,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
     Ok((
         PhaseResult {
             phase: "2 Kafka -> MongoDB".into(),
+            kind: Kind::Kafka,
             events: n,
             seconds,
             events_per_second: timed_events as f64 / seconds,

@@ -62,6 +62,21 @@ struct Args {
     /// Seconds of paced production in the latency phase.
     #[arg(long, default_value_t = 20.0)]
     latency_seconds: f64,
+    /// RUST_LOG given to the service (e.g. `info,sales_ingest::source::kafka=debug` to
+    /// look into a phase; logs are in target/bench/logs).
+    #[arg(long, default_value = "info")]
+    service_log: String,
+    /// Extra KEY=VALUE environment for every service process, applied last (e.g.
+    /// QUEUE_CAPACITY=100000 to look into a phase); printed with the results.
+    #[arg(long = "service-env", value_parser = parse_key_value)]
+    service_env: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 /// The settings shared by the bench and the service.
@@ -73,6 +88,8 @@ pub struct Tuning {
     pub partitions: i32,
     pub streams: u32,
     pub window: usize,
+    pub service_log: String,
+    pub service_env: Vec<(String, String)>,
 }
 
 /// What every phase needs.
@@ -119,6 +136,8 @@ async fn run(args: Args) -> Result<()> {
         partitions: args.partitions,
         streams: args.streams,
         window: args.window,
+        service_log: args.service_log.clone(),
+        service_env: args.service_env.clone(),
     };
 
     let servers = Servers::start(&logs)?;
@@ -163,17 +182,24 @@ async fn run(args: Args) -> Result<()> {
         "grpc_streams": args.streams,
         "grpc_window": args.window,
         "latency_seconds": args.latency_seconds,
+        "service_log": args.service_log,
+        "service_env": args.service_env,
     });
     println!(
         "\nsales-ingest bench, {} on {} (load average at start {}); {} events, BATCH_SIZE={}, \
-         WRITE_CONCURRENCY={}, FLUSH_INTERVAL={} s\n",
+         WRITE_CONCURRENCY={}, FLUSH_INTERVAL={} s{}\n",
         report.date,
         report.machine,
         report.load_average_at_start,
         args.events,
         args.batch_size,
         args.write_concurrency,
-        args.flush_interval
+        args.flush_interval,
+        if args.service_env.is_empty() {
+            String::new()
+        } else {
+            format!("; extra service environment {:?}", args.service_env)
+        }
     );
     println!("{}", report.render());
     if let Some(dir) = json.parent() {
@@ -185,12 +211,12 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Phases 1, 2, 3 and 5 in order (4 is measured inside 2, 3 and 5).
+/// Phases 1, 2, 3 and 5 in order (4 is measured inside 2, 3 and 5), then phase 1
+/// again: the ratios use the first ceiling, the repeat shows how much it drifted.
 async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64)> {
     let n = args.events;
     eprintln!("bench: phase 1, database ceiling ({n} documents)");
-    let ceiling =
-        ceiling::run(&ctx.mongodb_url, "bench_ceiling", n, &ctx.tuning, &ctx.pids).await?;
+    let ceiling = ceiling::run(ctx, "bench_ceiling", n, "1 database ceiling").await?;
     eprintln!("bench: ceiling {:.0} docs/s", ceiling.events_per_second);
     eprintln!("bench: phase 2, Kafka -> MongoDB");
     let (kafka, pre_produce) = kafka_phase::run(ctx, n).await?;
@@ -210,7 +236,10 @@ async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64
         args.latency_seconds
     );
     let latency = latency::run(ctx, rate, args.latency_seconds).await?;
-    Ok((vec![ceiling, kafka, grpc, latency], pre_produce))
+    eprintln!("bench: the database ceiling again, to show drift over the run");
+    let again = ceiling::run(ctx, "bench_ceiling_again", n, "1b ceiling again, last").await?;
+    eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
+    Ok((vec![ceiling, kafka, grpc, latency, again], pre_produce))
 }
 
 /// "Debian GNU/Linux 12 (bookworm), 2 cores".

@@ -158,7 +158,8 @@ impl Service {
     }
 }
 
-/// The service environment every phase shares; `extra` entries override.
+/// The service environment every phase shares; `extra` entries override it and the
+/// user's `--service-env` entries override both.
 pub fn env(
     kafka: &str,
     mongodb_url: &str,
@@ -175,12 +176,13 @@ pub fn env(
         ("BATCH_SIZE", tuning.batch_size.to_string()),
         ("WRITE_CONCURRENCY", tuning.write_concurrency.to_string()),
         ("FLUSH_INTERVAL", tuning.flush_interval.to_string()),
-        ("RUST_LOG", "info".into()),
+        ("RUST_LOG", tuning.service_log.clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    for (k, v) in extra {
+    let overrides = tuning.service_env.iter().map(|(k, v)| (k.as_str(), v));
+    for (k, v) in extra.iter().map(|(k, v)| (*k, v)).chain(overrides) {
         env.retain(|(key, _)| key != k);
         env.push((k.to_string(), v.clone()));
     }
