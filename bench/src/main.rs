@@ -1,0 +1,257 @@
+//! `bench`: the benchmark of issue 5 in one command,
+//! `cargo run --release -p bench -- [--events N] [--json PATH]`.
+//!
+//! In one run, against a tansu broker and a secantusd-rs server it starts on free
+//! loopback ports (and stops at the end), it measures:
+//! 1. the database ceiling: pre-built documents written as the service writes them
+//!    ([`ceiling`]), and the bench's own CPU per document;
+//! 2. Kafka → MongoDB with the release service as a separate process ([`kafka_phase`]);
+//! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]);
+//! 4. the service's CPU per event and resident memory (idle and peak) in each;
+//! 5. produce → stored latency at half phase 2's rate ([`latency`]).
+//!
+//! It prints the figures as Markdown tables with the issue-5 targets and writes them
+//! as JSON (default `target/bench/bench.json`). Every figure is measured in this run.
+mod ceiling;
+mod events;
+mod grpc_phase;
+mod kafka;
+mod kafka_phase;
+mod latency;
+mod metrics;
+mod procfs;
+mod report;
+mod servers;
+mod service;
+mod watched;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::{procfs::Pids, report::Report, servers::Servers};
+
+/// The benchmark of issue 5: ceiling, Kafka → MongoDB, gRPC → MongoDB, cost, latency.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Events (documents) in phases 1, 2 and 3.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Where to write the figures as JSON [default: target/bench/bench.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// BATCH_SIZE: documents per insert_many and events per gRPC request.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: u64,
+    /// WRITE_CONCURRENCY: batches in flight, in the ceiling and in the service.
+    #[arg(long, default_value_t = 4)]
+    write_concurrency: u32,
+    /// FLUSH_INTERVAL given to the service, seconds.
+    #[arg(long, default_value_t = 0.2)]
+    flush_interval: f64,
+    /// Partitions of the Kafka topics.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Concurrent IngestEvents streams in phase 3.
+    #[arg(long, default_value_t = 4)]
+    streams: u32,
+    /// Unacknowledged requests allowed per stream in phase 3.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Seconds of paced production in the latency phase.
+    #[arg(long, default_value_t = 20.0)]
+    latency_seconds: f64,
+    /// RUST_LOG given to the service (e.g. `info,sales_ingest::source::kafka=debug` to
+    /// look into a phase; logs are in target/bench/logs).
+    #[arg(long, default_value = "info")]
+    service_log: String,
+    /// Extra KEY=VALUE environment for every service process, applied last (e.g.
+    /// QUEUE_CAPACITY=100000 to look into a phase); printed with the results.
+    #[arg(long = "service-env", value_parser = parse_key_value)]
+    service_env: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// The settings shared by the bench and the service.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Tuning {
+    pub batch_size: u64,
+    pub write_concurrency: u32,
+    pub flush_interval: f64,
+    pub partitions: i32,
+    pub streams: u32,
+    pub window: usize,
+    pub service_log: String,
+    pub service_env: Vec<(String, String)>,
+}
+
+/// What every phase needs.
+pub struct Ctx {
+    pub kafka: String,
+    pub mongodb_url: String,
+    pub tuning: Tuning,
+    /// The service's release binary.
+    pub bin: PathBuf,
+    /// Where the servers' and services' logs go.
+    pub logs: PathBuf,
+    pub pids: Pids,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let bin = service::binary()?;
+    let target_dir = bin
+        .parent()
+        .and_then(|d| d.parent())
+        .context("no target directory")?
+        .to_path_buf();
+    let logs = target_dir.join("bench").join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| target_dir.join("bench").join("bench.json"));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let tuning = Tuning {
+        batch_size: args.batch_size,
+        write_concurrency: args.write_concurrency,
+        flush_interval: args.flush_interval,
+        partitions: args.partitions,
+        streams: args.streams,
+        window: args.window,
+        service_log: args.service_log.clone(),
+        service_env: args.service_env.clone(),
+    };
+
+    let servers = Servers::start(&logs)?;
+    eprintln!(
+        "bench: tansu on {}, secantusd-rs on {}; logs in {}",
+        servers.kafka,
+        servers.mongodb_url,
+        logs.display()
+    );
+    let ctx = Ctx {
+        kafka: servers.kafka.clone(),
+        mongodb_url: servers.mongodb_url.clone(),
+        tuning,
+        bin,
+        logs,
+        pids: Pids {
+            service: None,
+            mongodb: servers.mongodb_pid(),
+            kafka: servers.kafka_pid(),
+        },
+    };
+    let outcome = phases(&ctx, &args).await;
+    let stopped = servers.stop();
+    let (phases, pre_produce_seconds) = outcome?;
+    stopped?;
+
+    let mut report = Report::new(phases, args.flush_interval);
+    report.date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    report.machine = machine();
+    report.load_average_at_start = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    report.pre_produce_seconds = pre_produce_seconds;
+    report.settings = serde_json::json!({
+        "events": args.events,
+        "batch_size": args.batch_size,
+        "write_concurrency": args.write_concurrency,
+        "flush_interval_s": args.flush_interval,
+        "partitions": args.partitions,
+        "grpc_streams": args.streams,
+        "grpc_window": args.window,
+        "latency_seconds": args.latency_seconds,
+        "service_log": args.service_log,
+        "service_env": args.service_env,
+    });
+    println!(
+        "\nsales-ingest bench, {} on {} (load average at start {}); {} events, BATCH_SIZE={}, \
+         WRITE_CONCURRENCY={}, FLUSH_INTERVAL={} s{}\n",
+        report.date,
+        report.machine,
+        report.load_average_at_start,
+        args.events,
+        args.batch_size,
+        args.write_concurrency,
+        args.flush_interval,
+        if args.service_env.is_empty() {
+            String::new()
+        } else {
+            format!("; extra service environment {:?}", args.service_env)
+        }
+    );
+    println!("{}", report.render());
+    if let Some(dir) = json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("write {}", json.display()))?;
+    println!("JSON: {}", json.display());
+    Ok(())
+}
+
+/// Phases 1, 2, 3 and 5 in order (4 is measured inside 2, 3 and 5), then phase 1
+/// again: the ratios use the first ceiling, the repeat shows how much it drifted.
+async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64)> {
+    let n = args.events;
+    eprintln!("bench: phase 1, database ceiling ({n} documents)");
+    let ceiling = ceiling::run(ctx, "bench_ceiling", n, "1 database ceiling").await?;
+    eprintln!("bench: ceiling {:.0} docs/s", ceiling.events_per_second);
+    eprintln!("bench: phase 2, Kafka -> MongoDB");
+    let (kafka, pre_produce) = kafka_phase::run(ctx, n).await?;
+    eprintln!(
+        "bench: Kafka -> MongoDB {:.0} events/s",
+        kafka.events_per_second
+    );
+    eprintln!("bench: phase 3, gRPC -> MongoDB");
+    let grpc = grpc_phase::run(ctx, n).await?;
+    eprintln!(
+        "bench: gRPC -> MongoDB {:.0} events/s",
+        grpc.events_per_second
+    );
+    let rate = kafka.events_per_second / 2.0;
+    eprintln!(
+        "bench: phase 5, latency at {rate:.0} events/s for {} s",
+        args.latency_seconds
+    );
+    let latency = latency::run(ctx, rate, args.latency_seconds).await?;
+    eprintln!("bench: the database ceiling again, to show drift over the run");
+    let again = ceiling::run(ctx, "bench_ceiling_again", n, "1b ceiling again, last").await?;
+    eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
+    Ok((vec![ceiling, kafka, grpc, latency, again], pre_produce))
+}
+
+/// "Debian GNU/Linux 12 (bookworm), 2 cores".
+fn machine() -> String {
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "unknown OS".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{os}, {cores} cores")
+}

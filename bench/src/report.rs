@@ -1,0 +1,271 @@
+//! The figures of one run: each phase's measurements, the ratios derived from them,
+//! the issue-5 targets checked against them, printed as Markdown tables and written
+//! as JSON.
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::procfs::Cpu;
+
+/// Which kind of phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Ceiling,
+    Kafka,
+    Grpc,
+    Latency,
+}
+
+/// What one phase measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseResult {
+    pub phase: String,
+    pub kind: Kind,
+    /// Events (documents) in the phase.
+    pub events: u64,
+    /// Length of the timed window.
+    pub seconds: f64,
+    /// Events completed inside the timed window per second.
+    pub events_per_second: f64,
+    /// Events completed inside the timed window (denominator of the CPU figures).
+    pub timed_events: u64,
+    /// CPU seconds each process used inside the timed window.
+    pub cpu: Cpu,
+    pub peak_rss_mib: Option<f64>,
+    pub idle_rss_mib: Option<f64>,
+    pub latency: Option<Latency>,
+    /// Documents per insert_many and ms per insert_many, on average (the service's
+    /// from its /metrics; the ceiling's measured by the bench).
+    pub mean_batch_size: Option<f64>,
+    pub mean_write_ms: Option<f64>,
+    /// events_per_second / the ceiling's.
+    pub ratio_to_ceiling: Option<f64>,
+    /// The service's CPU seconds per million events.
+    pub service_cpu_s_per_million: Option<f64>,
+    /// The service's CPU per event / the bench's CPU per document in phase 1.
+    pub cpu_ratio_to_bench: Option<f64>,
+}
+
+/// Produce → stored latency of phase 5.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    /// Events per second produced (half phase 2's rate).
+    pub target_rate: f64,
+    /// Produce → `processed_at` (the batch's write issued), ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// insert_many duration p99 (bucket upper bound) and mean, ms, from /metrics.
+    pub write_p99_bound_ms: Option<f64>,
+    pub write_mean_ms: Option<f64>,
+    /// Inside the service, received → durable (bucket upper bounds), ms, from /metrics.
+    pub service_p50_bound_ms: Option<f64>,
+    pub service_p99_bound_ms: Option<f64>,
+}
+
+impl Latency {
+    /// p99 to the write's start plus the write's p99: a bound on produce → stored p99.
+    pub fn stored_p99_bound_ms(&self) -> f64 {
+        self.p99_ms + self.write_p99_bound_ms.unwrap_or(0.0)
+    }
+}
+
+/// One issue-5 target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub target: String,
+    pub value: f64,
+    pub limit: f64,
+    /// true: value ≤ limit is met; false: value ≥ limit is met.
+    pub at_most: bool,
+    pub met: bool,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub load_average_at_start: String,
+    pub settings: serde_json::Value,
+    pub pre_produce_seconds: f64,
+    /// The bench's own CPU seconds per document written in phase 1.
+    pub bench_cpu_s_per_doc: f64,
+    pub phases: Vec<PhaseResult>,
+    pub targets: Vec<Target>,
+}
+
+impl Report {
+    /// Derives the ratios from `phases[0]` (the ceiling) and checks the targets.
+    pub fn new(mut phases: Vec<PhaseResult>, flush_interval_s: f64) -> Self {
+        let ceiling = phases[0].events_per_second;
+        let bench_per_doc = phases[0].cpu.bench / phases[0].timed_events.max(1) as f64;
+        for p in phases.iter_mut() {
+            if p.kind == Kind::Ceiling {
+                let per_doc = p.cpu.bench / p.timed_events.max(1) as f64;
+                p.cpu_ratio_to_bench = Some(per_doc / bench_per_doc);
+            } else {
+                let per_event = p.cpu.service / p.timed_events.max(1) as f64;
+                p.service_cpu_s_per_million = Some(per_event * 1e6);
+                p.cpu_ratio_to_bench = Some(per_event / bench_per_doc);
+            }
+            if p.kind != Kind::Latency {
+                p.ratio_to_ceiling = Some(p.events_per_second / ceiling);
+            }
+        }
+        let mut targets = Vec::new();
+        let mut add = |target: String, value: Option<f64>, limit: f64, at_most: bool| {
+            if let Some(value) = value {
+                let met = if at_most {
+                    value <= limit
+                } else {
+                    value >= limit
+                };
+                targets.push(Target {
+                    target,
+                    value,
+                    limit,
+                    at_most,
+                    met,
+                });
+            }
+        };
+        for p in phases.iter().filter(|p| p.kind != Kind::Ceiling) {
+            let name = &p.phase;
+            if p.latency.is_none() {
+                add(
+                    format!("{name}: events/s ≥ 0.85 × ceiling"),
+                    p.ratio_to_ceiling,
+                    0.85,
+                    false,
+                );
+                add(
+                    format!("{name}: service CPU per event ≤ 3 × bench CPU per doc"),
+                    p.cpu_ratio_to_bench,
+                    3.0,
+                    true,
+                );
+                add(
+                    format!("{name}: peak RSS ≤ 150 MiB"),
+                    p.peak_rss_mib,
+                    150.0,
+                    true,
+                );
+            }
+            add(
+                format!("{name}: idle RSS ≤ 30 MiB"),
+                p.idle_rss_mib,
+                30.0,
+                true,
+            );
+            if let Some(l) = &p.latency {
+                add(
+                    format!(
+                        "{name}: p99 produce→stored (p99 to write start + write p99) ≤ FLUSH_INTERVAL + 100 ms"
+                    ),
+                    Some(l.stored_p99_bound_ms()),
+                    flush_interval_s * 1000.0 + 100.0,
+                    true,
+                );
+            }
+        }
+        Self {
+            date: String::new(),
+            machine: String::new(),
+            load_average_at_start: String::new(),
+            settings: serde_json::Value::Null,
+            pre_produce_seconds: 0.0,
+            bench_cpu_s_per_doc: bench_per_doc,
+            phases,
+            targets,
+        }
+    }
+
+    /// The results table, the CPU-by-process table and the targets, as Markdown.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let opt = |v: Option<f64>, digits: usize| match v {
+            Some(v) => format!("{v:.digits$}"),
+            None => "–".into(),
+        };
+        s.push_str("| Phase | Events | Seconds | Events/s | × ceiling | Service CPU s / 1M events | CPU × bench per doc | Peak RSS MiB | Idle RSS MiB | Latency p50 / p99 ms |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for p in &self.phases {
+            let cpu = if p.kind == Kind::Ceiling {
+                let per_doc = p.cpu.bench / p.timed_events.max(1) as f64;
+                format!("{:.2} (bench)", per_doc * 1e6)
+            } else {
+                opt(p.service_cpu_s_per_million, 2)
+            };
+            let latency = match &p.latency {
+                Some(l) => format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms),
+                None => "–".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                p.phase,
+                p.events,
+                p.seconds,
+                p.events_per_second,
+                opt(p.ratio_to_ceiling, 2),
+                cpu,
+                opt(p.cpu_ratio_to_bench, 2),
+                opt(p.peak_rss_mib, 1),
+                opt(p.idle_rss_mib, 1),
+                latency,
+            );
+        }
+        s.push_str("\nCPU seconds by process inside each timed window (2 cores = 200%):\n\n");
+        s.push_str("| Phase | Wall s | Service | MongoDB server | Kafka broker | Bench | Sum, % of 1 core | Docs per insert_many | ms per insert_many |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for p in &self.phases {
+            let c = &p.cpu;
+            let sum = c.service + c.mongodb_server + c.kafka_broker + c.bench;
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% | {} | {} |",
+                p.phase,
+                p.seconds,
+                c.service,
+                c.mongodb_server,
+                c.kafka_broker,
+                c.bench,
+                100.0 * sum / p.seconds,
+                opt(p.mean_batch_size, 0),
+                opt(p.mean_write_ms, 1),
+            );
+        }
+        if let Some(l) = self.phases.iter().find_map(|p| p.latency.as_ref()) {
+            let _ = writeln!(
+                s,
+                "\nLatency: {:.0} events/s produced; produce → processed_at p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+                 insert_many mean {} ms, p99 ≤ {} ms; inside the service (received → durable) \
+                 p50 ≤ {} ms, p99 ≤ {} ms, the rest is producer, broker and consumer fetch.",
+                l.target_rate,
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms,
+                opt(l.write_mean_ms, 1),
+                opt(l.write_p99_bound_ms, 0),
+                opt(l.service_p50_bound_ms, 0),
+                opt(l.service_p99_bound_ms, 0),
+            );
+        }
+        s.push_str("\nIssue-5 targets:\n\n");
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "- [{}] {}: {:.2} ({} {})",
+                if t.met { "met" } else { "NOT met" },
+                t.target,
+                t.value,
+                if t.at_most { "limit" } else { "needs" },
+                t.limit
+            );
+        }
+        s
+    }
+}
