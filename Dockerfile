@@ -28,6 +28,7 @@ COPY proto ./proto
 COPY src ./src
 # Cargo loads every workspace member, so their sources come too (only the server is built).
 COPY clients/ingestctl ./clients/ingestctl
+COPY bench ./bench
 # Cache mounts keep the registry and the target dir between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
