@@ -21,6 +21,24 @@ const POLL: Duration = Duration::from_millis(50);
 /// A phase with no progress for this long has failed.
 const STALL: Duration = Duration::from_secs(120);
 
+/// Starts a service consuming `topic` into `database` (its own group) and waits until
+/// it is SERVING; phases 2 and 5 both use it.
+pub async fn start_consumer(ctx: &Ctx, topic: &str, database: &str, log: &str) -> Result<Service> {
+    let env = service::env(
+        &ctx.kafka,
+        &ctx.mongodb_url,
+        &ctx.tuning,
+        &[
+            ("KAFKA_TOPIC", topic.to_string()),
+            ("KAFKA_GROUP_ID", format!("{topic}-group")),
+            ("MONGODB_DATABASE", database.into()),
+        ],
+    );
+    let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join(log))?;
+    svc.wait_serving(Duration::from_secs(60)).await?;
+    Ok(svc)
+}
+
 /// Runs phase 2; also returns the seconds pre-producing took.
 pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
     let topic = format!("bench-kafka-{}", std::process::id());
@@ -34,18 +52,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
     );
 
     let database = "bench_kafka";
-    let env = service::env(
-        &ctx.kafka,
-        &ctx.mongodb_url,
-        &ctx.tuning,
-        &[
-            ("KAFKA_TOPIC", topic.clone()),
-            ("KAFKA_GROUP_ID", format!("{topic}-group")),
-            ("MONGODB_DATABASE", database.into()),
-        ],
-    );
-    let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join("service-kafka.log"))?;
-    svc.wait_serving(Duration::from_secs(60)).await?;
+    let svc = start_consumer(ctx, &topic, database, "service-kafka.log").await?;
     let pids = Pids {
         service: Some(svc.pid()),
         ..ctx.pids

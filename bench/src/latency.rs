@@ -15,11 +15,11 @@ use mongodb::bson::{doc, Document};
 
 use crate::{
     events, kafka,
-    kafka_phase::{check_and_drop, mib},
+    kafka_phase::{check_and_drop, mib, start_consumer},
     metrics::{percentile, Histogram},
     procfs::{Cpu, Pids},
     report::{Kind, Latency, PhaseResult},
-    service::{self, Service},
+    service::Service,
     Ctx,
 };
 
@@ -28,18 +28,7 @@ pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> Result<PhaseResult> {
     let topic = format!("bench-latency-{}", std::process::id());
     kafka::create_topic(&ctx.kafka, &topic, ctx.tuning.partitions).await?;
     let database = "bench_latency";
-    let env = service::env(
-        &ctx.kafka,
-        &ctx.mongodb_url,
-        &ctx.tuning,
-        &[
-            ("KAFKA_TOPIC", topic.clone()),
-            ("KAFKA_GROUP_ID", format!("{topic}-group")),
-            ("MONGODB_DATABASE", database.into()),
-        ],
-    );
-    let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join("service-latency.log"))?;
-    svc.wait_serving(Duration::from_secs(60)).await?;
+    let svc = start_consumer(ctx, &topic, database, "service-latency.log").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = svc.memory()?;
 
