@@ -1,7 +1,7 @@
 //! Health: the service is SERVING while MongoDB is reachable (and Kafka too when it is
 //! enabled) and it is not shutting down. This task publishes that verdict to the gRPC
 //! Health service for `""`, `ingest.v1.IngestAdmin` and `ingest.v1.IngestEvents`;
-//! `/health` computes the same from `Stats`.
+//! `/health` answers with the same published verdict, so the two never disagree.
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -29,6 +29,9 @@ pub struct Health {
     reporter: HealthReporter,
     stats: Arc<Stats>,
     shutting_down: AtomicBool,
+    /// The verdict last published to the gRPC Health service; `/health` answers with
+    /// it too, so the two never disagree.
+    published: AtomicBool,
 }
 
 /// `/health`'s body.
@@ -60,8 +63,14 @@ impl Health {
             reporter,
             stats,
             shutting_down: AtomicBool::new(false),
+            published: AtomicBool::new(false),
         });
         (health, server)
+    }
+
+    /// The serving state the gRPC Health service reports right now.
+    pub fn published(&self) -> bool {
+        self.published.load(Ordering::SeqCst)
     }
 
     /// True when every required dependency is up and no shutdown is under way.
@@ -76,7 +85,7 @@ impl Health {
     pub fn report(&self) -> HealthReport {
         let s = &self.stats;
         HealthReport {
-            status: if self.serving() {
+            status: if self.published() {
                 "serving"
             } else {
                 "not_serving"
@@ -108,6 +117,7 @@ impl Health {
         for name in SERVICES {
             self.reporter.set_service_status(name, status).await;
         }
+        self.published.store(serving, Ordering::SeqCst);
     }
 
     /// Re-evaluates every 100 ms and publishes changes, until `stop`.

@@ -29,7 +29,7 @@ pub fn routes(
         })
     };
     let health_route = warp::path!("health").and(warp::get()).map(move || {
-        let code = if health.serving() {
+        let code = if health.published() {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
