@@ -13,6 +13,8 @@ use crate::procfs::Cpu;
 pub enum Kind {
     #[default]
     Ceiling,
+    /// The ceiling's documents in the Kafka phase's key order (a diagnostic).
+    CeilingKeyOrder,
     Kafka,
     Grpc,
     Latency,
@@ -42,6 +44,9 @@ pub struct PhaseResult {
     pub mean_write_ms: Option<f64>,
     /// events_per_second / the ceiling's.
     pub ratio_to_ceiling: Option<f64>,
+    /// Kafka phase: events_per_second / phase 1c's (the same documents written in the
+    /// key order the Kafka phase delivers them).
+    pub ratio_to_key_order_ceiling: Option<f64>,
     /// The service's CPU seconds per million events.
     pub service_cpu_s_per_million: Option<f64>,
     /// The service's CPU per event / the bench's CPU per document in phase 1.
@@ -63,6 +68,13 @@ pub struct Latency {
     /// Inside the service, received → durable (bucket upper bounds), ms, from /metrics.
     pub service_p50_bound_ms: Option<f64>,
     pub service_p99_bound_ms: Option<f64>,
+}
+
+impl PhaseResult {
+    /// A database-only phase (1, 1c, 1b): the bench writes, no service.
+    pub fn is_ceiling(&self) -> bool {
+        matches!(self.kind, Kind::Ceiling | Kind::CeilingKeyOrder)
+    }
 }
 
 impl Latency {
@@ -102,8 +114,15 @@ impl Report {
     pub fn new(mut phases: Vec<PhaseResult>, flush_interval_s: f64) -> Self {
         let ceiling = phases[0].events_per_second;
         let bench_per_doc = phases[0].cpu.bench / phases[0].timed_events.max(1) as f64;
+        let key_order = phases
+            .iter()
+            .find(|p| p.kind == Kind::CeilingKeyOrder)
+            .map(|p| p.events_per_second);
         for p in phases.iter_mut() {
-            if p.kind == Kind::Ceiling {
+            if p.kind == Kind::Kafka {
+                p.ratio_to_key_order_ceiling = key_order.map(|k| p.events_per_second / k);
+            }
+            if p.is_ceiling() {
                 let per_doc = p.cpu.bench / p.timed_events.max(1) as f64;
                 p.cpu_ratio_to_bench = Some(per_doc / bench_per_doc);
             } else {
@@ -132,7 +151,7 @@ impl Report {
                 });
             }
         };
-        for p in phases.iter().filter(|p| p.kind != Kind::Ceiling) {
+        for p in phases.iter().filter(|p| !p.is_ceiling()) {
             let name = &p.phase;
             if p.latency.is_none() {
                 add(
@@ -193,7 +212,7 @@ impl Report {
         s.push_str("| Phase | Events | Seconds | Events/s | × ceiling | Service CPU s / 1M events | CPU × bench per doc | Peak RSS MiB | Idle RSS MiB | Latency p50 / p99 ms |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.phases {
-            let cpu = if p.kind == Kind::Ceiling {
+            let cpu = if p.is_ceiling() {
                 let per_doc = p.cpu.bench / p.timed_events.max(1) as f64;
                 format!("{:.2} (bench)", per_doc * 1e6)
             } else {
@@ -216,6 +235,19 @@ impl Report {
                 opt(p.peak_rss_mib, 1),
                 opt(p.idle_rss_mib, 1),
                 latency,
+            );
+        }
+        for p in self
+            .phases
+            .iter()
+            .filter(|p| p.ratio_to_key_order_ceiling.is_some())
+        {
+            let _ = writeln!(
+                s,
+                "\n{}: {:.2} × phase 1c, the same documents written straight to the database in \
+                 the key order the Kafka phase delivers them.",
+                p.phase,
+                p.ratio_to_key_order_ceiling.unwrap_or_default(),
             );
         }
         s.push_str("\nCPU seconds by process inside each timed window (2 cores = 200%):\n\n");
