@@ -52,7 +52,7 @@ pub struct Application {
     stats: Arc<Stats>,
     db: mongodb::Database,
     consumer: Option<Arc<IngestConsumer>>,
-    dlq_producer: Option<rdkafka::producer::FutureProducer>,
+    dlq_producer: Option<kafka::DlqProducer>,
     tls: Option<tonic::transport::ServerTlsConfig>,
 }
 

@@ -26,10 +26,11 @@ impl<T> Batcher<T> {
         }
     }
 
-    /// Adds an item; returns the full batch when it reached the size limit.
-    pub fn push(&mut self, item: T, now: Instant) -> Option<Vec<T>> {
+    /// Adds an item; returns the full batch when it reached the size limit. `now` is
+    /// read only for the first item of a batch (it starts the flush deadline).
+    pub fn push(&mut self, item: T, now: impl FnOnce() -> Instant) -> Option<Vec<T>> {
         if self.items.is_empty() {
-            self.deadline = Some(now + self.interval);
+            self.deadline = Some(now() + self.interval);
         }
         self.items.push(item);
         (self.items.len() >= self.max).then(|| self.take())
@@ -65,9 +66,9 @@ mod tests {
     fn cuts_at_the_size_limit() {
         let now = Instant::now();
         let mut b = Batcher::new(3, Duration::from_secs(5));
-        assert!(b.push(1, now).is_none());
-        assert!(b.push(2, now).is_none());
-        assert_eq!(b.push(3, now), Some(vec![1, 2, 3]));
+        assert!(b.push(1, || now).is_none());
+        assert!(b.push(2, || now).is_none());
+        assert_eq!(b.push(3, || now), Some(vec![1, 2, 3]));
         assert!(b.is_empty());
         assert_eq!(b.deadline(), None);
     }
@@ -76,11 +77,11 @@ mod tests {
     fn deadline_runs_from_the_first_item_of_a_batch() {
         let t0 = Instant::now();
         let mut b = Batcher::new(10, Duration::from_secs(5));
-        b.push('a', t0);
-        b.push('b', t0 + Duration::from_secs(4));
+        b.push('a', || t0);
+        b.push('b', || t0 + Duration::from_secs(4));
         assert_eq!(b.deadline(), Some(t0 + Duration::from_secs(5)));
         assert_eq!(b.take(), vec!['a', 'b']);
-        b.push('c', t0 + Duration::from_secs(6));
+        b.push('c', || t0 + Duration::from_secs(6));
         assert_eq!(b.deadline(), Some(t0 + Duration::from_secs(11)));
         assert_eq!(b.len(), 1);
     }
@@ -88,6 +89,6 @@ mod tests {
     #[test]
     fn size_zero_is_treated_as_one() {
         let mut b = Batcher::new(0, Duration::from_secs(1));
-        assert_eq!(b.push(9, Instant::now()), Some(vec![9]));
+        assert_eq!(b.push(9, Instant::now), Some(vec![9]));
     }
 }

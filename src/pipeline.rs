@@ -153,7 +153,7 @@ fn admit<S: Sink>(
                 ack,
                 received,
             };
-            batcher.push(pending, Instant::now())
+            batcher.push(pending, Instant::now)
         }
         Err((rejection, payload)) => {
             let letter = DeadLetter {
@@ -165,7 +165,7 @@ fn admit<S: Sink>(
             tasks.spawn(async move {
                 sink.dead_letter(letter).await;
                 let outcome = Outcome::Rejected(rejection);
-                stats.record(ack.source(), &outcome, received);
+                stats.record(ack.source(), &outcome, received.elapsed());
                 ack.resolve(outcome);
             });
             None
@@ -205,8 +205,10 @@ async fn spawn_write<S: Sink>(
         let results = sink.write(batch).await;
         drop(permit);
         stats.batch_written(size);
+        let done = std::time::Instant::now();
         crate::ack::resolve_all(results.into_iter().map(|(pending, outcome)| {
-            stats.record(pending.ack.source(), &outcome, pending.received);
+            let took = done.saturating_duration_since(pending.received);
+            stats.record(pending.ack.source(), &outcome, took);
             (pending.ack, outcome)
         }));
     });

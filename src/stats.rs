@@ -261,8 +261,8 @@ impl Stats {
         }
     }
 
-    /// Counts one event's outcome and its processing time.
-    pub fn record(&self, source: Source, outcome: &Outcome, received: Instant) {
+    /// Counts one event's outcome and its processing time (received → resolved).
+    pub fn record(&self, source: Source, outcome: &Outcome, took: Duration) {
         let s = source as usize;
         match outcome {
             Outcome::Stored => self.processed_handles[s][0].inc(),
@@ -279,8 +279,7 @@ impl Stats {
                     .inc();
             }
         }
-        self.processing_duration
-            .observe(received.elapsed().as_secs_f64());
+        self.processing_duration.observe(took.as_secs_f64());
     }
 
     /// Counts one finished insert_many.
@@ -411,7 +410,7 @@ mod tests {
     #[test]
     fn outcomes_are_counted_by_source_status_and_reason() {
         let stats = Stats::new(true);
-        let now = Instant::now();
+        let now = Duration::from_millis(3);
         stats.record(Source::Kafka, &Outcome::Stored, now);
         stats.record(Source::Grpc, &Outcome::Duplicate, now);
         let bad = Rejection {

@@ -4,7 +4,10 @@
 //! got the rejection in its ack, and the gRPC path must not depend on Kafka). Delivery
 //! is retried until it succeeds: a Kafka offset is committed only after its dead letter
 //! is durable.
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use mongodb::{
     bson::{doc, spec::BinarySubtype, Binary, DateTime, Document},
@@ -12,31 +15,44 @@ use mongodb::{
 };
 use rdkafka::{
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
+    producer::BaseRecord,
 };
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::{
     pipeline::{DeadLetter, Origin},
     sink::mongo::backoff,
+    source::kafka::{Delivery, DlqProducer},
     stats::Stats,
 };
 
+/// How often a sender waiting for its delivery report polls the producer.
+const DELIVERY_POLL: Duration = Duration::from_millis(5);
+/// How often the producer is polled when nobody waits (its errors and logs).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
 /// Sends dead letters to the topic or the collection.
 pub struct DeadLetters {
-    kafka: Option<(FutureProducer, String)>,
+    kafka: Option<(Arc<DlqProducer>, String)>,
     collection: Collection<Document>,
     stats: Arc<Stats>,
 }
 
 impl DeadLetters {
     /// `kafka` is the producer and topic for Kafka events (None when Kafka is off).
+    /// With a producer, this must be called inside a tokio runtime: it starts the idle
+    /// poll, which ends when the producer is dropped with this value.
     pub fn new(
-        kafka: Option<(FutureProducer, String)>,
+        kafka: Option<(DlqProducer, String)>,
         db: &Database,
         collection: &str,
         stats: Arc<Stats>,
     ) -> Self {
+        let kafka = kafka.map(|(p, topic)| (Arc::new(p), topic));
+        if let Some((p, _)) = &kafka {
+            tokio::spawn(idle_poll(Arc::downgrade(p)));
+        }
         Self {
             kafka,
             collection: db.collection(collection),
@@ -84,14 +100,14 @@ impl DeadLetters {
                     .insert(header("source_topic", topic))
                     .insert(header("source_partition", &partition))
                     .insert(header("source_offset", &offset));
-                let record = FutureRecord::<(), [u8]>::to(dlq_topic)
+                let (tx, rx) = oneshot::channel();
+                let record = BaseRecord::<(), [u8], _>::with_opaque_to(dlq_topic, Box::new(tx))
                     .payload(&letter.payload)
                     .headers(headers);
-                let result = producer
-                    .send(record, Duration::from_secs(10))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e.to_string());
+                let result = match producer.send(record) {
+                    Ok(()) => delivered(producer, rx).await,
+                    Err((e, _)) => Err(e.to_string()),
+                };
                 ("kafka", result)
             }
             (origin, _) => {
@@ -124,6 +140,32 @@ impl DeadLetters {
                     .map_err(|e| e.to_string());
                 ("mongodb", result)
             }
+        }
+    }
+}
+
+/// Polls the producer until the delivery report of the message behind `rx` arrives
+/// (within `message.timeout.ms`: librdkafka reports every message, failed or not).
+async fn delivered(producer: &DlqProducer, mut rx: oneshot::Receiver<Delivery>) -> Delivery {
+    loop {
+        producer.poll(Duration::ZERO);
+        tokio::select! {
+            report = &mut rx => {
+                return report.unwrap_or_else(|_| Err("the delivery report was lost".into()));
+            }
+            _ = tokio::time::sleep(DELIVERY_POLL) => {}
+        }
+    }
+}
+
+/// Serves the producer's errors and logs while nobody is waiting for a delivery;
+/// returns once the producer is gone.
+async fn idle_poll(producer: Weak<DlqProducer>) {
+    loop {
+        tokio::time::sleep(IDLE_POLL).await;
+        match producer.upgrade() {
+            Some(p) => p.poll(Duration::ZERO),
+            None => return,
         }
     }
 }
