@@ -194,11 +194,10 @@ impl Stats {
         let write_duration = HistogramVec::new(
             // Buckets a factor √2 apart (1 ms to 11.6 s), so a quantile read from them
             // is within 41 % (a factor 2 made the p99 at 60 ms read as "≤ 128 ms").
-            HistogramOpts::new("mongodb_write_duration_seconds", "insert_many latency")
-                .buckets(
-                    prometheus::exponential_buckets(0.001, std::f64::consts::SQRT_2, 28)
-                        .expect("buckets"),
-                ),
+            HistogramOpts::new("mongodb_write_duration_seconds", "insert_many latency").buckets(
+                prometheus::exponential_buckets(0.001, std::f64::consts::SQRT_2, 28)
+                    .expect("buckets"),
+            ),
             &["status"],
         )
         .expect("valid metric");

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::{FutureExt, StreamExt};
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -21,7 +22,6 @@ use rdkafka::{
     producer::{BaseProducer, DeliveryResult, ProducerContext},
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
-use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};

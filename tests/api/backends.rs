@@ -181,9 +181,28 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// A scratch directory under the system temp dir.
+/// A scratch directory under the system temp dir, `sales-ingest-test-<pid>-<name>`.
+/// All but the `logs` one are removed once this test process is gone (a database's
+/// data directory holds 130 MiB or more; runs must not fill the disk).
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sales-ingest-test-{}-{name}", std::process::id()));
+    static CLEANUP: std::sync::Once = std::sync::Once::new();
+    let pid = std::process::id();
+    let tmp = std::env::temp_dir();
+    CLEANUP.call_once(|| {
+        // Like the servers' watchdogs: a detached shell waits for this process to end,
+        // then for the watchdogs to have stopped the servers, then removes the data.
+        let script = format!(
+            "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; sleep 3; \
+             find {} -maxdepth 1 -name 'sales-ingest-test-{pid}-*' ! -name '*-logs' \
+             -exec rm -rf {{}} +) </dev/null >/dev/null 2>&1 &",
+            shell_quote(&tmp.display().to_string()),
+        );
+        Command::new("bash")
+            .args(["-c", &script])
+            .status()
+            .expect("start the scratch cleanup shell");
+    });
+    let dir = tmp.join(format!("sales-ingest-test-{pid}-{name}"));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
