@@ -340,11 +340,17 @@ impl KafkaSource {
                         let mut newest = m.timestamp().to_millis();
                         backlog.push_back(self.incoming(&m, now));
                         while backlog.len() < BACKLOG_MAX {
-                            let Some(Some(Ok(m))) = messages.next().now_or_never() else {
-                                break;
-                            };
-                            newest = m.timestamp().to_millis().or(newest);
-                            backlog.push_back(self.incoming(&m, now));
+                            match messages.next().now_or_never() {
+                                Some(Some(Ok(m))) => {
+                                    newest = m.timestamp().to_millis().or(newest);
+                                    backlog.push_back(self.incoming(&m, now));
+                                }
+                                Some(Some(Err(e))) => {
+                                    debug!(error = %e, "consumer error");
+                                    break;
+                                }
+                                _ => break,
+                            }
                         }
                         if let Some(ts) = newest {
                             let now_ms = chrono::Utc::now().timestamp_millis();
