@@ -1,5 +1,8 @@
 //! CPU time and resident memory of processes, read from /proc (other processes) and
 //! getrusage (the bench itself).
+#[path = "../../tests/support/proc_memory.rs"]
+mod proc_memory;
+
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
@@ -54,18 +57,8 @@ pub fn memory(pid: u32) -> Result<Memory> {
 
 /// VmRSS and VmHWM (KiB) from the text of /proc/<pid>/status.
 pub fn parse_memory(status: &str) -> Memory {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Memory {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-    }
+    let (rss_kib, hwm_kib) = proc_memory::rss_and_peak_kib(status);
+    Memory { rss_kib, hwm_kib }
 }
 
 /// The bench's own user + system CPU seconds (all threads), from getrusage.

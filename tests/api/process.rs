@@ -1,5 +1,8 @@
 //! The server as a separate process (the built binary), for tests that kill, restart or
 //! measure it: SIGKILL, SIGTERM, exit codes, resident memory from /proc, captured logs.
+#[path = "../support/proc_memory.rs"]
+mod proc_memory;
+
 use std::{
     fs::File,
     path::PathBuf,
@@ -125,15 +128,7 @@ impl ServerProcess {
     pub fn memory_kib(&self) -> (u64, u64) {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        proc_memory::rss_and_peak_kib(&status)
     }
 
     /// The captured logs so far.
