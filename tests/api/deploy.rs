@@ -13,12 +13,8 @@ use std::{
 };
 
 use clap::CommandFactory;
-use sales_ingest::{
-    proto::{ingest::v1::IngestRequest, sales::v1::SalesEvent},
-    Config,
-};
+use sales_ingest::{proto::sales::v1::SalesEvent, Config};
 use serde_json::Value;
-use tokio_stream::StreamExt;
 
 use crate::{helpers::*, tools::*};
 
@@ -619,14 +615,7 @@ async fn live_metrics_pass_promtool_and_cover_every_dashboard_and_alert_query() 
             e
         })
         .collect();
-    let mut acks = app
-        .events()
-        .await
-        .stream(tokio_stream::iter([IngestRequest { seq: 1, events }]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(acks.next().await.unwrap().unwrap().accepted, 4);
+    assert_eq!(app.ingest(events).await.accepted, 4);
     let stats = app.stats.clone();
     wait_until(Duration::from_secs(90), "Kafka events processed", || {
         let s = stats.snapshot();

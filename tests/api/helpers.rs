@@ -23,6 +23,7 @@ use sales_ingest::{
     proto::{
         ingest::v1::{
             ingest_admin_client::IngestAdminClient, ingest_events_client::IngestEventsClient,
+            IngestAck, IngestRequest,
         },
         sales::v1::SalesEvent,
     },
@@ -157,6 +158,20 @@ pub async fn spawn_app(o: AppOptions) -> TestApp {
 }
 
 /// A client for the test MongoDB.
+/// A gRPC-only server whose MONGODB_URL points at a closed port (MongoDB unreachable).
+pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
+    let port = crate::backends::free_port();
+    spawn_app(AppOptions {
+        kafka: false,
+        extra: vec![(
+            "mongodb-url".into(),
+            format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        )],
+        ..Default::default()
+    })
+    .await
+}
+
 pub async fn mongo_client() -> Client {
     Client::with_uri_str(&backends().mongodb)
         .await
@@ -174,6 +189,23 @@ impl TestApp {
         IngestEventsClient::connect(self.grpc_url.clone())
             .await
             .expect("connect events")
+    }
+
+    /// Sends `events` as one request (seq 1) on a new IngestEvents stream and returns
+    /// its ack.
+    pub async fn ingest(&self, events: Vec<SalesEvent>) -> IngestAck {
+        use tokio_stream::StreamExt;
+        let request = IngestRequest { seq: 1, events };
+        self.events()
+            .await
+            .stream(tokio_stream::iter([request]))
+            .await
+            .expect("stream accepted")
+            .into_inner()
+            .next()
+            .await
+            .expect("an ack")
+            .expect("an ok ack")
     }
 
     /// Waits until `/health` answers 200 (every required dependency reachable).

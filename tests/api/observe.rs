@@ -104,14 +104,7 @@ async fn metrics_health_and_stats_answer_over_http() {
 
     // Store a few events over gRPC so counters move.
     let events: Vec<_> = (0..5).map(|i| valid_event(i, &format!("m-{i}"))).collect();
-    let mut client = app.events().await;
-    let req = sales_ingest::proto::ingest::v1::IngestRequest { seq: 1, events };
-    let mut acks = client
-        .stream(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(acks.next().await.unwrap().unwrap().accepted, 5);
+    assert_eq!(app.ingest(events).await.accepted, 5);
 
     let (code, text) = get(&format!("{url}/metrics")).await;
     assert_eq!(code, 200);
@@ -169,16 +162,7 @@ async fn metrics_health_and_stats_answer_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_mongodb_means_not_serving_and_503() {
-    let port = crate::backends::free_port();
-    let app = spawn_app(AppOptions {
-        kafka: false,
-        extra: vec![(
-            "mongodb-url".into(),
-            format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-        )],
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_unreachable_mongodb().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (code, body) = get(&format!("{}/health", app.http_url)).await;
     assert_eq!(code, 503, "{body}");

@@ -172,16 +172,7 @@ async fn the_python_health_check_exits_0_when_serving_and_1_when_not_serving_or_
     app.stop().await;
 
     // MongoDB unreachable: the server answers NOT_SERVING, the check exits 1.
-    let port = crate::backends::free_port();
-    let down = spawn_app(AppOptions {
-        kafka: false,
-        extra: vec![(
-            "mongodb-url".into(),
-            format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-        )],
-        ..Default::default()
-    })
-    .await;
+    let down = spawn_app_with_unreachable_mongodb().await;
     let target = down.grpc_url.trim_start_matches("http://").to_string();
     let out = run_async(python("healthcheck.py", &["--target", &target]), PYTHON).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));

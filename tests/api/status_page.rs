@@ -3,11 +3,7 @@
 //! screenshot is saved to `target/test-artifacts/status.png`.
 use std::{process::Command, time::Duration};
 
-use sales_ingest::{
-    proto::{ingest::v1::IngestRequest, sales::v1::SalesEvent},
-    stats::Snapshot,
-};
-use tokio_stream::StreamExt;
+use sales_ingest::{proto::sales::v1::SalesEvent, stats::Snapshot};
 
 use crate::{backends::scratch_dir, helpers::*, tools::*};
 
@@ -200,14 +196,7 @@ async fn the_status_page_shows_the_live_figures_in_headless_chromium() {
             e
         })
         .collect();
-    let mut acks = app
-        .events()
-        .await
-        .stream(tokio_stream::iter([IngestRequest { seq: 1, events }]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(acks.next().await.unwrap().unwrap().accepted, 9);
+    assert_eq!(app.ingest(events).await.accepted, 9);
 
     let stats = app.stats.clone();
     wait_until(
