@@ -1,25 +1,26 @@
 //! Wiring: `Application::build` validates what start-up can validate and binds the
 //! listeners (so tests can use port 0 and read the ports back); `run_until_stopped`
-//! runs every task on one `TaskTracker` and performs the single shutdown path that
-//! SIGTERM, SIGINT and the Shutdown RPC share: health NOT_SERVING, stop taking work,
-//! drain the pipeline, flush, commit final offsets, end streams, stop the servers —
-//! bounded by SHUTDOWN_TIMEOUT.
+//! runs every task on one `TaskTracker` and then the shutdown sequence (`shutdown`)
+//! that SIGTERM, SIGINT, the Shutdown RPC and a failed server share.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch, Semaphore},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{error, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    deps::{self, Dependencies, State, StateWriter},
     grpc::{self, admin::Admin, ingest::Ingest},
     health::Health,
-    http,
+    http, kafka_client,
+    metrics::Metrics,
     pipeline::{self, PipelineConfig},
-    sink::{mongo, DeadLetters, MongoWriter, Store},
+    shutdown::{Shutdown, Stopped},
+    sink::{dead_letter::DlqProducer, mongo, DeadLetters, MongoWriter, Store},
     source::kafka::{self, IngestConsumer, KafkaSource},
     stats::Stats,
 };
@@ -34,13 +35,40 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
 }
 
-/// How a run ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stopped {
-    /// Everything drained and committed in time.
-    Clean,
-    /// SHUTDOWN_TIMEOUT passed first; uncommitted events will be redelivered.
-    TimedOut,
+/// The writer of each dependency state, handed to its owner at run time.
+struct StateWriters {
+    mongodb_reachable: StateWriter,
+    mongodb_writes: StateWriter,
+    dead_letters: StateWriter,
+    kafka: Option<StateWriter>,
+    deps: Dependencies,
+}
+
+impl StateWriters {
+    fn new(kafka: bool) -> Self {
+        let (mongodb_reachable, reach) =
+            deps::state("mongodb", State::Down("not checked yet".into()));
+        let (mongodb_writes, writes) = deps::state("mongodb writes", State::Up);
+        let (dead_letters, letters) = deps::state("dead letters", State::Up);
+        let (kafka, kafka_r) = if kafka {
+            let (w, r) = deps::state("kafka", State::Down("not connected yet".into()));
+            (Some(w), Some(r))
+        } else {
+            (None, None)
+        };
+        StateWriters {
+            mongodb_reachable,
+            mongodb_writes,
+            dead_letters,
+            kafka,
+            deps: Dependencies {
+                mongodb_reachable: reach,
+                mongodb_writes: writes,
+                dead_letters: letters,
+                kafka: kafka_r,
+            },
+        }
+    }
 }
 
 /// A built, not yet running, server.
@@ -48,12 +76,15 @@ pub struct Application {
     config: Config,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
-    shutdown: CancellationToken,
-    stats: Arc<Stats>,
+    shutdown: Shutdown,
     db: mongodb::Database,
     consumer: Option<Arc<IngestConsumer>>,
-    dlq_producer: Option<kafka::DlqProducer>,
+    dlq_producer: Option<DlqProducer>,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    metrics: Arc<Metrics>,
+    stats: Arc<Stats>,
+    writers: StateWriters,
+    admin_paused: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
 fn config_error(var: &'static str, e: impl std::fmt::Display) -> BuildError {
@@ -71,10 +102,9 @@ impl Application {
             .map_err(|e| config_error("MONGODB_URL", e))?;
         let db = client.database(&config.mongodb_database);
         let (consumer, dlq_producer) = if config.kafka_enabled {
-            let c = kafka::consumer(&config)
-                .map_err(|e| config_error(kafka::config_variable(&e), e))?;
-            let p = kafka::producer(&config)
-                .map_err(|e| config_error(kafka::config_variable(&e), e))?;
+            kafka_client::check(&config).map_err(|e| config_error(e.var, e.message))?;
+            let c = kafka::consumer(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
+            let p = kafka::producer(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
             (Some(c), Some(p))
         } else {
             (None, None)
@@ -88,22 +118,32 @@ impl Application {
         };
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let http_listener = TcpListener::bind(config.http_addr).await?;
-        let stats = Arc::new(Stats::new(config.kafka_enabled));
+        let metrics = Arc::new(Metrics::new());
+        let writers = StateWriters::new(config.kafka_enabled);
+        let admin_paused = watch::channel(false);
+        let stats = Arc::new(Stats::new(
+            metrics.clone(),
+            writers.deps.clone(),
+            admin_paused.1.clone(),
+        ));
         if config.admin_token().is_none() {
             warn!(
                 "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer and Shutdown are disabled"
             );
         }
         Ok(Self {
-            config,
             grpc_listener,
             http_listener,
-            shutdown: CancellationToken::new(),
-            stats,
+            shutdown: Shutdown::new(config.kafka_enabled),
             db,
             consumer,
             dlq_producer,
             tls,
+            metrics,
+            stats,
+            writers,
+            admin_paused,
+            config,
         })
     }
 
@@ -118,8 +158,8 @@ impl Application {
     }
 
     /// Cancelling this token starts the graceful shutdown.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.requested.clone()
     }
 
     /// The live figures (tests read them).
@@ -127,30 +167,31 @@ impl Application {
         self.stats.clone()
     }
 
-    /// Runs until shutdown is requested and completed (or timed out).
-    pub async fn run_until_stopped(self) -> anyhow::Result<Stopped> {
+    /// Runs until shutdown is requested and completed (or timed out, or a server failed).
+    pub async fn run_until_stopped(self) -> Stopped {
         let Application {
             config,
             grpc_listener,
             http_listener,
             shutdown,
-            stats,
             db,
             consumer,
             dlq_producer,
             tls,
+            metrics,
+            stats,
+            writers,
+            admin_paused,
         } = self;
         let tasks = TaskTracker::new();
-        let drained = CancellationToken::new();
-        let stopped = CancellationToken::new();
-        let (health, health_service) = Health::new(stats.clone());
+        let (health, health_service) = Health::new(writers.deps.clone(), stats.clone());
         health.publish(false).await;
-        tasks.spawn(health.clone().run(stopped.clone()));
+        tasks.spawn(health.clone().run(shutdown.background.clone()));
         tasks.spawn(mongo::probe(
             db.clone(),
             config.mongodb_collection.clone(),
-            stats.clone(),
-            stopped.clone(),
+            writers.mongodb_reachable,
+            shutdown.background.clone(),
         ));
 
         let (tx, rx) = mpsc::channel(config.queue_capacity as usize);
@@ -158,14 +199,17 @@ impl Application {
             writer: MongoWriter::new(
                 &db,
                 &config.mongodb_collection,
-                stats.clone(),
+                metrics.clone(),
+                writers.mongodb_writes,
                 config.max_retries,
             ),
             dead_letters: DeadLetters::new(
                 dlq_producer.map(|p| (p, config.dlq_topic())),
                 &db,
                 &config.dlq_collection(),
-                stats.clone(),
+                metrics.clone(),
+                writers.dead_letters,
+                config.dlq_max_attempts,
             ),
         };
         let pipeline_cfg = PipelineConfig {
@@ -174,64 +218,62 @@ impl Application {
             write_concurrency: config.write_concurrency as usize,
         };
         {
-            let (stats, stop, drained) = (stats.clone(), shutdown.clone(), drained.clone());
+            let (metrics, s) = (metrics.clone(), shutdown.clone());
             tasks.spawn(async move {
-                pipeline::run(rx, Arc::new(store), stats, pipeline_cfg, stop).await;
-                drained.cancel();
+                pipeline::run(rx, Arc::new(store), metrics, pipeline_cfg, s.requested).await;
+                s.pipeline_drained.cancel();
             });
         }
 
-        let (paused_tx, paused_rx) = watch::channel(false);
-        let source_done = CancellationToken::new();
-        if let Some(consumer) = consumer {
+        if let (Some(consumer), Some(kafka_state)) = (consumer, writers.kafka) {
             tasks.spawn(kafka::probe(
                 consumer.clone(),
-                stats.clone(),
-                stopped.clone(),
+                kafka_state,
+                shutdown.background.clone(),
             ));
-            let source = KafkaSource::new(consumer, tx.clone(), paused_rx, stats.clone());
-            let (stop, drained, done) = (shutdown.clone(), drained.clone(), source_done.clone());
+            let source = KafkaSource::new(consumer, tx.clone(), admin_paused.1, stats.clone());
+            let s = shutdown.clone();
             tasks.spawn(async move {
-                source.run(stop, drained).await;
-                done.cancel();
+                source.run(s.requested, s.pipeline_drained).await;
+                s.source_committed.cancel();
             });
-        } else {
-            source_done.cancel();
         }
 
         let services = grpc::Services {
             admin: Admin {
                 stats: stats.clone(),
-                admin_token: config.admin_token().map(str::to_string),
-                paused: paused_tx,
-                shutdown: shutdown.clone(),
+                admin_token: config.admin_token().cloned(),
+                paused: admin_paused.0,
+                shutdown: shutdown.requested.clone(),
             },
             ingest: Ingest {
                 tx,
                 streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
                 max_streams: config.grpc_max_streams as usize,
                 max_events_per_request: config.grpc_max_events_per_request as usize,
-                producer_token: config.producer_token().map(str::to_string),
-                stop: shutdown.clone(),
+                producer_token: config.producer_token().cloned(),
+                idle_timeout: config.grpc_stream_idle_timeout(),
+                stop: shutdown.requested.clone(),
                 tracker: tasks.clone(),
             },
             health: health_service,
             max_message_bytes: config.grpc_max_message_bytes as usize,
             tls,
         };
-        let grpc_done = CancellationToken::new();
         {
-            let (done, drained) = (grpc_done.clone(), drained.clone());
+            let s = shutdown.clone();
             tasks.spawn(async move {
+                let drained = s.pipeline_drained.clone();
                 let signal = async move { drained.cancelled().await };
                 if let Err(e) = grpc::serve(grpc_listener, services, signal).await {
-                    error!(error = %e, "gRPC server failed");
+                    s.fail(format!("gRPC server failed: {e:#}"));
                 }
-                done.cancel();
+                s.grpc_closed.cancel();
             });
         }
         {
-            let (stats, health, stop) = (stats.clone(), health.clone(), stopped.clone());
+            let (stats, health, stop) =
+                (stats.clone(), health.clone(), shutdown.background.clone());
             tasks.spawn(async move {
                 http::serve(http_listener, stats, health, async move {
                     stop.cancelled().await
@@ -241,31 +283,12 @@ impl Application {
         }
         info!(grpc = %config.grpc_addr, http = %config.http_addr, "sales-ingest started");
 
-        shutdown.cancelled().await;
-        info!("shutting down: NOT_SERVING, draining");
-        health.begin_shutdown().await;
-        let finished = tokio::time::timeout(config.shutdown_timeout(), async {
-            drained.cancelled().await;
-            source_done.cancelled().await;
-            grpc_done.cancelled().await;
-        })
-        .await;
-        stopped.cancel();
+        let outcome = shutdown.run(&health, config.shutdown_timeout()).await;
         tasks.close();
-        let outcome = match finished {
-            Ok(()) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-                info!(stats = ?stats.snapshot(), "stopped cleanly");
-                Stopped::Clean
-            }
-            Err(_) => {
-                error!(
-                    timeout_s = config.shutdown_timeout,
-                    "shutdown did not finish within SHUTDOWN_TIMEOUT; uncommitted events will be redelivered"
-                );
-                Stopped::TimedOut
-            }
-        };
-        Ok(outcome)
+        if outcome == Stopped::Clean {
+            let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+            info!(stats = ?stats.snapshot(), "stopped cleanly");
+        }
+        outcome
     }
 }

@@ -1,6 +1,7 @@
-//! Batching policy: a batch is cut when it reaches `BATCH_SIZE` events, or when
-//! `FLUSH_INTERVAL` has passed since its first event, whichever comes first. Pure state;
-//! the pipeline drives it with tokio time, so tests can pause the clock.
+//! The batch being collected: cut when it reaches `BATCH_SIZE` events, due when
+//! `FLUSH_INTERVAL` has passed since its first event (the pipeline also hands it over
+//! earlier, whenever a write slot is free and nothing more is ready). Pure state; the
+//! pipeline drives it with tokio time, so tests can pause the clock.
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -47,11 +48,6 @@ impl<T> Batcher<T> {
         std::mem::replace(&mut self.items, Vec::with_capacity(self.max))
     }
 
-    /// Items waiting.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -83,7 +79,7 @@ mod tests {
         assert_eq!(b.take(), vec!['a', 'b']);
         b.push('c', || t0 + Duration::from_secs(6));
         assert_eq!(b.deadline(), Some(t0 + Duration::from_secs(11)));
-        assert_eq!(b.len(), 1);
+        assert_eq!(b.items.len(), 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use clap::{Parser, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -15,7 +16,7 @@ pub enum LogFormat {
 }
 
 /// sales-ingest: Kafka and gRPC SalesEvents into MongoDB, in batches, exactly once.
-#[derive(Clone, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "sales-ingest", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// Kafka bootstrap servers (host:port, comma-separated).
@@ -26,7 +27,7 @@ pub struct Config {
     )]
     pub kafka_bootstrap_servers: String,
     /// Topic the SalesEvents are consumed from.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "sales_txn", value_parser = non_empty)]
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "sales_txn", value_parser = topic_name)]
     pub kafka_topic: String,
     /// Consumer group id.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "ingest_service", value_parser = non_empty)]
@@ -35,7 +36,7 @@ pub struct Config {
     #[arg(long, env = "KAFKA_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub kafka_enabled: bool,
     /// Dead-letter topic for invalid Kafka events [default: <KAFKA_TOPIC>.dlq].
-    #[arg(long, env = "KAFKA_DLQ_TOPIC")]
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", value_parser = topic_name)]
     pub kafka_dlq_topic: Option<String>,
     /// Consumer session timeout in milliseconds.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1000..=3_600_000))]
@@ -56,8 +57,8 @@ pub struct Config {
     #[arg(long, env = "KAFKA_SASL_USERNAME")]
     pub kafka_sasl_username: Option<String>,
     /// SASL password (masked in logs).
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
-    pub kafka_sasl_password: Option<String>,
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub kafka_sasl_password: Option<SecretString>,
     /// CA certificate file to verify the brokers (librdkafka ssl.ca.location).
     #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
     pub kafka_ssl_ca_location: Option<String>,
@@ -66,8 +67,8 @@ pub struct Config {
     #[arg(long, env = "KAFKA_PROPERTIES", value_parser = parse_properties, default_value = "", hide_default_value = true)]
     pub kafka_properties: Properties,
     /// MongoDB connection string (credentials allowed; they are masked in logs).
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017")]
-    pub mongodb_url: String,
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017", value_parser = mongodb_url)]
+    pub mongodb_url: MongoUrl,
     /// Database the events are stored in.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "sales_db", value_parser = non_empty)]
     pub mongodb_database: String,
@@ -87,6 +88,10 @@ pub struct Config {
     /// being retried with capped backoff; nothing is dropped).
     #[arg(long, env = "MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_retries: u32,
+    /// Attempts at the dead-letter topic before a dead letter is stored in the MongoDB
+    /// dead-letter collection instead (a permanent refusal falls back at once).
+    #[arg(long, env = "DLQ_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub dlq_max_attempts: u32,
     /// Batches written to MongoDB at once.
     #[arg(long, env = "WRITE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub write_concurrency: u32,
@@ -100,11 +105,11 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8001")]
     pub http_addr: SocketAddr,
     /// Bearer token for PauseConsumer, ResumeConsumer and Shutdown; unset disables them.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub admin_token: Option<SecretString>,
     /// Bearer token IngestEvents producers must send; unset leaves the stream open.
-    #[arg(long, env = "PRODUCER_TOKEN", hide_env_values = true)]
-    pub producer_token: Option<String>,
+    #[arg(long, env = "PRODUCER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub producer_token: Option<SecretString>,
     /// PEM certificate chain for gRPC TLS (with GRPC_TLS_KEY); unset serves plaintext.
     #[arg(long, env = "GRPC_TLS_CERT", requires = "grpc_tls_key")]
     pub grpc_tls_cert: Option<std::path::PathBuf>,
@@ -123,6 +128,10 @@ pub struct Config {
     /// Maximum concurrent IngestEvents streams.
     #[arg(long, env = "GRPC_MAX_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub grpc_max_streams: u32,
+    /// Seconds an IngestEvents stream may stay open with no request and nothing owed
+    /// before the server closes it (UNAVAILABLE), freeing its GRPC_MAX_STREAMS slot.
+    #[arg(long, env = "GRPC_STREAM_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = positive_seconds)]
+    pub grpc_stream_idle_timeout: f64,
     /// Seconds a graceful shutdown may take before the process gives up and exits 1.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
     pub shutdown_timeout: f64,
@@ -130,7 +139,7 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax, e.g. info,sales_ingest=debug).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub rust_log: String,
 }
 
@@ -154,56 +163,128 @@ impl Config {
         Duration::from_secs_f64(self.flush_interval)
     }
 
+    /// GRPC_STREAM_IDLE_TIMEOUT as a duration.
+    pub fn grpc_stream_idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.grpc_stream_idle_timeout)
+    }
+
     /// SHUTDOWN_TIMEOUT as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_timeout)
     }
 
-    /// The admin token when one is configured and not blank.
-    pub fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref().filter(|t| !t.trim().is_empty())
+    /// The admin token when one is configured and not blank (surrounding whitespace,
+    /// such as the newline of a token read from a file, is not part of it).
+    pub fn admin_token(&self) -> Option<&SecretString> {
+        self.admin_token
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
     }
 
     /// The producer token when one is configured and not blank.
-    pub fn producer_token(&self) -> Option<&str> {
+    pub fn producer_token(&self) -> Option<&SecretString> {
         self.producer_token
-            .as_deref()
-            .filter(|t| !t.trim().is_empty())
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
     }
 
-    /// Every librdkafka property the security settings and KAFKA_PROPERTIES add, in
-    /// the order they are applied (KAFKA_PROPERTIES last, so it can override).
-    pub fn kafka_client_properties(&self) -> Vec<(String, String)> {
+    /// Every librdkafka property the security settings and KAFKA_PROPERTIES add, with
+    /// the variable each comes from, in the order they are applied (KAFKA_PROPERTIES
+    /// last, so it can override).
+    pub fn kafka_client_properties(&self) -> Vec<(String, String, &'static str)> {
+        let password = self
+            .kafka_sasl_password
+            .as_ref()
+            .map(|p| p.expose_secret().to_string());
         let named = [
-            ("security.protocol", &self.kafka_security_protocol),
-            ("sasl.mechanism", &self.kafka_sasl_mechanism),
-            ("sasl.username", &self.kafka_sasl_username),
-            ("sasl.password", &self.kafka_sasl_password),
-            ("ssl.ca.location", &self.kafka_ssl_ca_location),
+            (
+                "security.protocol",
+                self.kafka_security_protocol.clone(),
+                "KAFKA_SECURITY_PROTOCOL",
+            ),
+            (
+                "sasl.mechanism",
+                self.kafka_sasl_mechanism.clone(),
+                "KAFKA_SASL_MECHANISM",
+            ),
+            (
+                "sasl.username",
+                self.kafka_sasl_username.clone(),
+                "KAFKA_SASL_USERNAME",
+            ),
+            ("sasl.password", password, "KAFKA_SASL_PASSWORD"),
+            (
+                "ssl.ca.location",
+                self.kafka_ssl_ca_location.clone(),
+                "KAFKA_SSL_CA_LOCATION",
+            ),
         ];
         named
             .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
-            .chain(self.kafka_properties.0.iter().cloned())
+            .filter_map(|(k, v, var)| v.map(|v| (k.to_string(), v, var)))
+            .chain(
+                self.kafka_properties
+                    .0
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone(), "KAFKA_PROPERTIES")),
+            )
             .collect()
     }
 }
 
-/// librdkafka properties given as `key=value,key=value`.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// librdkafka properties given as `key=value,key=value`; `Debug` masks the values of
+/// secret-looking keys.
+#[derive(Clone, Default, PartialEq)]
 pub struct Properties(pub Vec<(String, String)>);
 
-impl Properties {
-    /// The properties with the values of secret-looking keys masked.
-    pub fn masked(&self) -> Vec<(String, String)> {
-        self.0
-            .iter()
-            .map(|(k, v)| {
-                let secret = ["password", "secret", "key"].iter().any(|s| k.contains(s));
-                (k.clone(), if secret { "****".into() } else { v.clone() })
-            })
-            .collect()
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |k: &str| ["password", "secret", "key"].iter().any(|s| k.contains(s));
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, if secret(k) { "****" } else { v.as_str() })),
+            )
+            .finish()
     }
+}
+
+/// A MongoDB connection string; `Debug` masks its password.
+#[derive(Clone, PartialEq)]
+pub struct MongoUrl(pub String);
+
+impl fmt::Debug for MongoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_url_password(&self.0))
+    }
+}
+
+impl std::ops::Deref for MongoUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn mongodb_url(s: &str) -> Result<MongoUrl, String> {
+    Ok(MongoUrl(s.to_string()))
+}
+
+/// A secret, with surrounding whitespace (a file's trailing newline) trimmed once here.
+fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.trim().to_string()))
+}
+
+/// A legal Kafka topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+fn topic_name(s: &str) -> Result<String, String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if s.is_empty() || s.len() > 249 || s == "." || s == ".." || !s.chars().all(legal) {
+        return Err(format!(
+            "`{s}` is not a Kafka topic name (1 to 249 characters of a-z, A-Z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_properties(s: &str) -> Result<Properties, String> {
@@ -218,63 +299,6 @@ fn parse_properties(s: &str) -> Result<Properties, String> {
         })
         .collect::<Result<_, _>>()
         .map(Properties)
-}
-
-/// The effective configuration with the MongoDB password and the admin token masked:
-/// this is what start-up logs.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)
-            .field("kafka_topic", &self.kafka_topic)
-            .field("kafka_group_id", &self.kafka_group_id)
-            .field("kafka_enabled", &self.kafka_enabled)
-            .field("kafka_dlq_topic", &self.dlq_topic())
-            .field("kafka_session_timeout_ms", &self.kafka_session_timeout_ms)
-            .field(
-                "kafka_heartbeat_interval_ms",
-                &self.kafka_heartbeat_interval_ms,
-            )
-            .field(
-                "kafka_max_poll_interval_ms",
-                &self.kafka_max_poll_interval_ms,
-            )
-            .field("mongodb_url", &mask_url_password(&self.mongodb_url))
-            .field("mongodb_database", &self.mongodb_database)
-            .field("mongodb_collection", &self.mongodb_collection)
-            .field("mongodb_dlq_collection", &self.dlq_collection())
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_retries", &self.max_retries)
-            .field("write_concurrency", &self.write_concurrency)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("grpc_addr", &self.grpc_addr)
-            .field("http_addr", &self.http_addr)
-            .field("admin_token", &self.admin_token().map(|_| "****"))
-            .field("producer_token", &self.producer_token().map(|_| "****"))
-            .field("grpc_tls_cert", &self.grpc_tls_cert)
-            .field("grpc_tls_key", &self.grpc_tls_key)
-            .field("grpc_tls_client_ca", &self.grpc_tls_client_ca)
-            .field("kafka_security_protocol", &self.kafka_security_protocol)
-            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
-            .field("kafka_sasl_username", &self.kafka_sasl_username)
-            .field(
-                "kafka_sasl_password",
-                &self.kafka_sasl_password.as_ref().map(|_| "****"),
-            )
-            .field("kafka_ssl_ca_location", &self.kafka_ssl_ca_location)
-            .field("kafka_properties", &self.kafka_properties.masked())
-            .field(
-                "grpc_max_events_per_request",
-                &self.grpc_max_events_per_request,
-            )
-            .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
-            .field("grpc_max_streams", &self.grpc_max_streams)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("log_format", &self.log_format)
-            .field("rust_log", &self.rust_log)
-            .finish()
-    }
 }
 
 /// Replaces the password of a `mongodb://user:password@host` URL with `****`.
@@ -296,6 +320,13 @@ pub fn mask_url_password(url: &str) -> String {
         ),
         None => url.to_string(),
     }
+}
+
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("`{s}` is not a log filter: {e}"))
 }
 
 fn non_empty(s: &str) -> Result<String, String> {
@@ -357,6 +388,7 @@ mod tests {
             ("--grpc-addr=nowhere", "GRPC_ADDR"),
             ("--kafka-enabled=maybe", "KAFKA_ENABLED"),
             ("--log-format=xml", "LOG_FORMAT"),
+            ("--rust-log=info,[", "RUST_LOG"),
         ] {
             let err = parse(&[arg]).expect_err("should fail");
             assert_eq!(err.exit_code(), 2);
@@ -393,7 +425,7 @@ mod tests {
         ])
         .unwrap();
         let props = c.kafka_client_properties();
-        let keys: Vec<_> = props.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = props.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(
             keys,
             [
@@ -408,6 +440,8 @@ mod tests {
             ]
         );
         assert_eq!(props[3].1, "pw-123");
+        assert_eq!(props[3].2, "KAFKA_SASL_PASSWORD");
+        assert_eq!(props[7].2, "KAFKA_PROPERTIES");
         let shown = format!("{c:?}");
         assert!(
             !shown.contains("pw-123") && !shown.contains("kp-secret-9"),
@@ -415,6 +449,22 @@ mod tests {
         );
         assert!(parse(&["--kafka-properties=novalue"]).is_err());
         assert!(parse(&["--kafka-security-protocol=tls"]).is_err());
+    }
+
+    #[test]
+    fn topic_names_are_checked_and_tokens_trimmed() {
+        for bad in ["bad/dlq name", "..", &"t".repeat(250), "spa ce"] {
+            let err = parse(&["--kafka-dlq-topic", bad]).expect_err(bad);
+            assert!(err.to_string().contains("KAFKA_DLQ_TOPIC"), "{err}");
+            assert!(parse(&["--kafka-topic", bad]).is_err());
+        }
+        assert!(parse(&["--kafka-dlq-topic=sales.dlq-2_x"]).is_ok());
+        let c = parse(&["--admin-token", "tok-1\n"]).unwrap();
+        assert_eq!(c.admin_token().unwrap().expose_secret(), "tok-1");
+        assert!(parse(&["--admin-token", "  "])
+            .unwrap()
+            .admin_token()
+            .is_none());
     }
 
     #[test]

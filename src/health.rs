@@ -1,7 +1,10 @@
-//! Health: the service is SERVING while MongoDB is reachable (and Kafka too when it is
-//! enabled) and it is not shutting down. This task publishes that verdict to the gRPC
-//! Health service for `""`, `ingest.v1.IngestAdmin` and `ingest.v1.IngestEvents`;
-//! `/health` answers with the same published verdict, so the two never disagree.
+//! Health: the service is SERVING while MongoDB takes writes and answers pings, dead
+//! letters can be stored, Kafka is reachable when it is enabled, and no shutdown is
+//! under way. The verdict is derived from the dependency states (`deps`), each of
+//! which has one writer. This task publishes it to the gRPC Health service for `""`,
+//! `ingest.v1.IngestAdmin` and `ingest.v1.IngestEvents`, and to the `dependency_up`
+//! gauges; `/health` answers with the same published verdict and says which
+//! dependency is down and why.
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -19,7 +22,11 @@ use tonic_health::{
 };
 use tracing::info;
 
-use crate::stats::Stats;
+use crate::{
+    deps::{Dependencies, State},
+    metrics::Dependency,
+    stats::Stats,
+};
 
 /// The service names health reports.
 pub const SERVICES: [&str; 3] = ["", "ingest.v1.IngestAdmin", "ingest.v1.IngestEvents"];
@@ -27,6 +34,7 @@ pub const SERVICES: [&str; 3] = ["", "ingest.v1.IngestAdmin", "ingest.v1.IngestE
 /// Computes and publishes the serving state.
 pub struct Health {
     reporter: HealthReporter,
+    deps: Dependencies,
     stats: Arc<Stats>,
     shutting_down: AtomicBool,
     /// The verdict last published to the gRPC Health service; `/health` answers with
@@ -40,14 +48,19 @@ pub struct HealthReport {
     pub status: &'static str,
     pub mongodb: &'static str,
     pub kafka: &'static str,
-    /// Why MongoDB is down, when it is.
+    pub dead_letters: &'static str,
+    /// Why MongoDB is down, when it is (failing writes win over a working ping).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongodb_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letters_error: Option<String>,
     pub shutting_down: bool,
 }
 
-fn state(up: bool) -> &'static str {
-    if up {
+fn word(state: &State) -> &'static str {
+    if state.is_up() {
         "up"
     } else {
         "down"
@@ -56,11 +69,12 @@ fn state(up: bool) -> &'static str {
 
 impl Health {
     /// A health state starting NOT_SERVING, and the gRPC service that reports it.
-    pub fn new(stats: Arc<Stats>) -> (Arc<Self>, HealthServer<HealthService>) {
+    pub fn new(deps: Dependencies, stats: Arc<Stats>) -> (Arc<Self>, HealthServer<HealthService>) {
         let reporter = HealthReporter::new();
         let server = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
         let health = Arc::new(Health {
             reporter,
+            deps,
             stats,
             shutting_down: AtomicBool::new(false),
             published: AtomicBool::new(false),
@@ -75,28 +89,26 @@ impl Health {
 
     /// True when every required dependency is up and no shutdown is under way.
     pub fn serving(&self) -> bool {
-        let s = &self.stats;
-        !self.shutting_down.load(Ordering::SeqCst)
-            && s.mongodb_connected.load(Ordering::Relaxed)
-            && (!s.kafka_enabled || s.kafka_connected.load(Ordering::Relaxed))
+        !self.shutting_down.load(Ordering::SeqCst) && self.deps.all_up()
     }
 
     /// The report `/health` returns.
     pub fn report(&self) -> HealthReport {
-        let s = &self.stats;
+        let mongodb = self.deps.mongodb();
+        let kafka = self.deps.kafka();
+        let dead_letters = self.deps.dead_letters();
         HealthReport {
             status: if self.published() {
                 "serving"
             } else {
                 "not_serving"
             },
-            mongodb: state(s.mongodb_connected.load(Ordering::Relaxed)),
-            kafka: if s.kafka_enabled {
-                state(s.kafka_connected.load(Ordering::Relaxed))
-            } else {
-                "disabled"
-            },
-            mongodb_error: s.mongodb_error.lock().expect("error lock").clone(),
+            mongodb: word(&mongodb),
+            kafka: kafka.as_ref().map_or("disabled", word),
+            dead_letters: word(&dead_letters),
+            mongodb_error: mongodb.error().map(str::to_string),
+            kafka_error: kafka.as_ref().and_then(State::error).map(str::to_string),
+            dead_letters_error: dead_letters.error().map(str::to_string),
             shutting_down: self.shutting_down.load(Ordering::SeqCst),
         }
     }
@@ -124,12 +136,17 @@ impl Health {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut last = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let metrics = self.stats.metrics().clone();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
             self.stats.tick();
+            metrics.dependency_up(Dependency::Mongodb, self.deps.mongodb().is_up());
+            if let Some(kafka) = self.deps.kafka() {
+                metrics.dependency_up(Dependency::Kafka, kafka.is_up());
+            }
             let serving = self.serving();
             if last != Some(serving) {
                 info!(serving, report = ?self.report(), "health changed");

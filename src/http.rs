@@ -12,8 +12,8 @@ use crate::{health::Health, stats::Stats};
 /// The status page, compiled into the binary.
 const STATUS_PAGE: &str = include_str!("status.html");
 
-/// The routes, separate from the listener so they can be tested alone.
-pub fn routes(
+/// The routes.
+fn routes(
     stats: Arc<Stats>,
     health: Arc<Health>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {

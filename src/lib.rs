@@ -1,33 +1,40 @@
 //! sales-ingest: SalesEvents from Kafka and from gRPC producers, validated once,
 //! written to MongoDB in batches, acknowledged only when durable.
 //!
-//! The modules follow the data flow (see DESIGN.md):
+//! The modules follow the data flow (docs/architecture.md has a paragraph on each):
 //!
 //! ```text
 //! source::kafka ─┐                                  ┌─► sink::mongo (insert_many)
 //!                ├─► pipeline ─► validate ─► batcher ┤
-//! grpc::ingest ──┘   (one bounded channel of ack::Incoming)  └─► sink::dead_letter
-//!                       acks ─► source::offsets (Kafka commits) / gRPC IngestAcks
-//! grpc::admin, health, http: the control plane and observability over `stats`.
+//! grpc::ingest ──┘   (one bounded channel of         └─► sink::dead_letter
+//!                     event::Incoming)
+//!     acks ─► source::offsets (Kafka commits) / gRPC IngestAcks
+//! grpc::admin, health, http: the control plane and observability over `stats`,
+//! `metrics` and the dependency states of `deps`.
 //! ```
 //!
-//! `config` parses the environment, `app` wires everything and owns shutdown,
-//! `telemetry` sets up logging. `main.rs` only calls these.
-pub mod ack;
+//! `config` parses the environment, `app` wires everything, `shutdown` is the stop
+//! sequence, `telemetry` sets up logging. `main.rs` only calls these.
 pub mod app;
 pub mod batcher;
 pub mod config;
+pub mod deps;
+pub mod event;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod kafka_client;
+pub mod metrics;
 pub mod pipeline;
 pub mod probe;
 pub mod proto;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod stats;
 pub mod telemetry;
 pub mod validate;
 
-pub use app::{Application, BuildError, Stopped};
+pub use app::{Application, BuildError};
 pub use config::Config;
+pub use shutdown::Stopped;

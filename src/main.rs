@@ -3,22 +3,42 @@
 //! `sales-ingest healthcheck [ADDR]` probes a running server instead.
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sales_ingest::{telemetry, Application, BuildError, Config, Stopped};
 
 /// mimalloc instead of glibc malloc: the hot path allocates and frees many small
-/// buffers (decoded strings, BSON documents, the driver's command buffers); glibc spent
-/// about a third of the service's CPU in malloc/free/consolidation (perf, issue 5).
+/// buffers (decoded strings, BSON documents, the driver's command buffers), which glibc
+/// serves markedly slower.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[derive(Parser)]
+#[command(
+    name = "sales-ingest",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Asks a running server's gRPC Health service; exits 0 when SERVING, 1 otherwise.
+    Healthcheck {
+        /// host:port or URL of the gRPC listener.
+        #[arg(default_value = "127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("healthcheck") {
-        let addr = args
-            .get(2)
-            .cloned()
-            .unwrap_or_else(|| "127.0.0.1:50051".into());
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { addr }) = cli.command {
         return runtime().block_on(async {
             match sales_ingest::probe::check(&addr, "").await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -29,10 +49,7 @@ fn main() -> ExitCode {
             }
         });
     }
-    let config = match Config::try_parse_from(args.drain(..)) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
+    let config = cli.config;
     telemetry::init(&config.rust_log, config.log_format);
     tracing::info!(config = ?config, "effective configuration");
     runtime().block_on(run(config))
@@ -63,10 +80,10 @@ async fn run(config: Config) -> ExitCode {
         token.cancel();
     });
     match app.run_until_stopped().await {
-        Ok(Stopped::Clean) => ExitCode::SUCCESS,
-        Ok(Stopped::TimedOut) => ExitCode::FAILURE,
-        Err(e) => {
-            tracing::error!(error = %e, "server failed");
+        Stopped::Clean => ExitCode::SUCCESS,
+        Stopped::TimedOut => ExitCode::FAILURE,
+        Stopped::Failed(why) => {
+            eprintln!("error: {why}");
             ExitCode::FAILURE
         }
     }

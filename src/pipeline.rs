@@ -1,70 +1,31 @@
 //! The one pipeline: both sources put `Incoming` events on one bounded channel; this
-//! task validates each, dead-letters rejects, batches the rest and hands full batches
-//! to the sink — several batches in flight, bounded by `WRITE_CONCURRENCY`. When every
-//! write slot is busy the loop stops taking events, the channel fills and the sources
-//! slow down: backpressure, never loss. On stop it closes the channel, drains it,
-//! flushes the partial batch and waits for every write before returning.
+//! task validates each, batches the valid ones and collects the refused ones, and hands
+//! both to the sink — several tasks in flight, bounded by `WRITE_CONCURRENCY` slots
+//! that writes and dead-letter deliveries share. When every slot is busy the loop stops
+//! taking events, the channel fills and the sources slow down: backpressure, never
+//! loss, and never an unbounded number of tasks.
+//!
+//! Group commit: a partial batch is written as soon as nothing more is ready on the
+//! channel and a slot is free, so at low load an event waits one MongoDB round trip;
+//! while every slot is busy the batch keeps filling up to `BATCH_SIZE`. `FLUSH_INTERVAL`
+//! bounds how long an event may wait, and is never the usual wait. On stop the loop
+//! closes the channel, drains it, flushes and waits for every task before returning.
 use std::{future::Future, sync::Arc, time::Duration};
 
 use mongodb::bson::oid::ObjectId;
-use prost::Message;
 use tokio::{
-    sync::{mpsc, Semaphore},
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::{sleep_until, Instant},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    ack::{Ack, Incoming, Payload},
     batcher::Batcher,
-    stats::{Outcome, Stats},
-    validate::{self, Rejection, ValidEvent},
+    event::{self, Ack, DeadLetter, Incoming, Outcome, Pending},
+    metrics::Metrics,
+    validate::{self, ValidEvent},
 };
-
-/// A valid event waiting to be written.
-#[derive(Debug)]
-pub struct Pending {
-    /// The document `_id`: the event id, or one derived from the Kafka coordinates.
-    pub id: String,
-    pub event: ValidEvent,
-    pub ack: Ack,
-    pub received: std::time::Instant,
-}
-
-/// Where a refused event came from, for the dead-letter record.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Origin {
-    Kafka {
-        topic: Arc<str>,
-        partition: i32,
-        offset: i64,
-    },
-    Grpc,
-}
-
-impl Ack {
-    /// The event's origin.
-    pub fn origin(&self) -> Origin {
-        match self {
-            Ack::Kafka(k) => Origin::Kafka {
-                topic: k.topic.clone(),
-                partition: k.partition,
-                offset: k.offset,
-            },
-            Ack::Grpc(_) => Origin::Grpc,
-        }
-    }
-}
-
-/// A refused event on its way to the dead-letter destination.
-#[derive(Clone, Debug)]
-pub struct DeadLetter {
-    /// The original bytes (Kafka) or the event re-encoded (gRPC, write failures).
-    pub payload: Vec<u8>,
-    pub rejection: Rejection,
-    pub origin: Origin,
-}
 
 /// Where batches and dead letters go. The MongoDB/Kafka implementation is
 /// `sink::Store`; unit tests use an in-memory one.
@@ -72,8 +33,8 @@ pub trait Sink: Send + Sync + 'static {
     /// Writes a batch, retrying transient errors until it succeeds, and returns each
     /// event's outcome (permanently refused documents already dead-lettered).
     fn write(&self, batch: Vec<Pending>) -> impl Future<Output = Vec<(Pending, Outcome)>> + Send;
-    /// Stores one dead letter, retrying until it is durable.
-    fn dead_letter(&self, letter: DeadLetter) -> impl Future<Output = ()> + Send;
+    /// Makes dead letters durable, retrying until they are.
+    fn dead_letter(&self, letters: Vec<DeadLetter>) -> impl Future<Output = ()> + Send;
 }
 
 /// Pipeline tuning.
@@ -84,92 +45,172 @@ pub struct PipelineConfig {
     pub write_concurrency: usize,
 }
 
+/// A refused event waiting for its dead letter to be durable before it is acked.
+struct Refused {
+    letter: DeadLetter,
+    ack: Ack,
+    outcome: Outcome,
+    received: std::time::Instant,
+}
+
+struct Pipeline<S> {
+    sink: Arc<S>,
+    metrics: Arc<Metrics>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    batcher: Batcher<Pending>,
+    refused: Vec<Refused>,
+    batch_size: usize,
+}
+
 /// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
 pub async fn run<S: Sink>(
     mut rx: mpsc::Receiver<Incoming>,
     sink: Arc<S>,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     cfg: PipelineConfig,
     stop: CancellationToken,
 ) {
-    let mut batcher = Batcher::new(cfg.batch_size, cfg.flush_interval);
-    let slots = Arc::new(Semaphore::new(cfg.write_concurrency.max(1)));
-    let mut tasks = JoinSet::new();
+    let batch_size = cfg.batch_size.max(1);
+    let mut p = Pipeline {
+        sink,
+        metrics,
+        slots: Arc::new(Semaphore::new(cfg.write_concurrency.max(1))),
+        tasks: JoinSet::new(),
+        batcher: Batcher::new(batch_size, cfg.flush_interval),
+        refused: Vec::new(),
+        batch_size,
+    };
     let mut closing = false;
     loop {
-        let deadline = batcher.deadline();
+        let deadline = p.batcher.deadline();
         tokio::select! {
             biased;
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(_) = p.tasks.join_next(), if !p.tasks.is_empty() => {}
             _ = stop.cancelled(), if !closing => {
                 closing = true;
                 rx.close();
             }
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let batch = batcher.take();
-                spawn_write(&mut tasks, &slots, &sink, &stats, batch).await;
+                p.flush().await;
             }
             item = rx.recv() => {
                 let Some(item) = item else { break };
-                stats.set_queue_depth(rx.len());
-                if let Some(batch) = admit(item, &mut batcher, &mut tasks, &sink, &stats) {
-                    spawn_write(&mut tasks, &slots, &sink, &stats, batch).await;
+                p.admit(item).await;
+                // Take what else is ready, up to one batch per wake-up.
+                for _ in 1..p.batch_size {
+                    match rx.try_recv() {
+                        Ok(item) => p.admit(item).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        p.metrics.queue_depth(rx.len());
+        if rx.is_empty() && p.slots.available_permits() > 0 {
+            p.flush().await;
+        }
+    }
+    p.flush().await;
+    while p.tasks.join_next().await.is_some() {}
+    p.metrics.queue_depth(0);
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// Validates one event: a valid one joins the batch (writing it once full), a
+    /// refused one joins the dead letters (sent once a batch of them is collected).
+    async fn admit(&mut self, item: Incoming) {
+        let Incoming {
+            payload,
+            ack,
+            received,
+        } = item;
+        match validate::decode(&payload) {
+            Ok(event) => {
+                let pending = Pending {
+                    id: document_id(&event, &ack),
+                    event,
+                    payload,
+                    ack,
+                    received,
+                };
+                if let Some(batch) = self.batcher.push(pending, Instant::now) {
+                    self.spawn_write(batch).await;
+                }
+            }
+            Err(rejection) => {
+                let letter = DeadLetter {
+                    payload,
+                    reason: rejection.reason.code(),
+                    detail: rejection.detail.clone(),
+                    origin: ack.origin(),
+                };
+                self.refused.push(Refused {
+                    letter,
+                    ack,
+                    outcome: Outcome::Rejected(rejection),
+                    received,
+                });
+                if self.refused.len() >= self.batch_size {
+                    self.spawn_dead_letters().await;
                 }
             }
         }
     }
-    let rest = batcher.take();
-    if !rest.is_empty() {
-        spawn_write(&mut tasks, &slots, &sink, &stats, rest).await;
-    }
-    while tasks.join_next().await.is_some() {}
-    stats.set_queue_depth(0);
-}
 
-/// Validates one event: a valid one joins the batch (returning the batch if full), an
-/// invalid one is dead-lettered and then acked as rejected.
-fn admit<S: Sink>(
-    item: Incoming,
-    batcher: &mut Batcher<Pending>,
-    tasks: &mut JoinSet<()>,
-    sink: &Arc<S>,
-    stats: &Arc<Stats>,
-) -> Option<Vec<Pending>> {
-    let Incoming {
-        payload,
-        ack,
-        received,
-    } = item;
-    let checked = match payload {
-        Payload::Encoded(bytes) => validate::decode(&bytes).map_err(|r| (r, bytes)),
-        Payload::Decoded(event) => validate::check(event).map_err(|(r, e)| (r, e.encode_to_vec())),
-    };
-    match checked {
-        Ok(event) => {
-            let id = document_id(&event, &ack);
-            let pending = Pending {
-                id,
-                event,
-                ack,
-                received,
-            };
-            batcher.push(pending, Instant::now)
+    /// Hands over the partial batch and the collected dead letters, if any.
+    async fn flush(&mut self) {
+        let batch = self.batcher.take();
+        if !batch.is_empty() {
+            self.spawn_write(batch).await;
         }
-        Err((rejection, payload)) => {
-            let letter = DeadLetter {
-                payload,
-                rejection: rejection.clone(),
-                origin: ack.origin(),
-            };
-            let (sink, stats) = (sink.clone(), stats.clone());
-            tasks.spawn(async move {
-                sink.dead_letter(letter).await;
-                let outcome = Outcome::Rejected(rejection);
-                stats.record(ack.source(), &outcome, received.elapsed());
+        if !self.refused.is_empty() {
+            self.spawn_dead_letters().await;
+        }
+    }
+
+    /// Waits for a slot: this is where backpressure holds the loop.
+    async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    async fn spawn_write(&mut self, batch: Vec<Pending>) {
+        let permit = self.slot().await;
+        let (sink, metrics) = (self.sink.clone(), self.metrics.clone());
+        self.tasks.spawn(async move {
+            let size = batch.len();
+            let results = sink.write(batch).await;
+            drop(permit);
+            metrics.batch_written(size);
+            let done = std::time::Instant::now();
+            event::resolve_all(results.into_iter().map(|(pending, outcome)| {
+                let took = done.saturating_duration_since(pending.received);
+                metrics.event_resolved(pending.ack.source(), &outcome, took);
+                (pending.ack, outcome)
+            }));
+        });
+    }
+
+    async fn spawn_dead_letters(&mut self) {
+        let refused = std::mem::take(&mut self.refused);
+        let permit = self.slot().await;
+        let (sink, metrics) = (self.sink.clone(), self.metrics.clone());
+        self.tasks.spawn(async move {
+            let (letters, rest): (Vec<_>, Vec<_>) = refused
+                .into_iter()
+                .map(|r| (r.letter, (r.ack, r.outcome, r.received)))
+                .unzip();
+            sink.dead_letter(letters).await;
+            drop(permit);
+            for (ack, outcome, received) in rest {
+                metrics.event_resolved(ack.source(), &outcome, received.elapsed());
                 ack.resolve(outcome);
-            });
-            None
-        }
+            }
+        });
     }
 }
 
@@ -184,34 +225,6 @@ pub fn document_id(event: &ValidEvent, ack: &Ack) -> String {
         Ack::Kafka(k) => format!("{}:{}:{}", k.topic, k.partition, k.offset),
         Ack::Grpc(_) => ObjectId::new().to_hex(),
     }
-}
-
-/// Waits for a write slot (backpressure), then writes the batch in its own task.
-async fn spawn_write<S: Sink>(
-    tasks: &mut JoinSet<()>,
-    slots: &Arc<Semaphore>,
-    sink: &Arc<S>,
-    stats: &Arc<Stats>,
-    batch: Vec<Pending>,
-) {
-    let permit = slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore is never closed");
-    let (sink, stats) = (sink.clone(), stats.clone());
-    tasks.spawn(async move {
-        let size = batch.len();
-        let results = sink.write(batch).await;
-        drop(permit);
-        stats.batch_written(size);
-        let done = std::time::Instant::now();
-        crate::ack::resolve_all(results.into_iter().map(|(pending, outcome)| {
-            let took = done.saturating_duration_since(pending.received);
-            stats.record(pending.ack.source(), &outcome, took);
-            (pending.ack, outcome)
-        }));
-    });
 }
 
 #[cfg(test)]

@@ -1,16 +1,24 @@
-//! Pipeline unit tests on paused tokio time with an in-memory sink.
+//! Pipeline unit tests on paused tokio time with an in-memory sink whose writes take a
+//! set time, so group commit, backpressure and the flush bound can be observed.
 use std::sync::Mutex;
+
+use bytes::Bytes;
+use prost::Message;
 
 use super::*;
 use crate::{
-    ack::{GrpcAck, RequestAck},
+    deps::Dependencies,
+    event::{GrpcAck, Origin, RequestAck, RequestResult},
     proto::sales::v1::SalesEvent,
+    stats::Stats,
     validate::Reason,
 };
 
 #[derive(Default)]
 struct MemorySink {
-    /// (batch size, when written)
+    /// How long each write takes.
+    write_time: Duration,
+    /// (batch size, when the write started)
     batches: Mutex<Vec<(usize, Instant)>>,
     ids: Mutex<Vec<String>>,
     letters: Mutex<Vec<DeadLetter>>,
@@ -22,6 +30,7 @@ impl Sink for MemorySink {
             .lock()
             .unwrap()
             .push((batch.len(), Instant::now()));
+        tokio::time::sleep(self.write_time).await;
         let mut ids = self.ids.lock().unwrap();
         batch
             .into_iter()
@@ -37,8 +46,8 @@ impl Sink for MemorySink {
             .collect()
     }
 
-    async fn dead_letter(&self, letter: DeadLetter) {
-        self.letters.lock().unwrap().push(letter);
+    async fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        self.letters.lock().unwrap().extend(letters);
     }
 }
 
@@ -55,22 +64,27 @@ fn event(i: usize) -> SalesEvent {
 struct Harness {
     tx: mpsc::Sender<Incoming>,
     sink: Arc<MemorySink>,
-    stats: Arc<Stats>,
+    stats: Stats,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
 
-fn start(batch_size: usize, flush: Duration) -> Harness {
+fn start_with(batch_size: usize, flush: Duration, slots: usize, write_time: Duration) -> Harness {
     let (tx, rx) = mpsc::channel(1000);
-    let sink = Arc::new(MemorySink::default());
-    let stats = Arc::new(Stats::new(false));
+    let sink = Arc::new(MemorySink {
+        write_time,
+        ..Default::default()
+    });
+    let metrics = Arc::new(Metrics::new());
+    let deps = Dependencies::all_up_for_tests(false);
+    let stats = Stats::new(metrics.clone(), deps, tokio::sync::watch::channel(false).1);
     let stop = CancellationToken::new();
     let cfg = PipelineConfig {
         batch_size,
         flush_interval: flush,
-        write_concurrency: 2,
+        write_concurrency: slots,
     };
-    let done = tokio::spawn(run(rx, sink.clone(), stats.clone(), cfg, stop.clone()));
+    let done = tokio::spawn(run(rx, sink.clone(), metrics, cfg, stop.clone()));
     Harness {
         tx,
         sink,
@@ -80,12 +94,16 @@ fn start(batch_size: usize, flush: Duration) -> Harness {
     }
 }
 
+fn start(batch_size: usize, flush: Duration) -> Harness {
+    start_with(batch_size, flush, 2, Duration::ZERO)
+}
+
 /// Sends a request of events over the channel, as the gRPC handler does.
 async fn send_request(
     tx: &mpsc::Sender<Incoming>,
     seq: u64,
     events: Vec<SalesEvent>,
-) -> tokio::sync::oneshot::Receiver<crate::ack::AckResult> {
+) -> tokio::sync::oneshot::Receiver<RequestResult> {
     let (req, rx) = RequestAck::new(seq, events.len());
     for (i, e) in events.into_iter().enumerate() {
         let ack = Ack::Grpc(GrpcAck {
@@ -93,7 +111,7 @@ async fn send_request(
             index: i as u32,
         });
         let item = Incoming {
-            payload: Payload::Decoded(e),
+            payload: Bytes::from(e.encode_to_vec()),
             ack,
             received: std::time::Instant::now(),
         };
@@ -102,26 +120,64 @@ async fn send_request(
     rx
 }
 
+fn sizes(h: &Harness) -> Vec<usize> {
+    h.sink.batches.lock().unwrap().iter().map(|b| b.0).collect()
+}
+
 #[tokio::test(start_paused = true)]
-async fn full_batches_are_written_at_once_and_the_rest_at_the_flush_interval() {
+async fn an_idle_pipeline_with_a_free_slot_writes_a_single_event_at_once() {
     let h = start(100, Duration::from_secs(5));
     let t0 = Instant::now();
-    let ack = send_request(&h.tx, 1, (0..250).map(event).collect()).await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let sizes: Vec<_> = h.sink.batches.lock().unwrap().iter().map(|b| b.0).collect();
-    assert_eq!(sizes, vec![100, 100], "the 50 left wait for the interval");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let batches = h.sink.batches.lock().unwrap().clone();
-    assert_eq!(batches.len(), 3);
-    assert_eq!(batches[2].0, 50);
-    let waited = batches[2].1 - t0;
+    let ack = send_request(&h.tx, 1, vec![event(0)]).await;
+    let ack = ack.await.unwrap().unwrap();
+    assert_eq!(ack.accepted, 1);
     assert!(
-        waited >= Duration::from_secs(5) && waited < Duration::from_millis(5100),
-        "{waited:?}"
+        Instant::now() - t0 < Duration::from_millis(10),
+        "no flush wait"
     );
+    assert_eq!(sizes(&h), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_every_slot_is_busy_the_batch_fills_up_to_batch_size() {
+    let h = start_with(100, Duration::from_secs(60), 1, Duration::from_secs(1));
+    let first = send_request(&h.tx, 1, vec![event(0)]).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let rest = send_request(&h.tx, 2, (1..251).map(event).collect()).await;
+    assert_eq!(first.await.unwrap().unwrap().accepted, 1);
+    assert_eq!(rest.await.unwrap().unwrap().accepted, 250);
+    assert_eq!(sizes(&h), vec![1, 100, 100, 50]);
+    assert_eq!(h.stats.snapshot().batches_written, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_batch_goes_out_when_a_slot_frees_not_at_the_flush_interval() {
+    let h = start_with(100, Duration::from_secs(5), 1, Duration::from_secs(2));
+    let t0 = Instant::now();
+    let first = send_request(&h.tx, 1, vec![event(0)]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = send_request(&h.tx, 2, (1..4).map(event).collect()).await;
+    second.await.unwrap().unwrap();
+    first.await.unwrap().unwrap();
+    let batches = h.sink.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[1].0, 3);
+    let started = batches[1].1 - t0;
+    assert!(
+        started >= Duration::from_secs(2) && started < Duration::from_millis(2100),
+        "written when the slot freed: {started:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_batches_are_cut_at_batch_size() {
+    let h = start_with(100, Duration::from_secs(5), 4, Duration::from_millis(5));
+    let ack = send_request(&h.tx, 1, (0..250).map(event).collect()).await;
     let ack = ack.await.unwrap().unwrap();
     assert_eq!((ack.accepted, ack.duplicates), (250, 0));
-    assert_eq!(h.stats.snapshot().batches_written, 3);
+    let s = sizes(&h);
+    assert!(s.iter().all(|&n| n <= 100), "{s:?}");
+    assert_eq!(s.iter().sum::<usize>(), 250);
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,14 +197,29 @@ async fn invalid_events_are_dead_lettered_with_their_reason_and_acked_by_index()
     let letters = h.sink.letters.lock().unwrap().clone();
     assert_eq!(letters.len(), 2);
     assert!(letters.iter().all(|l| l.origin == Origin::Grpc));
-    let decoded = SalesEvent::decode(letters[0].payload.as_slice()).unwrap();
+    let decoded = SalesEvent::decode(letters[0].payload.clone()).unwrap();
     assert!(decoded.qty == 0 || decoded.ts == "yesterday");
     let s = h.stats.snapshot();
-    assert_eq!((s.grpc.stored, s.grpc.rejected), (3, 2));
+    let grpc = s.grpc.unwrap();
+    assert_eq!((grpc.stored, grpc.rejected), (3, 2));
     assert_eq!(
         s.rejected_by_reason.get(Reason::InvalidQty.code()),
         Some(&1)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_invalid_events_is_dead_lettered_in_batches() {
+    let h = start_with(50, Duration::from_secs(5), 1, Duration::ZERO);
+    let events: Vec<_> = (0..500)
+        .map(|i| SalesEvent {
+            qty: -1,
+            ..event(i)
+        })
+        .collect();
+    let ack = send_request(&h.tx, 1, events).await.await.unwrap().unwrap();
+    assert_eq!(ack.rejected.len(), 500);
+    assert_eq!(h.sink.letters.lock().unwrap().len(), 500);
 }
 
 #[tokio::test(start_paused = true)]
@@ -162,19 +233,20 @@ async fn replayed_events_are_duplicates() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stop_flushes_the_partial_batch_without_waiting_for_the_interval() {
-    let h = start(100, Duration::from_secs(3600));
-    let ack = send_request(&h.tx, 1, (0..7).map(event).collect()).await;
+async fn stop_flushes_the_partial_batch_and_closes_the_channel() {
+    let h = start_with(100, Duration::from_secs(3600), 1, Duration::from_secs(1));
+    let busy = send_request(&h.tx, 1, vec![event(100)]).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(h.sink.batches.lock().unwrap().is_empty());
-    let t0 = Instant::now();
+    let ack = send_request(&h.tx, 2, (0..7).map(event).collect()).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(sizes(&h), vec![1], "the 7 wait for the busy slot");
     h.stop.cancel();
     h.done.await.unwrap();
-    assert!(Instant::now() - t0 < Duration::from_secs(1));
+    assert_eq!(busy.await.unwrap().unwrap().accepted, 1);
     assert_eq!(ack.await.unwrap().unwrap().accepted, 7);
     assert!(
         h.tx.send(Incoming {
-            payload: Payload::Encoded(vec![]),
+            payload: Bytes::new(),
             ack: Ack::Grpc(GrpcAck {
                 request: RequestAck::new(0, 1).0,
                 index: 0

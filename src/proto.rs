@@ -17,3 +17,8 @@ pub mod ingest {
 
 /// The encoded file descriptor set server reflection serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ingest_descriptor");
+
+/// The server side of `ingest.v1.IngestEvents` over `grpc::wire::RawIngestRequest`.
+pub mod raw_ingest_events {
+    include!(concat!(env!("OUT_DIR"), "/ingest.v1.IngestEvents.rs"));
+}

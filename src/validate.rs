@@ -1,5 +1,5 @@
-//! The one validator both sources use: raw bytes or a decoded `SalesEvent` in, a
-//! `ValidEvent` (which cannot be invalid) or a `Rejection` with a reason code out.
+//! The one validator both sources use: the bytes of a `SalesEvent` in, a `ValidEvent`
+//! (which cannot be invalid) or a `Rejection` with a reason code out.
 use prost::Message;
 
 use crate::proto::sales::v1::SalesEvent;
@@ -13,54 +13,36 @@ pub const MAX_QTY: i32 = 1_000_000;
 /// Largest accepted unit price.
 pub const MAX_PRICE: f64 = 1e9;
 
-/// Why an event was refused. The string codes are part of the interface (dead-letter
-/// headers, acks, metrics labels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+/// Why an event was refused. The string codes (`Reason::code`, also `Display`) are part
+/// of the interface: dead-letter headers, acks, metrics labels.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
-    #[error("malformed")]
     Malformed,
-    #[error("missing_sku")]
     MissingSku,
-    #[error("sku_too_long")]
     SkuTooLong,
-    #[error("invalid_qty")]
     InvalidQty,
-    #[error("invalid_price")]
     InvalidPrice,
-    #[error("invalid_ts")]
     InvalidTs,
-    #[error("event_id_too_long")]
     EventIdTooLong,
-    /// MongoDB refused the document for good (not a duplicate, not transient).
-    #[error("write_failed")]
-    WriteFailed,
 }
 
 impl Reason {
-    /// Every reason, for metrics initialisation and docs.
-    pub const ALL: [Reason; 8] = [
-        Reason::Malformed,
-        Reason::MissingSku,
-        Reason::SkuTooLong,
-        Reason::InvalidQty,
-        Reason::InvalidPrice,
-        Reason::InvalidTs,
-        Reason::EventIdTooLong,
-        Reason::WriteFailed,
-    ];
-
     /// The reason code as it appears on the wire.
     pub fn code(self) -> &'static str {
-        match self {
-            Reason::Malformed => "malformed",
-            Reason::MissingSku => "missing_sku",
-            Reason::SkuTooLong => "sku_too_long",
-            Reason::InvalidQty => "invalid_qty",
-            Reason::InvalidPrice => "invalid_price",
-            Reason::InvalidTs => "invalid_ts",
-            Reason::EventIdTooLong => "event_id_too_long",
-            Reason::WriteFailed => "write_failed",
-        }
+        self.into()
     }
 }
 
@@ -100,31 +82,21 @@ pub fn decode(bytes: &[u8]) -> Result<ValidEvent, Rejection> {
 
 /// Validates a decoded event, field by field in wire order.
 pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
-    check(event).map_err(|(rejection, _)| rejection)
-}
-
-/// Like `validate`, but hands a refused event back (for its dead letter) instead of
-/// dropping it, so callers need not clone the event up front.
-pub fn check(event: SalesEvent) -> Result<ValidEvent, (Rejection, SalesEvent)> {
-    match rules(&event) {
-        Err(rejection) => Err((rejection, event)),
-        Ok(ts_millis) => {
-            let SalesEvent {
-                sku,
-                qty,
-                price,
-                event_id,
-                ..
-            } = event;
-            Ok(ValidEvent {
-                sku,
-                qty,
-                price,
-                ts_millis,
-                event_id,
-            })
-        }
-    }
+    let ts_millis = rules(&event)?;
+    let SalesEvent {
+        sku,
+        qty,
+        price,
+        event_id,
+        ..
+    } = event;
+    Ok(ValidEvent {
+        sku,
+        qty,
+        price,
+        ts_millis,
+        event_id,
+    })
 }
 
 fn parse_ts(ts: &str) -> Result<i64, chrono::ParseError> {
@@ -348,13 +320,15 @@ mod tests {
 
     #[test]
     fn codes_are_distinct_and_match_display() {
-        let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
-        for r in Reason::ALL {
+        use strum::VariantArray;
+        let mut codes: Vec<_> = Reason::VARIANTS.iter().map(|r| r.code()).collect();
+        for r in Reason::VARIANTS {
             assert_eq!(r.to_string(), r.code());
         }
+        assert_eq!(Reason::EventIdTooLong.code(), "event_id_too_long");
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), Reason::ALL.len());
+        assert_eq!(codes.len(), Reason::VARIANTS.len());
     }
 
     mod fuzz {
@@ -379,7 +353,7 @@ mod tests {
             fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
                 match decode(&bytes) {
                     Ok(v) => prop_assert!(checks_hold(&v)),
-                    Err(r) => prop_assert!(Reason::ALL.contains(&r.reason) && !r.detail.is_empty()),
+                    Err(r) => prop_assert!(<Reason as strum::VariantArray>::VARIANTS.contains(&r.reason) && !r.detail.is_empty()),
                 }
             }
 
@@ -398,7 +372,7 @@ mod tests {
                 prop_assert_eq!(direct.clone(), decode(&bytes), "decoding then validating agrees");
                 match direct {
                     Ok(v) => prop_assert!(checks_hold(&v)),
-                    Err(r) => prop_assert!(Reason::ALL.contains(&r.reason)),
+                    Err(r) => prop_assert!(<Reason as strum::VariantArray>::VARIANTS.contains(&r.reason)),
                 }
             }
 
@@ -412,7 +386,7 @@ mod tests {
                 }
                 bytes.truncate(cut % (bytes.len() + 1));
                 if let Err(r) = decode(&bytes) {
-                    prop_assert!(Reason::ALL.contains(&r.reason));
+                    prop_assert!(<Reason as strum::VariantArray>::VARIANTS.contains(&r.reason));
                 }
             }
         }

@@ -1,19 +1,21 @@
 //! Bearer-token checks for the mutating admin RPCs (and, when configured, producers).
 //! Tokens are compared in constant time and never logged.
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use tonic::{metadata::MetadataMap, Status};
 
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a presented token with the configured one in constant time.
+pub fn token_matches(presented: &str, token: &SecretString) -> bool {
+    presented
+        .as_bytes()
+        .ct_eq(token.expose_secret().as_bytes())
+        .into()
 }
 
 /// Checks `authorization: Bearer <token>` against the configured token. With no
 /// token configured the call is refused with FAILED_PRECONDITION saying how to
 /// enable it.
-pub fn require_admin(metadata: &MetadataMap, token: Option<&str>) -> Result<(), Status> {
+pub fn require_admin(metadata: &MetadataMap, token: Option<&SecretString>) -> Result<(), Status> {
     let Some(token) = token else {
         return Err(Status::failed_precondition(
             "admin RPCs are disabled: start sales-ingest with ADMIN_TOKEN set (or --admin-token) \
@@ -24,7 +26,7 @@ pub fn require_admin(metadata: &MetadataMap, token: Option<&str>) -> Result<(), 
 }
 
 /// Checks `authorization: Bearer <token>`; UNAUTHENTICATED when missing or wrong.
-pub fn require_bearer(metadata: &MetadataMap, token: &str) -> Result<(), Status> {
+pub fn require_bearer(metadata: &MetadataMap, token: &SecretString) -> Result<(), Status> {
     let presented = metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -37,7 +39,7 @@ pub fn require_bearer(metadata: &MetadataMap, token: &str) -> Result<(), Status>
         None => Err(Status::unauthenticated(
             "missing metadata `authorization: Bearer <token>`",
         )),
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(p) if token_matches(p, token) => Ok(()),
         Some(_) => Err(Status::unauthenticated("invalid token")),
     }
 }
@@ -55,9 +57,13 @@ mod tests {
         m
     }
 
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
     #[test]
     fn right_token_passes() {
-        assert!(require_admin(&meta(Some("Bearer s3cret")), Some("s3cret")).is_ok());
+        assert!(require_admin(&meta(Some("Bearer s3cret")), Some(&secret("s3cret"))).is_ok());
     }
 
     #[test]
@@ -68,7 +74,7 @@ mod tests {
             meta(Some("s3cret")),
             meta(Some("Bearer s3cre")),
         ] {
-            let err = require_admin(&m, Some("s3cret")).unwrap_err();
+            let err = require_admin(&m, Some(&secret("s3cret"))).unwrap_err();
             assert_eq!(err.code(), Code::Unauthenticated);
             assert!(!err.message().contains("s3cret"));
         }
@@ -82,9 +88,9 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_eq_compares_contents() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn token_match_compares_contents() {
+        assert!(token_matches("abc", &secret("abc")));
+        assert!(!token_matches("abd", &secret("abc")));
+        assert!(!token_matches("ab", &secret("abc")));
     }
 }

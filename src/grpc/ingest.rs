@@ -2,20 +2,33 @@
 //! answered by exactly one ack, in request order, once its events are durable. A reader
 //! task puts each request's events on the pipeline channel (waiting when it is full, so
 //! a fast producer is slowed by HTTP/2 flow control) and queues the request's ack
-//! receiver; the response stream yields those acks in order. On shutdown the reader
-//! stops taking requests, the acks already owed are still sent, then the stream ends.
-use std::{pin::Pin, sync::Arc, time::Instant};
+//! receiver; the response stream yields those acks in order.
+//!
+//! A stream ends, always after the acks already owed: OK when the producer half-closes,
+//! or at shutdown when every request that arrived was read; UNAVAILABLE at shutdown
+//! when requests arrived that were not read (the status counts them; the producer
+//! resends every request without an ack) and when it has been idle — no request and
+//! nothing owed — for `GRPC_STREAM_IDLE_TIMEOUT`.
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
-use futures::Stream;
+use futures::{FutureExt, Stream};
+use secrecy::SecretString;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::{
-    ack::{Ack, AckResult, GrpcAck, Incoming, Payload, RequestAck},
-    grpc::auth::require_bearer,
-    proto::ingest::v1::{ingest_events_server::IngestEvents, IngestAck, IngestRequest},
+    event::{Ack, GrpcAck, Incoming, RequestAck, RequestResult},
+    grpc::{auth::require_bearer, wire::RawIngestRequest},
+    proto::{ingest::v1::IngestAck, raw_ingest_events::ingest_events_server::IngestEvents},
 };
 
 /// Requests a stream may have in flight (read, not yet acked) before reading pauses.
@@ -27,12 +40,21 @@ pub struct Ingest {
     pub streams: Arc<Semaphore>,
     pub max_streams: usize,
     pub max_events_per_request: usize,
-    pub producer_token: Option<String>,
+    pub producer_token: Option<SecretString>,
+    pub idle_timeout: Duration,
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<IngestAck, Status>> + Send>>;
+
+/// What a stream owes its producer, in order.
+enum Owed {
+    /// The ack of one request, once its events are resolved.
+    Ack(oneshot::Receiver<RequestResult>),
+    /// The status the stream ends with.
+    End(Status),
+}
 
 #[tonic::async_trait]
 impl IngestEvents for Ingest {
@@ -40,7 +62,7 @@ impl IngestEvents for Ingest {
 
     async fn stream(
         &self,
-        req: Request<Streaming<IngestRequest>>,
+        req: Request<Streaming<RawIngestRequest>>,
     ) -> Result<Response<AckStream>, Status> {
         if let Some(token) = &self.producer_token {
             require_bearer(req.metadata(), token)?;
@@ -54,17 +76,20 @@ impl IngestEvents for Ingest {
                 self.max_streams
             ))
         })?;
-        let (ack_tx, ack_rx) = mpsc::channel(IN_FLIGHT_REQUESTS);
+        let (owed_tx, owed_rx) = mpsc::channel(IN_FLIGHT_REQUESTS);
+        let unacked = Arc::new(AtomicUsize::new(0));
         let reader = Reader {
             inbound: req.into_inner(),
             tx: self.tx.clone(),
-            acks: ack_tx,
+            owed: owed_tx,
+            unacked: unacked.clone(),
             max_events: self.max_events_per_request,
+            idle_timeout: self.idle_timeout,
             stop: self.stop.clone(),
             _permit: permit,
         };
         self.tracker.spawn(reader.run());
-        Ok(Response::new(Box::pin(ack_stream(ack_rx))))
+        Ok(Response::new(Box::pin(ack_stream(owed_rx, unacked))))
     }
 }
 
@@ -78,81 +103,131 @@ fn inbound_error(status: Status) -> Status {
     }
 }
 
-/// Yields each queued ack once it is ready, in queue order; ends after an error.
+/// Yields each owed ack once it is ready, in order; ends after an error status.
 fn ack_stream(
-    rx: mpsc::Receiver<oneshot::Receiver<AckResult>>,
+    rx: mpsc::Receiver<Owed>,
+    unacked: Arc<AtomicUsize>,
 ) -> impl Stream<Item = Result<IngestAck, Status>> + Send {
-    futures::stream::unfold((rx, false), |(mut rx, failed)| async move {
-        if failed {
-            return None;
+    futures::stream::unfold((rx, false), move |(mut rx, ended)| {
+        let unacked = unacked.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            let result = match rx.recv().await? {
+                Owed::Ack(pending) => {
+                    let result = match pending.await {
+                        Ok(Ok(ack)) => Ok(ack),
+                        Ok(Err(why)) => Err(Status::unavailable(why)),
+                        Err(_) => Err(Status::internal("ack lost")),
+                    };
+                    unacked.fetch_sub(1, Ordering::SeqCst);
+                    result
+                }
+                Owed::End(status) => Err(status),
+            };
+            let ended = result.is_err();
+            Some((result, (rx, ended)))
         }
-        let pending = rx.recv().await?;
-        let result = pending
-            .await
-            .unwrap_or_else(|_| Err(Status::internal("ack lost")));
-        let failed = result.is_err();
-        Some((result, (rx, failed)))
     })
 }
 
 struct Reader {
-    inbound: Streaming<IngestRequest>,
+    inbound: Streaming<RawIngestRequest>,
     tx: mpsc::Sender<Incoming>,
-    acks: mpsc::Sender<oneshot::Receiver<AckResult>>,
+    owed: mpsc::Sender<Owed>,
+    /// Requests read whose ack the producer has not been sent yet.
+    unacked: Arc<AtomicUsize>,
     max_events: usize,
+    idle_timeout: Duration,
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Reader {
     async fn run(mut self) {
-        loop {
+        let end = loop {
             let msg = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => break,
+                _ = self.stop.cancelled() => break self.shutdown_status(),
                 msg = self.inbound.message() => msg,
+                _ = tokio::time::sleep(self.idle_timeout) => {
+                    if self.unacked.load(Ordering::SeqCst) == 0 {
+                        break Some(Status::unavailable(format!(
+                            "stream idle for {} s without a request (GRPC_STREAM_IDLE_TIMEOUT); open a new one to send more",
+                            self.idle_timeout.as_secs_f64()
+                        )));
+                    }
+                    continue;
+                }
             };
             match msg {
                 Ok(Some(request)) => {
-                    if !self.submit(request).await {
-                        break;
+                    if let Err(status) = self.submit(request).await {
+                        break Some(status);
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => break None,
                 Err(status) => {
                     debug!(%status, "producer stream ended with an error");
-                    // Answer in order after the acks already owed, so the producer
-                    // learns why its stream ended.
-                    let (req, rx) = RequestAck::new(0, 1);
-                    req.abort(inbound_error(status));
-                    let _ = self.acks.send(rx).await;
-                    break;
+                    break Some(inbound_error(status));
                 }
+            }
+        };
+        if let Some(status) = end {
+            // After the acks already owed, so the producer learns why its stream ended.
+            // A producer that stopped reading its acks cannot hold this task.
+            tokio::select! {
+                _ = self.owed.send(Owed::End(status)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
 
-    /// Queues one request's ack and its events; false when the stream must end.
-    async fn submit(&mut self, request: IngestRequest) -> bool {
-        let IngestRequest { seq, events } = request;
+    /// The status a stream ends with at shutdown: OK when every request that arrived
+    /// was read, else UNAVAILABLE counting the requests this server will not take.
+    fn shutdown_status(&mut self) -> Option<Status> {
+        let mut unread = 0u64;
+        while let Some(Ok(Some(_))) = self.inbound.message().now_or_never() {
+            unread += 1;
+        }
+        if unread == 0 {
+            return None;
+        }
+        Some(Status::unavailable(format!(
+            "server is shutting down: {unread} request(s) sent on this stream were not read; \
+             every request without an ack must be resent"
+        )))
+    }
+
+    /// Queues one request's ack and its events; an error status ends the stream.
+    async fn submit(&mut self, request: RawIngestRequest) -> Result<(), Status> {
+        let RawIngestRequest { seq, events } = request;
         if events.len() > self.max_events {
-            let (req, rx) = RequestAck::new(seq, 1);
-            req.abort(Status::resource_exhausted(format!(
+            return Err(Status::resource_exhausted(format!(
                 "request {seq} has {} events; at most {} allowed (GRPC_MAX_EVENTS_PER_REQUEST)",
                 events.len(),
                 self.max_events
             )));
-            let _ = self.acks.send(rx).await;
-            return false;
         }
         let (req, rx) = RequestAck::new(seq, events.len());
-        if self.acks.send(rx).await.is_err() {
-            return false;
+        self.unacked.fetch_add(1, Ordering::SeqCst);
+        tokio::select! {
+            sent = self.owed.send(Owed::Ack(rx)) => {
+                if sent.is_err() {
+                    return Err(Status::cancelled("the producer went away"));
+                }
+            }
+            _ = self.stop.cancelled() => {
+                return Err(Status::unavailable(format!(
+                    "server is shutting down; request {seq} was not taken, resend it"
+                )));
+            }
         }
         let received = Instant::now();
-        for (index, event) in events.into_iter().enumerate() {
+        for (index, payload) in events.into_iter().enumerate() {
             let item = Incoming {
-                payload: Payload::Decoded(event),
+                payload,
                 ack: Ack::Grpc(GrpcAck {
                     request: req.clone(),
                     index: index as u32,
@@ -160,12 +235,12 @@ impl Reader {
                 received,
             };
             if self.tx.send(item).await.is_err() {
-                req.abort(Status::unavailable(format!(
+                req.abandon(format!(
                     "server is shutting down; request {seq} was not fully taken, resend it"
-                )));
-                return false;
+                ));
+                return Err(Status::unavailable("server is shutting down"));
             }
         }
-        true
+        Ok(())
     }
 }

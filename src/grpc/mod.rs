@@ -1,20 +1,22 @@
 //! The gRPC server: IngestAdmin, IngestEvents, grpc.health.v1 (tonic-health) and
-//! server reflection v1 and v1alpha (tonic-reflection), on one listener.
+//! server reflection v1 and v1alpha (tonic-reflection), on one listener, with HTTP/2
+//! keepalive so dead peers are noticed and a 10 s TLS handshake limit. TLS material is
+//! parsed at start-up, so a bad certificate or key stops the process naming the variable.
 pub mod admin;
 pub mod auth;
 pub mod ingest;
+pub mod wire;
 
-use std::future::Future;
+use std::{future::Future, path::Path, time::Duration};
 
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::proto::{
-    ingest::v1::{
-        ingest_admin_server::IngestAdminServer, ingest_events_server::IngestEventsServer,
-    },
-    FILE_DESCRIPTOR_SET,
+    ingest::v1::ingest_admin_server::IngestAdminServer,
+    raw_ingest_events::ingest_events_server::IngestEventsServer, FILE_DESCRIPTOR_SET,
 };
 
 /// Everything the gRPC listener serves.
@@ -28,19 +30,42 @@ pub struct Services {
 }
 
 /// The TLS settings from PEM files: a certificate chain and key, and optionally a CA
-/// that client certificates must chain to (mTLS). Errors name the variable.
+/// that client certificates must chain to (mTLS). Each file is read and parsed here;
+/// errors name the variable.
 pub fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_ca: Option<&std::path::Path>,
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
 ) -> Result<ServerTlsConfig, (&'static str, String)> {
-    let read = |var: &'static str, path: &std::path::Path| {
+    let read = |var: &'static str, path: &Path| {
         std::fs::read(path).map_err(|e| (var, format!("cannot read {}: {e}", path.display())))
     };
-    let identity = Identity::from_pem(read("GRPC_TLS_CERT", cert)?, read("GRPC_TLS_KEY", key)?);
-    let mut tls = ServerTlsConfig::new().identity(identity);
+    let certs = |var: &'static str, pem: &[u8], path: &Path| {
+        let n = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (var, format!("{}: {e}", path.display())))?
+            .len();
+        if n == 0 {
+            return Err((var, format!("{} holds no PEM certificate", path.display())));
+        }
+        Ok(())
+    };
+    let cert_pem = read("GRPC_TLS_CERT", cert)?;
+    certs("GRPC_TLS_CERT", &cert_pem, cert)?;
+    let key_pem = read("GRPC_TLS_KEY", key)?;
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        (
+            "GRPC_TLS_KEY",
+            format!("{} holds no PEM private key: {e}", key.display()),
+        )
+    })?;
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .timeout(Duration::from_secs(10));
     if let Some(ca) = client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read("GRPC_TLS_CLIENT_CA", ca)?));
+        let ca_pem = read("GRPC_TLS_CLIENT_CA", ca)?;
+        certs("GRPC_TLS_CLIENT_CA", &ca_pem, ca)?;
+        tls = tls.client_ca_root(Certificate::from_pem(ca_pem));
     }
     Ok(tls)
 }
@@ -60,7 +85,10 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let max = services.max_message_bytes;
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
     if let Some(tls) = services.tls {
         builder = builder.tls_config(tls)?;
     }

@@ -2,14 +2,11 @@
 //! rest. `Store` is the pipeline's production `Sink`.
 pub mod dead_letter;
 pub mod mongo;
-
-use prost::Message;
+pub mod retry;
 
 use crate::{
-    pipeline::{DeadLetter, Pending, Sink},
-    proto::sales::v1::SalesEvent,
-    stats::Outcome,
-    validate::{Reason, Rejection},
+    event::{DeadLetter, Outcome, Pending},
+    pipeline::Sink,
 };
 
 pub use dead_letter::DeadLetters;
@@ -24,46 +21,34 @@ pub struct Store {
 impl Sink for Store {
     async fn write(&self, batch: Vec<Pending>) -> Vec<(Pending, Outcome)> {
         let results = self.writer.write(&batch).await;
-        let mut out = Vec::with_capacity(batch.len());
-        for (pending, result) in batch.into_iter().zip(results) {
-            let outcome = match result {
-                DocResult::Stored => Outcome::Stored,
-                DocResult::Duplicate => Outcome::Duplicate,
-                DocResult::Failed(message) => {
-                    let rejection = Rejection {
-                        reason: Reason::WriteFailed,
-                        detail: message,
-                    };
-                    let letter = DeadLetter {
-                        payload: reencode(&pending),
-                        rejection: rejection.clone(),
-                        origin: pending.ack.origin(),
-                    };
-                    self.dead_letters.send(&letter).await;
-                    Outcome::Rejected(rejection)
-                }
-            };
-            out.push((pending, outcome));
+        let mut letters = Vec::new();
+        let out: Vec<_> = batch
+            .into_iter()
+            .zip(results)
+            .map(|(pending, result)| {
+                let outcome = match result {
+                    DocResult::Stored => Outcome::Stored,
+                    DocResult::Duplicate => Outcome::Duplicate,
+                    DocResult::Failed(message) | DocResult::Retry(message) => {
+                        letters.push(DeadLetter {
+                            payload: pending.payload.clone(),
+                            reason: crate::event::WRITE_FAILED,
+                            detail: message.clone(),
+                            origin: pending.ack.origin(),
+                        });
+                        Outcome::Failed(message)
+                    }
+                };
+                (pending, outcome)
+            })
+            .collect();
+        if !letters.is_empty() {
+            self.dead_letters.send(letters).await;
         }
         out
     }
 
-    async fn dead_letter(&self, letter: DeadLetter) {
-        self.dead_letters.send(&letter).await;
+    async fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        self.dead_letters.send(letters).await;
     }
-}
-
-/// A stored-shape event back to Protobuf, for dead-lettering a write failure.
-fn reencode(p: &Pending) -> Vec<u8> {
-    let ts = chrono::DateTime::from_timestamp_millis(p.event.ts_millis)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
-    SalesEvent {
-        sku: p.event.sku.clone(),
-        qty: p.event.qty,
-        price: p.event.price,
-        ts,
-        event_id: p.id.clone(),
-    }
-    .encode_to_vec()
 }

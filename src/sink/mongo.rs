@@ -1,25 +1,43 @@
-//! The MongoDB writer: one unordered `insert_many` per batch, `_id` = event id. A
-//! duplicate key (11000) is a duplicate, never a failure; other per-document errors are
-//! permanent and go to the dead-letter destination; anything else (network, server
-//! selection, write concern) is transient and the whole batch is retried with capped
-//! exponential backoff and jitter until it succeeds. Also owns the MongoDB probe that
-//! health reads and the start-up index creation.
+//! The MongoDB writer: one unordered `insert_many` per batch, `_id` = event id. Each
+//! document's answer is classified: a duplicate `_id` (11000 on the `_id_` index) is a
+//! duplicate; 11000 on another unique index, and any other per-document error that is
+//! not transient by its code, is a permanent refusal (dead-lettered as `write_failed`);
+//! per-document errors transient by their code, and any failure of the call itself
+//! (network, server selection, write concern, authorization), are retried with capped
+//! backoff until every document has a final answer. The writer owns the "MongoDB
+//! writes" dependency state: down after `MAX_RETRIES` failed attempts in a row, up at
+//! the next success. Also the MongoDB probe (reachability) and the start-up indexes.
 use std::{sync::Arc, time::Duration};
 
 use mongodb::{
     bson::{doc, DateTime, RawDocumentBuf},
-    error::{ErrorKind, InsertManyError},
+    error::{ErrorKind, IndexedWriteError, InsertManyError},
     options::{ClientOptions, IndexOptions},
     Client, Collection, Database, IndexModel,
 };
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::{pipeline::Pending, stats::Stats, validate::ValidEvent};
+use crate::{
+    deps::{State, StateWriter},
+    event::Pending,
+    metrics::{Metrics, WriteStatus},
+    sink::retry::backoff,
+    validate::ValidEvent,
+};
 
 /// MongoDB's duplicate key error code.
 pub const DUPLICATE_KEY: i32 = 11000;
+
+/// Per-document error codes that are transient, so the same document is written again:
+/// HostUnreachable 6, HostNotFound 7, ExceededTimeLimit 50, NetworkTimeout 89,
+/// ShutdownInProgress 91, PrimarySteppedDown 189, NotWritablePrimary 10107,
+/// InterruptedAtShutdown 11600, InterruptedDueToReplStateChange 11602,
+/// NotPrimaryNoSecondaryOk 13435, NotPrimaryOrSecondary 13436, WriteConcernFailed 64,
+/// ExceededMemoryLimit 146, SocketException 9001, LockTimeout 24.
+pub const TRANSIENT_CODES: [i32; 15] = [
+    6, 7, 50, 89, 91, 189, 10107, 11600, 11602, 13435, 13436, 64, 146, 9001, 24,
+];
 
 /// How one document of a batch ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,50 +46,65 @@ pub enum DocResult {
     Duplicate,
     /// Refused for good, with the server's message.
     Failed(String),
+    /// A transient refusal: the document is written again.
+    Retry(String),
 }
 
-/// An insert_many result sorted into per-document outcomes, or a transient failure.
+/// An insert_many result sorted into per-document outcomes, or a failure of the call.
 #[derive(Debug)]
 pub enum WriteResult {
     Done(Vec<DocResult>),
     Transient(String),
 }
 
+/// What one document's write error means.
+pub fn classify_doc(e: &IndexedWriteError) -> DocResult {
+    let text = || format!("code {}: {}", e.code, e.message);
+    if e.code == DUPLICATE_KEY {
+        // The server names the index ("... index: sku_1 dup key: ..."); only the `_id`
+        // index means this very event is already stored.
+        match e.message.split("index: ").nth(1) {
+            Some(rest) if !rest.starts_with("_id_") => {
+                let index = rest.split_whitespace().next().unwrap_or("?");
+                DocResult::Failed(format!(
+                    "unique index {index} refused the document ({})",
+                    text()
+                ))
+            }
+            _ => DocResult::Duplicate,
+        }
+    } else if TRANSIENT_CODES.contains(&e.code) {
+        DocResult::Retry(text())
+    } else {
+        DocResult::Failed(text())
+    }
+}
+
 /// Sorts an insert_many result into per-document outcomes.
 pub fn classify(result: Result<(), mongodb::error::Error>, len: usize) -> WriteResult {
     let err = match result {
-        Ok(()) => return WriteResult::Done((0..len).map(|_| DocResult::Stored).collect()),
+        Ok(()) => return WriteResult::Done(vec![DocResult::Stored; len]),
         Err(e) => e,
     };
+    if err.contains_label("RetryableWriteError") {
+        return WriteResult::Transient(describe(&err));
+    }
     match *err.kind {
         ErrorKind::InsertMany(InsertManyError {
-            ref write_errors,
+            write_errors: Some(ref write_errors),
             write_concern_error: None,
             ..
         }) => {
-            let mut out: Vec<_> = (0..len).map(|_| DocResult::Stored).collect();
-            for we in write_errors.iter().flatten() {
+            let mut out = vec![DocResult::Stored; len];
+            for we in write_errors {
                 if let Some(slot) = out.get_mut(we.index) {
-                    *slot = if we.code == DUPLICATE_KEY {
-                        DocResult::Duplicate
-                    } else {
-                        DocResult::Failed(format!("code {}: {}", we.code, we.message))
-                    };
+                    *slot = classify_doc(we);
                 }
             }
             WriteResult::Done(out)
         }
         _ => WriteResult::Transient(describe(&err)),
     }
-}
-
-/// Backoff before retry `attempt` (1-based): 100 ms doubling to a 5 s cap, ±50% jitter.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 100u64
-        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
-        .min(5_000);
-    let jitter = rand::rng().random_range(0.5..1.5);
-    Duration::from_millis((base as f64 * jitter) as u64)
 }
 
 /// Builds the stored document: `{_id, event_id, sku, qty, price, ts, processed_at, source}`.
@@ -133,19 +166,27 @@ pub async fn client(url: &str) -> Result<Client, mongodb::error::Error> {
     Client::with_options(opts)
 }
 
-/// Writes batches to the events collection.
+/// Writes batches to the events collection; the one writer of "MongoDB writes".
 pub struct MongoWriter {
     coll: Collection<RawDocumentBuf>,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    state: StateWriter,
     max_retries: u32,
 }
 
 impl MongoWriter {
     /// A writer for `db.collection`.
-    pub fn new(db: &Database, collection: &str, stats: Arc<Stats>, max_retries: u32) -> Self {
+    pub fn new(
+        db: &Database,
+        collection: &str,
+        metrics: Arc<Metrics>,
+        state: StateWriter,
+        max_retries: u32,
+    ) -> Self {
         Self {
             coll: db.collection(collection),
-            stats,
+            metrics,
+            state,
             max_retries,
         }
     }
@@ -158,50 +199,74 @@ impl MongoWriter {
             .iter()
             .map(|p| to_document(&p.id, &p.event, p.ack.source().as_str(), now))
             .collect();
-        let mut attempt = 0u32;
+        let mut results = vec![DocResult::Stored; docs.len()];
+        // Indexes into `docs` still without a final answer.
+        let mut open: Vec<usize> = (0..docs.len()).collect();
+        let mut failures = 0u32;
         loop {
             let started = std::time::Instant::now();
             let result = self
                 .coll
-                .insert_many(&docs)
+                .insert_many(open.iter().map(|&i| &docs[i]))
                 .ordered(false)
                 .await
                 .map(|_| ());
-            let classified = classify(result, docs.len());
-            let status = match &classified {
-                WriteResult::Done(r) if r.iter().all(|d| *d == DocResult::Stored) => "success",
-                WriteResult::Done(_) => "partial",
-                WriteResult::Transient(_) => "retry",
+            let error = match classify(result, open.len()) {
+                WriteResult::Done(answers) => {
+                    let mut retry = Vec::new();
+                    let mut why = None;
+                    for (&i, answer) in open.iter().zip(answers) {
+                        if let DocResult::Retry(e) = &answer {
+                            why.get_or_insert_with(|| e.clone());
+                            retry.push(i);
+                        }
+                        results[i] = answer;
+                    }
+                    let status = if why.is_some() {
+                        WriteStatus::Retry
+                    } else if results.iter().all(|r| *r == DocResult::Stored) {
+                        WriteStatus::Success
+                    } else {
+                        WriteStatus::Partial
+                    };
+                    self.metrics.write_attempt(status, started.elapsed());
+                    open = retry;
+                    match why {
+                        None => {
+                            self.state.set(State::Up);
+                            return results;
+                        }
+                        Some(why) => why,
+                    }
+                }
+                WriteResult::Transient(why) => {
+                    self.metrics
+                        .write_attempt(WriteStatus::Retry, started.elapsed());
+                    why
+                }
             };
-            self.stats.mongodb_writes.with_label_values(&[status]).inc();
-            self.stats
-                .write_duration
-                .with_label_values(&[status])
-                .observe(started.elapsed().as_secs_f64());
-            match classified {
-                WriteResult::Done(results) => {
-                    if attempt >= self.max_retries && self.stats.set_up("mongodb", true) {
-                        info!("MongoDB writes succeed again");
-                    }
-                    return results;
-                }
-                WriteResult::Transient(msg) => {
-                    attempt += 1;
-                    if attempt >= self.max_retries && self.stats.set_up("mongodb", false) {
-                        warn!(attempt, error = %msg, "MongoDB writes failing; retrying, nothing is dropped");
-                    }
-                    let wait = backoff(attempt);
-                    warn!(attempt, error = %msg, retry_in_ms = wait.as_millis() as u64, "insert_many failed");
-                    tokio::time::sleep(wait).await;
-                }
+            failures += 1;
+            if failures >= self.max_retries.max(1) {
+                self.state.set(State::Down(format!(
+                    "writes failing ({failures} attempts in a row): {error}"
+                )));
             }
+            let wait = backoff(failures);
+            warn!(
+                attempt = failures,
+                documents = open.len(),
+                %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "insert_many failed; retrying, nothing is dropped"
+            );
+            tokio::time::sleep(wait).await;
         }
     }
 }
 
 /// Pings MongoDB every quarter second (health reads the result, so an outage shows
 /// within about a second) and creates the indexes on `ts` and `sku` once reachable.
-pub async fn probe(db: Database, collection: String, stats: Arc<Stats>, stop: CancellationToken) {
+pub async fn probe(db: Database, collection: String, state: StateWriter, stop: CancellationToken) {
     let mut indexes_done = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -221,13 +286,10 @@ pub async fn probe(db: Database, collection: String, stats: Arc<Stats>, stop: Ca
             Err(_) => Some("ping timed out after 1 s".to_string()),
         };
         let up = error.is_none();
-        if stats.set_up("mongodb", up) {
-            match &error {
-                None => info!("MongoDB reachable"),
-                Some(e) => error!(error = %e, "MongoDB unreachable; retrying"),
-            }
-        }
-        *stats.mongodb_error.lock().expect("error lock") = error;
+        state.set(match error {
+            None => State::Up,
+            Some(e) => State::Down(e),
+        });
         if up && !indexes_done {
             match ensure_indexes(&db, &collection).await {
                 Ok(()) => indexes_done = true,
@@ -335,15 +397,6 @@ mod tests {
             let got = to_document(id, &e, source, now);
             assert_eq!(got.as_bytes(), want.as_bytes(), "id {id:.20}");
             assert_eq!(got.get_str("sku").unwrap(), sku);
-        }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for _ in 0..50 {
-            let first = backoff(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
-            assert!(backoff(30) <= Duration::from_millis(7_500));
         }
     }
 

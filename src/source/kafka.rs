@@ -1,9 +1,9 @@
 //! The Kafka source: a consumer-group member on `KAFKA_TOPIC` that hands every message
 //! to the pipeline with an ack tied to its partition's offset tracker, and commits only
 //! what is resolved (auto-commit and auto offset store are off). It never blocks on a
-//! full pipeline: it keeps a small backlog, pauses fetching on every assigned partition
-//! and keeps polling, so the group session survives long MongoDB outages. The same
-//! pause serves PauseConsumer, and is re-applied to partitions assigned later.
+//! full pipeline: `backpressure` decides when fetching pauses, and polling goes on, so
+//! the group session survives long MongoDB outages. The same pause serves
+//! PauseConsumer, and is re-applied to partitions assigned later.
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
@@ -13,24 +13,30 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
-    config::ClientConfig,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaResult,
     message::{BorrowedMessage, Message},
-    producer::{BaseProducer, DeliveryResult, ProducerContext},
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    ack::{Ack, Incoming, KafkaAck, Payload},
     config::Config,
-    source::offsets::OffsetTracker,
-    stats::{PartitionLag, Stats},
+    deps::{State, StateWriter},
+    event::{Ack, Incoming, KafkaAck},
+    kafka_client::client_config,
+    proto::ingest::v1::PartitionLag,
+    sink::dead_letter::{DeliveryContext, DlqProducer},
+    source::{
+        backpressure::{Backpressure, BACKLOG_MAX},
+        offsets::OffsetTracker,
+    },
+    stats::Stats,
 };
 
 /// State shared between the consumer's callbacks and the source loop.
@@ -139,37 +145,6 @@ impl SourceContext {
 /// The consumer type the source uses.
 pub type IngestConsumer = StreamConsumer<SourceContext>;
 
-/// A client configuration: bootstrap servers, this client's own `settings`, then the
-/// security settings and KAFKA_PROPERTIES last, so an operator can override anything.
-fn client_config(cfg: &Config, settings: &[(&str, String)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka_bootstrap_servers);
-    for (k, v) in settings {
-        c.set(*k, v);
-    }
-    for (k, v) in cfg.kafka_client_properties() {
-        c.set(k, v);
-    }
-    c
-}
-
-/// The variable to blame for a librdkafka configuration error.
-pub fn config_variable(error: &rdkafka::error::KafkaError) -> &'static str {
-    let msg = error.to_string();
-    [
-        ("security.protocol", "KAFKA_SECURITY_PROTOCOL"),
-        ("sasl.mechanism", "KAFKA_SASL_MECHANISM"),
-        ("sasl.username", "KAFKA_SASL_USERNAME"),
-        ("sasl.password", "KAFKA_SASL_PASSWORD"),
-        ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION"),
-        ("bootstrap.servers", "KAFKA_BOOTSTRAP_SERVERS"),
-        ("group.id", "KAFKA_GROUP_ID"),
-    ]
-    .into_iter()
-    .find(|(prop, _)| msg.contains(prop))
-    .map_or("KAFKA_PROPERTIES", |(_, var)| var)
-}
-
 /// Creates the consumer (subscribed, not yet polled). Errors are configuration errors.
 pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
     let ctx = SourceContext {
@@ -207,43 +182,15 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
     Ok(Arc::new(consumer))
 }
 
-/// The outcome of one produced message, as its delivery report tells it.
-pub type Delivery = Result<(), String>;
-
-/// Routes each delivery report to the sender the message carried.
-pub struct DeliveryContext;
-
-impl ClientContext for DeliveryContext {}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<oneshot::Sender<Delivery>>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
-        let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
-    }
-}
-
-/// The dead-letter producer. A `BaseProducer` polled by whoever waits for a delivery
-/// (and once a second by [`DeadLetters`](crate::sink::DeadLetters)), not rdkafka's
-/// `FutureProducer`: its polling thread spins through the last millisecond of every
-/// 100 ms poll (about 1 % of a core, all the time, even with nothing to send).
-pub type DlqProducer = BaseProducer<DeliveryContext>;
-
 /// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
-/// report can take.
+/// report can take, so a refusing topic costs at most that per attempt.
 pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
     let settings = [
-        ("message.timeout.ms", "30000".into()),
+        ("message.timeout.ms", "10000".into()),
         ("linger.ms", "5".into()),
     ];
     client_config(cfg, &settings).create_with_context(DeliveryContext)
 }
-
-/// Messages the source holds when the pipeline is full before it stops taking more.
-const BACKLOG_MAX: usize = 1024;
-/// How long a full pipeline may block the source before fetching is paused (while
-/// paused the consumer keeps polling, so max.poll.interval.ms is never exceeded).
-const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(1);
 
 /// The running source.
 pub struct KafkaSource {
@@ -277,7 +224,7 @@ impl KafkaSource {
     }
 
     /// Consumes until `stop`; then waits for `drained` (every taken event resolved),
-    /// commits the final offsets synchronously and leaves the group.
+    /// commits the final offsets and leaves the group.
     pub async fn run(mut self, stop: CancellationToken, drained: CancellationToken) {
         // One message stream for the whole run (`recv()` would register and drop a
         // waker slot per message).
@@ -286,8 +233,7 @@ impl KafkaSource {
         let mut backlog: VecDeque<Incoming> = VecDeque::new();
         let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
         let mut poll_tick = tokio::time::interval(Duration::from_millis(200));
-        let mut fetch_paused = false;
-        let mut stalled_since: Option<Instant> = None;
+        let mut pressure = Backpressure::default();
         'run: loop {
             while let Some(item) = backlog.pop_front() {
                 match self.tx.try_send(item) {
@@ -299,31 +245,17 @@ impl KafkaSource {
                     Err(mpsc::error::TrySendError::Closed(_)) => break 'run,
                 }
             }
-            // A full pipeline first just stops this loop taking messages (librdkafka's
-            // prefetch queue waits); only a stall longer than STALL_BEFORE_PAUSE pauses
-            // the partitions, so that polling can go on and keep the group session
-            // alive. Pausing at every full channel would throw the prefetched messages
-            // away and fetch them again each time.
-            let full = backlog.len() >= BACKLOG_MAX;
-            stalled_since = if full {
-                stalled_since.or(Some(Instant::now()))
-            } else {
-                None
-            };
-            let stalled = stalled_since.is_some_and(|t| t.elapsed() >= STALL_BEFORE_PAUSE);
             let admin = *self.admin_paused.borrow();
-            self.stats.set_paused(admin);
-            let want = admin || stalled;
-            if want != fetch_paused {
-                self.set_fetch_paused(want);
-                fetch_paused = want;
+            let now = tokio::time::Instant::now();
+            if let Some(paused) = pressure.update(backlog.len(), admin, now) {
+                self.set_fetch_paused(paused);
             }
-            let take_messages = !full || fetch_paused;
+            let take_messages = pressure.take_messages(backlog.len());
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = commit_tick.tick() => {
-                    self.commit(CommitMode::Async);
+                    self.commit_async();
                     self.publish_lag();
                 }
                 permit = self.tx.reserve(), if !backlog.is_empty() => match permit {
@@ -354,7 +286,7 @@ impl KafkaSource {
                         }
                         if let Some(ts) = newest {
                             let now_ms = chrono::Utc::now().timestamp_millis();
-                            self.stats.set_kafka_lag_ms(now_ms - ts);
+                            self.stats.metrics().kafka_lag_ms(now_ms - ts);
                         }
                     }
                     Some(Err(e)) => {
@@ -368,7 +300,7 @@ impl KafkaSource {
         self.set_fetch_paused(true);
         drop(backlog);
         drained.cancelled().await;
-        self.commit(CommitMode::Sync);
+        self.commit_final().await;
         self.publish_lag();
         self.consumer.unsubscribe();
         info!("Kafka source stopped; final offsets committed");
@@ -383,7 +315,7 @@ impl KafkaSource {
             .expect("tracker lock")
             .received(partition, offset);
         Incoming {
-            payload: Payload::Encoded(m.payload().unwrap_or_default().to_vec()),
+            payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
             ack: Ack::Kafka(KafkaAck {
                 topic: self.topic.clone(),
                 partition,
@@ -397,6 +329,7 @@ impl KafkaSource {
 
     fn set_fetch_paused(&self, paused: bool) {
         self.ctx().fetch_paused.store(paused, Ordering::SeqCst);
+        self.stats.set_fetch_paused(paused);
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => return warn!(error = %e, "reading the assignment failed"),
@@ -412,54 +345,77 @@ impl KafkaSource {
         }
     }
 
-    /// Commits every partition whose durable offset advanced.
-    fn commit(&self, mode: CommitMode) {
+    /// Commits every partition whose durable offset advanced; the commit callback
+    /// records what the broker took.
+    fn commit_async(&self) {
         let offsets = self.ctx().tracker.lock().expect("tracker lock").to_commit();
         if offsets.is_empty() {
             return;
         }
         let tpl = self.ctx().offsets_list(&offsets);
-        match self.consumer.commit(&tpl, mode) {
-            Ok(()) if matches!(mode, CommitMode::Sync) => {
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            warn!(error = %e, "offset commit failed; will retry");
+        }
+    }
+
+    /// The last commit, synchronous, on a blocking thread so a broker outage cannot
+    /// hold a runtime worker (the shutdown timeout bounds the wait).
+    async fn commit_final(&self) {
+        let offsets = self.ctx().tracker.lock().expect("tracker lock").to_commit();
+        if offsets.is_empty() {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let tpl = self.ctx().offsets_list(&offsets);
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {
                 let mut t = self.ctx().tracker.lock().expect("tracker lock");
                 for (p, o) in offsets {
                     t.mark_committed(p, o);
                 }
             }
-            Ok(()) => {}
-            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "final offset commit failed; those events will be redelivered")
+            }
+            Err(e) => warn!(error = %e, "final offset commit did not finish"),
         }
     }
 
     /// Publishes committed offset, high watermark and lag per assigned partition.
     fn publish_lag(&self) {
-        let t = self.ctx().tracker.lock().expect("tracker lock");
-        let w = self.ctx().watermarks.lock().expect("watermarks lock");
-        let parts = t.assigned().into_iter().map(|p| {
-            let (hi, seen_committed) = w.get(&p).copied().unwrap_or((-1, -1));
-            let committed = t.committed(p).unwrap_or(seen_committed);
-            let lag = if hi >= 0 {
-                (hi - committed.max(0)).max(0)
-            } else {
-                0
-            };
-            PartitionLag {
-                partition: p,
-                committed_offset: committed,
-                high_watermark: hi,
-                lag,
-            }
-        });
-        self.stats.set_partitions(parts.collect::<Vec<_>>());
+        let parts = {
+            let t = self.ctx().tracker.lock().expect("tracker lock");
+            let w = self.ctx().watermarks.lock().expect("watermarks lock");
+            t.assigned()
+                .into_iter()
+                .map(|p| {
+                    let (hi, seen_committed) = w.get(&p).copied().unwrap_or((-1, -1));
+                    let committed = t.committed(p).unwrap_or(seen_committed);
+                    let lag = if hi >= 0 {
+                        (hi - committed.max(0)).max(0)
+                    } else {
+                        0
+                    };
+                    PartitionLag {
+                        partition: p,
+                        committed_offset: committed,
+                        high_watermark: hi,
+                        lag,
+                    }
+                })
+                .collect()
+        };
+        self.stats.set_partitions(parts);
     }
 }
 
-/// Publishes broker reachability for health, once a second, from librdkafka's own
-/// view of its broker connections (the statistics it emits every second): a broker
-/// connection is UP, and statistics are fresh. This adds no request of its own: a
-/// metadata request per second from a second thread was the prime suspect of a
-/// librdkafka crash seen (rarely) when a broker came back empty on the same address.
-pub async fn probe(consumer: Arc<IngestConsumer>, stats: Arc<Stats>, stop: CancellationToken) {
+/// Publishes broker reachability, once a second, from librdkafka's own view of its
+/// broker connections (the statistics it emits every second): a broker connection is
+/// UP, and statistics are fresh. It adds no request of its own. The one writer of
+/// "Kafka reachable".
+pub async fn probe(consumer: Arc<IngestConsumer>, state: StateWriter, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -468,13 +424,10 @@ pub async fn probe(consumer: Arc<IngestConsumer>, stats: Arc<Stats>, stop: Cance
         }
         let (up, at) = *consumer.context().broker_up.lock().expect("broker_up lock");
         let fresh = at.is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-        let up = up && fresh;
-        if stats.set_up("kafka", up) {
-            if up {
-                info!("Kafka reachable");
-            } else {
-                warn!("Kafka unreachable");
-            }
-        }
+        state.set(match (up, fresh) {
+            (true, true) => State::Up,
+            (false, _) => State::Down("no broker connection is up".into()),
+            (true, false) => State::Down("no statistics from librdkafka for 5 s".into()),
+        });
     }
 }

@@ -106,11 +106,6 @@ impl OffsetTracker {
     pub fn committed(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition)?.committed
     }
-
-    /// Offsets still in flight across all partitions.
-    pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.len()).sum()
-    }
 }
 
 #[cfg(test)]
@@ -149,7 +144,7 @@ mod tests {
         assert!(t.to_commit().is_empty());
         t.resolved(1, g1, 0);
         assert_eq!(t.to_commit(), vec![(1, 1)]);
-        assert_eq!(t.in_flight(), 0);
+        assert!(t.partitions.values().all(|p| p.pending.is_empty()));
     }
 
     #[test]

@@ -619,7 +619,11 @@ async fn live_metrics_pass_promtool_and_cover_every_dashboard_and_alert_query() 
     let stats = app.stats.clone();
     wait_until(Duration::from_secs(90), "Kafka events processed", || {
         let s = stats.snapshot();
-        async move { s.kafka.stored == 9 && s.kafka.rejected == 1 && s.partitions.len() == 2 }
+        async move {
+            s.kafka.unwrap().stored == 9
+                && s.kafka.unwrap().rejected == 1
+                && s.partitions.len() == 2
+        }
     })
     .await;
     let http = app.http_url.clone();

@@ -78,8 +78,8 @@ async fn a_stream_of_50_requests_gets_50_ordered_acks_after_the_documents_are_du
     assert_eq!(n, 50, "exactly one ack per request");
     let s = app.stats.snapshot();
     let rejected: usize = expected.iter().map(Vec::len).sum();
-    assert_eq!(s.grpc.stored as usize, 10_000 - rejected);
-    assert_eq!(s.grpc.rejected as usize, rejected);
+    assert_eq!(s.grpc.unwrap().stored as usize, 10_000 - rejected);
+    assert_eq!(s.grpc.unwrap().rejected as usize, rejected);
     assert_eq!(app.stored().await as usize, 10_000 - rejected);
     // gRPC rejects are dead-lettered to the MongoDB collection.
     let dlq = app.db.collection::<Document>("raw_sales_dlq");

@@ -74,7 +74,7 @@ pub struct TestApp {
     pub db: Database,
     pub stats: Arc<Stats>,
     pub shutdown: CancellationToken,
-    pub handle: JoinHandle<anyhow::Result<Stopped>>,
+    pub handle: JoinHandle<Stopped>,
     pub admin_token: Option<String>,
 }
 
@@ -242,8 +242,7 @@ impl TestApp {
         let stopped = tokio::time::timeout(Duration::from_secs(30), self.handle)
             .await
             .expect("server stops within 30 s")
-            .expect("server task")
-            .expect("server result");
+            .expect("server task");
         assert_eq!(stopped, Stopped::Clean);
     }
 }

@@ -132,7 +132,10 @@ async fn garbage_mixed_into_kafka_and_grpc_is_dead_lettered_once_and_valid_event
         "all Kafka messages resolved",
         || {
             let s = stats.snapshot();
-            async move { s.kafka.stored as usize == VALID && s.kafka.rejected as usize == BAD }
+            async move {
+                s.kafka.unwrap().stored as usize == VALID
+                    && s.kafka.unwrap().rejected as usize == BAD
+            }
         },
     )
     .await;

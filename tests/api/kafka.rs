@@ -82,7 +82,7 @@ async fn kafka_events_are_stored_once_invalid_ones_dead_lettered_and_offsets_com
         "9,900 stored and 100 rejected",
         || {
             let s = stats.snapshot();
-            async move { s.kafka.stored == 9_900 && s.kafka.rejected == 100 }
+            async move { s.kafka.unwrap().stored == 9_900 && s.kafka.unwrap().rejected == 100 }
         },
     )
     .await;
@@ -143,7 +143,7 @@ async fn kafka_events_are_stored_once_invalid_ones_dead_lettered_and_offsets_com
     produce(&app.topic, PARTITIONS, &payloads).await;
     wait_until(Duration::from_secs(90), "9,900 duplicates", || {
         let s = stats.snapshot();
-        async move { s.kafka.duplicate == 9_900 && s.kafka.rejected == 200 }
+        async move { s.kafka.unwrap().duplicate == 9_900 && s.kafka.unwrap().rejected == 200 }
     })
     .await;
     wait_committed_to_end(
@@ -153,7 +153,7 @@ async fn kafka_events_are_stored_once_invalid_ones_dead_lettered_and_offsets_com
     )
     .await;
     assert_eq!(app.stored().await, 9_900, "replay stored nothing new");
-    assert_eq!(app.stats.snapshot().kafka.stored, 9_900);
+    assert_eq!(app.stats.snapshot().kafka.unwrap().stored, 9_900);
     app.stop().await;
 }
 
@@ -166,7 +166,7 @@ async fn events_without_an_id_get_their_coordinates_and_redelivery_stores_nothin
     let stats = first.stats.clone();
     wait_until(Duration::from_secs(60), "50 stored", || {
         let s = stats.snapshot();
-        async move { s.kafka.stored == 50 }
+        async move { s.kafka.unwrap().stored == 50 }
     })
     .await;
     let coll = first.db.collection::<Document>("raw_sales");
@@ -188,11 +188,11 @@ async fn events_without_an_id_get_their_coordinates_and_redelivery_stores_nothin
     let stats = second.stats.clone();
     wait_until(Duration::from_secs(60), "50 duplicates", || {
         let s = stats.snapshot();
-        async move { s.kafka.duplicate == 50 }
+        async move { s.kafka.unwrap().duplicate == 50 }
     })
     .await;
     assert_eq!(second.stored().await, 50);
-    assert_eq!(second.stats.snapshot().kafka.stored, 0);
+    assert_eq!(second.stats.snapshot().kafka.unwrap().stored, 0);
     second.stop().await;
 }
 
@@ -204,7 +204,7 @@ async fn paused_consumer_stores_nothing_until_resumed() {
     let stats = app.stats.clone();
     wait_until(Duration::from_secs(60), "first event stored", || {
         let s = stats.snapshot();
-        async move { s.kafka.stored == 1 }
+        async move { s.kafka.unwrap().stored == 1 }
     })
     .await;
 
@@ -223,7 +223,7 @@ async fn paused_consumer_stores_nothing_until_resumed() {
     assert_eq!(app.stored().await, 1, "nothing stored while paused");
     let s = app.stats.snapshot();
     assert!(s.consumer_paused);
-    assert_eq!(s.kafka.stored, 1);
+    assert_eq!(s.kafka.unwrap().stored, 1);
 
     let resp = admin
         .resume_consumer(app.authed(ResumeConsumerRequest {}))
@@ -233,7 +233,7 @@ async fn paused_consumer_stores_nothing_until_resumed() {
     assert!(!resp.paused && resp.changed);
     wait_until(Duration::from_secs(60), "101 stored after resume", || {
         let s = stats.snapshot();
-        async move { s.kafka.stored == 101 }
+        async move { s.kafka.unwrap().stored == 101 }
     })
     .await;
     assert_eq!(app.stored().await, 101);

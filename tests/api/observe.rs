@@ -180,5 +180,5 @@ async fn unreachable_mongodb_means_not_serving_and_503() {
     assert_eq!(status, ServingStatus::NotServing);
     assert!(!app.handle.is_finished(), "no crash while MongoDB is away");
     app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.handle.await.unwrap();
 }

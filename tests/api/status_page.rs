@@ -3,7 +3,7 @@
 //! screenshot is saved to `target/test-artifacts/status.png`.
 use std::{process::Command, time::Duration};
 
-use sales_ingest::{proto::sales::v1::SalesEvent, stats::Snapshot};
+use sales_ingest::{proto::ingest::v1::GetStatsResponse as Snapshot, proto::sales::v1::SalesEvent};
 
 use crate::{backends::scratch_dir, helpers::*, tools::*};
 
@@ -131,11 +131,11 @@ fn assert_shows(dom: &str, s: &Snapshot, paused: bool) {
         );
     }
     let grpc = row(dom, "data-source=\"grpc\"").expect("grpc row");
-    assert_eq!(grpc[1], s.grpc.stored.to_string());
-    assert_eq!(grpc[3], s.grpc.rejected.to_string());
+    assert_eq!(grpc[1], s.grpc.unwrap().stored.to_string());
+    assert_eq!(grpc[3], s.grpc.unwrap().rejected.to_string());
     let kafka = row(dom, "data-source=\"kafka\"").expect("kafka row");
-    assert_eq!(kafka[1], s.kafka.stored.to_string());
-    assert_eq!(kafka[3], s.kafka.rejected.to_string());
+    assert_eq!(kafka[1], s.kafka.unwrap().stored.to_string());
+    assert_eq!(kafka[3], s.kafka.unwrap().rejected.to_string());
     // It polled more than once and drew the chart from the rates between polls.
     let polls: u32 = attr(dom, "chart-points", "data-count").parse().unwrap();
     assert!(polls >= 1, "no chart points");
@@ -205,8 +205,8 @@ async fn the_status_page_shows_the_live_figures_in_headless_chromium() {
         || {
             let s = stats.snapshot();
             async move {
-                s.kafka.stored == 18
-                    && s.kafka.rejected == 2
+                s.kafka.unwrap().stored == 18
+                    && s.kafka.unwrap().rejected == 2
                     && s.partitions.len() == 2
                     && s.partitions
                         .iter()

@@ -1,12 +1,8 @@
-//! `ingestctl stats`: IngestAdmin/GetStats as JSON (the response's field names) or as
-//! aligned tables for people.
-use std::collections::BTreeMap;
-
+//! `ingestctl stats`: IngestAdmin/GetStats as JSON (the server's own message, with the
+//! proto field names, as `/stats` serves it) or as aligned tables for people.
 use sales_ingest::proto::ingest::v1::{
-    ingest_admin_client::IngestAdminClient, GetStatsRequest, GetStatsResponse, PartitionLag,
-    SourceCounts,
+    ingest_admin_client::IngestAdminClient, GetStatsRequest, GetStatsResponse, SourceCounts,
 };
-use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::{
@@ -15,99 +11,16 @@ use crate::{
     table::{key_values, Align, Table},
 };
 
-/// Counts for one source.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Counts {
-    pub stored: u64,
-    pub duplicate: u64,
-    pub rejected: u64,
-    pub failed: u64,
-}
-
-/// One partition's lag.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Partition {
-    pub partition: i32,
-    pub committed_offset: i64,
-    pub high_watermark: i64,
-    pub lag: i64,
-}
-
-/// GetStats' figures, serializable with the proto's field names.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct StatsView {
-    pub uptime_seconds: f64,
-    pub events_stored: u64,
-    pub events_duplicate: u64,
-    pub events_rejected: u64,
-    pub events_failed: u64,
-    pub kafka: Counts,
-    pub grpc: Counts,
-    pub batches_written: u64,
-    pub queue_depth: u64,
-    pub events_per_second: f64,
-    pub consumer_paused: bool,
-    pub kafka_enabled: bool,
-    pub kafka_connected: bool,
-    pub mongodb_connected: bool,
-    pub consumer_lag: i64,
-    pub partitions: Vec<Partition>,
-    pub rejected_by_reason: BTreeMap<String, u64>,
-}
-
-impl From<SourceCounts> for Counts {
-    fn from(c: SourceCounts) -> Self {
-        Counts {
-            stored: c.stored,
-            duplicate: c.duplicate,
-            rejected: c.rejected,
-            failed: c.failed,
-        }
-    }
-}
-
-impl From<PartitionLag> for Partition {
-    fn from(p: PartitionLag) -> Self {
-        Partition {
-            partition: p.partition,
-            committed_offset: p.committed_offset,
-            high_watermark: p.high_watermark,
-            lag: p.lag,
-        }
-    }
-}
-
-impl From<GetStatsResponse> for StatsView {
-    fn from(r: GetStatsResponse) -> Self {
-        StatsView {
-            uptime_seconds: r.uptime_seconds,
-            events_stored: r.events_stored,
-            events_duplicate: r.events_duplicate,
-            events_rejected: r.events_rejected,
-            events_failed: r.events_failed,
-            kafka: r.kafka.map(Counts::from).unwrap_or_default(),
-            grpc: r.grpc.map(Counts::from).unwrap_or_default(),
-            batches_written: r.batches_written,
-            queue_depth: r.queue_depth,
-            events_per_second: r.events_per_second,
-            consumer_paused: r.consumer_paused,
-            kafka_enabled: r.kafka_enabled,
-            kafka_connected: r.kafka_connected,
-            mongodb_connected: r.mongodb_connected,
-            consumer_lag: r.consumer_lag,
-            partitions: r.partitions.into_iter().map(Partition::from).collect(),
-            rejected_by_reason: r.rejected_by_reason.into_iter().collect(),
-        }
-    }
-}
-
 /// Calls GetStats.
-pub async fn fetch(channel: Channel) -> Result<StatsView, CtlError> {
+pub async fn fetch(channel: Channel) -> Result<GetStatsResponse, CtlError> {
     let resp = IngestAdminClient::new(channel)
         .get_stats(request(GetStatsRequest {}))
         .await
         .map_err(|s| CtlError::from_status("GetStats", s, false))?;
-    Ok(resp.into_inner().into())
+    let mut stats = resp.into_inner();
+    stats.kafka.get_or_insert_default();
+    stats.grpc.get_or_insert_default();
+    Ok(stats)
 }
 
 /// Seconds as `1d 02h 03m 04s` (leading zero units left out).
@@ -134,7 +47,7 @@ fn offset(o: i64) -> String {
     }
 }
 
-fn counts_row(name: &str, c: &Counts) -> Vec<String> {
+fn counts_row(name: &str, c: &SourceCounts) -> Vec<String> {
     vec![
         name.into(),
         c.stored.to_string(),
@@ -145,7 +58,7 @@ fn counts_row(name: &str, c: &Counts) -> Vec<String> {
 }
 
 /// The stats as text: a summary, counts per source, lag per partition, rejections.
-pub fn render(addr: &str, v: &StatsView) -> String {
+pub fn render(addr: &str, v: &GetStatsResponse) -> String {
     let kafka = match (v.kafka_enabled, v.kafka_connected) {
         (false, _) => "disabled".to_string(),
         (true, true) => "connected".to_string(),
@@ -175,15 +88,15 @@ pub fn render(addr: &str, v: &StatsView) -> String {
         ("REJECTED", num),
         ("FAILED", num),
     ]);
-    let total = Counts {
+    let total = SourceCounts {
         stored: v.events_stored,
         duplicate: v.events_duplicate,
         rejected: v.events_rejected,
         failed: v.events_failed,
     };
     sources
-        .row(counts_row("kafka", &v.kafka))
-        .row(counts_row("grpc", &v.grpc))
+        .row(counts_row("kafka", &v.kafka.unwrap_or_default()))
+        .row(counts_row("grpc", &v.grpc.unwrap_or_default()))
         .row(counts_row("total", &total));
     out.push('\n');
     out.push_str(&sources.render());
@@ -228,6 +141,7 @@ pub fn render(addr: &str, v: &StatsView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sales_ingest::proto::ingest::v1::PartitionLag;
 
     #[test]
     fn uptime_formats() {
@@ -238,25 +152,25 @@ mod tests {
         assert_eq!(format_uptime(-1.0), "0s");
     }
 
-    fn sample() -> StatsView {
-        StatsView {
+    fn sample() -> GetStatsResponse {
+        GetStatsResponse {
             uptime_seconds: 3_723.0,
             events_stored: 1_905,
             events_rejected: 100,
-            kafka: Counts {
+            kafka: Some(SourceCounts {
                 stored: 5,
                 ..Default::default()
-            },
-            grpc: Counts {
+            }),
+            grpc: Some(SourceCounts {
                 stored: 1_900,
                 rejected: 100,
                 ..Default::default()
-            },
+            }),
             kafka_enabled: true,
             kafka_connected: true,
             mongodb_connected: true,
             consumer_paused: true,
-            partitions: vec![Partition {
+            partitions: vec![PartitionLag {
                 partition: 0,
                 committed_offset: 5,
                 high_watermark: 7,
@@ -290,7 +204,7 @@ mod tests {
 
     #[test]
     fn without_kafka_there_is_no_partition_table() {
-        let v = StatsView {
+        let v = GetStatsResponse {
             kafka_enabled: false,
             partitions: Vec::new(),
             ..sample()

@@ -1,33 +1,107 @@
-//! What travels through the pipeline: an event (raw bytes or decoded) plus the handle
-//! that acknowledges it to its source once its outcome is final. Kafka acks mark the
-//! offset done in the partition's tracker; gRPC acks fill in their request's
-//! `IngestAck`, which is sent when the request's last event is resolved.
+//! The types that travel through the service, free of tonic and rdkafka: an event as
+//! received (`Incoming`), the handle that acknowledges it to its source (`Ack`), its
+//! final `Outcome`, a valid event waiting to be written (`Pending`) and a refused one on
+//! its way to a dead-letter destination (`DeadLetter`, which carries the bytes received).
+//! Kafka acks mark the offset done in the partition's tracker; gRPC acks fill in their
+//! request's `IngestAck`, which is sent when the request's last event is resolved.
 use std::{
     sync::{Arc, Mutex},
     time::Instant,
 };
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::{
-    proto::{ingest::v1 as pb, sales::v1::SalesEvent},
+    proto::ingest::v1 as pb,
     source::offsets::OffsetTracker,
-    stats::{Outcome, Source},
+    validate::{Rejection, ValidEvent},
 };
 
-/// The bytes of a Kafka message, or an event a gRPC producer sent decoded.
-#[derive(Debug)]
-pub enum Payload {
-    Encoded(Vec<u8>),
-    Decoded(SalesEvent),
+/// The reason code of a document MongoDB refused for good (acks, dead letters, metrics).
+pub const WRITE_FAILED: &str = "write_failed";
+
+/// Where an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
+pub enum Source {
+    Kafka,
+    Grpc,
 }
 
-/// One event entering the pipeline.
+impl Source {
+    /// Label value and stored `source` field.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// How an event ended: the ack every source waits for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Newly stored in MongoDB.
+    Stored,
+    /// Its `_id` was already stored.
+    Duplicate,
+    /// Refused by the validator and dead-lettered.
+    Rejected(Rejection),
+    /// Refused for good by MongoDB (not a duplicate, not transient) and dead-lettered,
+    /// with the server's message.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The reason code and detail of a refused event; None for stored and duplicates.
+    pub fn refusal(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Outcome::Rejected(r) => Some((r.reason.into(), &r.detail)),
+            Outcome::Failed(detail) => Some((WRITE_FAILED, detail)),
+            Outcome::Stored | Outcome::Duplicate => None,
+        }
+    }
+}
+
+/// One event entering the pipeline: the bytes received (a Kafka message value, or one
+/// event of an IngestEvents request), the ack, and when it arrived.
 #[derive(Debug)]
 pub struct Incoming {
-    pub payload: Payload,
+    pub payload: Bytes,
     pub ack: Ack,
     pub received: Instant,
+}
+
+/// A valid event waiting to be written.
+#[derive(Debug)]
+pub struct Pending {
+    /// The document `_id`: the event id, or one derived from the Kafka coordinates.
+    pub id: String,
+    pub event: ValidEvent,
+    /// The bytes received, for the dead letter if MongoDB refuses the document.
+    pub payload: Bytes,
+    pub ack: Ack,
+    pub received: Instant,
+}
+
+/// Where a refused event came from, for the dead-letter record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    Kafka {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
+    Grpc,
+}
+
+/// A refused event on its way to a dead-letter destination.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The bytes that were received.
+    pub payload: Bytes,
+    /// The reason code (a validation reason or `write_failed`).
+    pub reason: &'static str,
+    pub detail: String,
+    pub origin: Origin,
 }
 
 /// Resolves an event's outcome back to its source.
@@ -60,6 +134,18 @@ impl Ack {
         match self {
             Ack::Kafka(_) => Source::Kafka,
             Ack::Grpc(_) => Source::Grpc,
+        }
+    }
+
+    /// The event's origin, for its dead letter.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Ack::Kafka(k) => Origin::Kafka {
+                topic: k.topic.clone(),
+                partition: k.partition,
+                offset: k.offset,
+            },
+            Ack::Grpc(_) => Origin::Grpc,
         }
     }
 
@@ -100,8 +186,9 @@ pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
     }
 }
 
-/// The ack of one IngestEvents request, sent when its last event is resolved.
-pub type AckResult = Result<pb::IngestAck, tonic::Status>;
+/// How one IngestEvents request ends: its ack, or the reason it was abandoned (the
+/// server stopped before taking all of its events; the producer resends it).
+pub type RequestResult = Result<pb::IngestAck, String>;
 
 /// Collects the outcomes of one gRPC request's events.
 #[derive(Debug)]
@@ -113,12 +200,12 @@ pub struct RequestAck {
 struct RequestInner {
     remaining: usize,
     ack: pb::IngestAck,
-    tx: Option<oneshot::Sender<AckResult>>,
+    tx: Option<oneshot::Sender<RequestResult>>,
 }
 
 impl RequestAck {
     /// A request of `events` events; the receiver yields its ack.
-    pub fn new(seq: u64, events: usize) -> (Arc<Self>, oneshot::Receiver<AckResult>) {
+    pub fn new(seq: u64, events: usize) -> (Arc<Self>, oneshot::Receiver<RequestResult>) {
         let (tx, rx) = oneshot::channel();
         let this = Arc::new(RequestAck {
             inner: Mutex::new(RequestInner {
@@ -138,14 +225,17 @@ impl RequestAck {
 
     fn resolve(&self, index: u32, outcome: Outcome) {
         let mut inner = self.inner.lock().expect("request lock");
-        match outcome {
+        match &outcome {
             Outcome::Stored => inner.ack.accepted += 1,
             Outcome::Duplicate => inner.ack.duplicates += 1,
-            Outcome::Rejected(r) => inner.ack.rejected.push(pb::Rejection {
-                index,
-                reason: r.reason.code().to_string(),
-                detail: r.detail,
-            }),
+            refused => {
+                let (reason, detail) = refused.refusal().expect("a refused outcome");
+                inner.ack.rejected.push(pb::Rejection {
+                    index,
+                    reason: reason.to_string(),
+                    detail: detail.to_string(),
+                });
+            }
         }
         inner.remaining = inner.remaining.saturating_sub(1);
         self.finish_if_done(&mut inner);
@@ -161,11 +251,11 @@ impl RequestAck {
         }
     }
 
-    /// Answers the request with an error instead (e.g. the server is shutting down
-    /// before all of its events were taken); later outcomes are ignored.
-    pub fn abort(&self, status: tonic::Status) {
+    /// Abandons the request (the server is stopping before all of its events were
+    /// taken); later outcomes are ignored.
+    pub fn abandon(&self, why: String) {
         if let Some(tx) = self.inner.lock().expect("request lock").tx.take() {
-            let _ = tx.send(Err(status));
+            let _ = tx.send(Err(why));
         }
     }
 }
@@ -173,7 +263,7 @@ impl RequestAck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{Reason, Rejection};
+    use crate::validate::Reason;
 
     #[tokio::test]
     async fn request_ack_is_sent_after_the_last_event_with_sorted_rejections() {
@@ -188,7 +278,7 @@ mod tests {
             reason: Reason::InvalidTs,
             detail: "x".into(),
         });
-        ack(2).resolve(bad.clone());
+        ack(2).resolve(Outcome::Failed("too big".into()));
         ack(0).resolve(Outcome::Stored);
         assert!(rx.try_recv().is_err(), "one event still open");
         ack(1).resolve(bad);
@@ -197,6 +287,7 @@ mod tests {
         let idx: Vec<_> = got.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
         assert_eq!(got.rejected[0].reason, "invalid_ts");
+        assert_eq!(got.rejected[1].reason, "write_failed");
     }
 
     #[test]
@@ -229,19 +320,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn empty_request_is_acked_at_once_and_abort_wins_over_late_outcomes() {
+    async fn empty_request_is_acked_at_once_and_abandon_wins_over_late_outcomes() {
         let (_req, rx) = RequestAck::new(1, 0);
         assert_eq!(rx.await.unwrap().unwrap().seq, 1);
         let (req, rx) = RequestAck::new(2, 2);
-        req.abort(tonic::Status::unavailable("shutting down"));
+        req.abandon("shutting down".into());
         Ack::Grpc(GrpcAck {
             request: req.clone(),
             index: 0,
         })
         .resolve(Outcome::Stored);
-        assert_eq!(
-            rx.await.unwrap().unwrap_err().code(),
-            tonic::Code::Unavailable
-        );
+        assert_eq!(rx.await.unwrap().unwrap_err(), "shutting down");
     }
 }

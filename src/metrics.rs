@@ -1,0 +1,377 @@
+//! The Prometheus registry and every metric in it. Components record what happened by
+//! calling one typed method per event (`event_resolved`, `write_attempt`, …), which
+//! updates the metric and, where an operator needs it, logs — so log lines and metrics
+//! cannot drift apart. The Python service's six metric names are kept; the rest are
+//! added.
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use strum::VariantArray;
+
+use crate::{
+    event::{Outcome, Source, WRITE_FAILED},
+    validate::Reason,
+};
+
+/// The statuses of `sales_events_processed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
+pub enum Status {
+    Stored,
+    Duplicate,
+    Rejected,
+    Failed,
+}
+
+impl Status {
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Stored => Status::Stored,
+            Outcome::Duplicate => Status::Duplicate,
+            Outcome::Rejected(_) => Status::Rejected,
+            Outcome::Failed(_) => Status::Failed,
+        }
+    }
+}
+
+/// How one insert_many call ended (`mongodb_writes_total{status}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
+pub enum WriteStatus {
+    /// Every document stored.
+    Success,
+    /// A final answer with some documents refused or duplicates.
+    Partial,
+    /// A transient failure; the batch is written again.
+    Retry,
+}
+
+/// A dependency whose reachability `dependency_up` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub enum Dependency {
+    Mongodb,
+    Kafka,
+}
+
+/// The service's metrics, one registry per application instance (tests run several
+/// servers in one process without sharing counts).
+pub struct Metrics {
+    registry: Registry,
+    /// `sales_events_processed_total` by [source][status], fetched once for the hot path.
+    processed: [[IntCounter; 4]; 2],
+    rejected_by_reason: IntCounterVec,
+    pub(crate) per_second: Gauge,
+    lag_ms: IntGauge,
+    lag_messages: IntGaugeVec,
+    writes: IntCounterVec,
+    processing_duration: Histogram,
+    pub(crate) uptime: Gauge,
+    batch_size: Histogram,
+    write_duration: HistogramVec,
+    queue_depth: IntGauge,
+    paused: IntGauge,
+    up: IntGaugeVec,
+    dead_letters: IntCounterVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: T) -> T {
+    r.register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(r, Histogram::with_opts(opts).expect("valid metric"))
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry, each label set that is known up front
+    /// initialised to zero so dashboards see it before the first event.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let processed_vec = counter_vec(
+            &r,
+            "sales_events_processed_total",
+            "Events processed, by outcome (stored, duplicate, rejected, failed) and source",
+            &["status", "source"],
+        );
+        let processed = [Source::Kafka, Source::Grpc].map(|source| {
+            [
+                Status::Stored,
+                Status::Duplicate,
+                Status::Rejected,
+                Status::Failed,
+            ]
+            .map(|st| processed_vec.with_label_values(&[st.into(), source.as_str()]))
+        });
+        let rejected_by_reason = counter_vec(
+            &r,
+            "sales_events_rejected_total",
+            "Events refused, by reason code",
+            &["reason"],
+        );
+        for code in reason_codes() {
+            rejected_by_reason.with_label_values(&[code]);
+        }
+        let writes = counter_vec(
+            &r,
+            "mongodb_writes_total",
+            "insert_many calls, by status (success, partial, retry)",
+            &["status"],
+        );
+        for s in WriteStatus::VARIANTS {
+            let label: &str = s.into();
+            writes.with_label_values(&[label]);
+        }
+        let lag_messages = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kafka_consumer_lag_messages",
+                    "Messages behind, per partition",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
+        );
+        // Buckets a factor √2 apart (1 ms to 11.6 s), so a quantile read from them is
+        // within 41 %.
+        let write_duration = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("mongodb_write_duration_seconds", "insert_many latency")
+                    .buckets(
+                        prometheus::exponential_buckets(0.001, std::f64::consts::SQRT_2, 28)
+                            .expect("buckets"),
+                    ),
+                &["status"],
+            )
+            .expect("valid metric"),
+        );
+        let up = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("dependency_up", "1 when the dependency is reachable"),
+                &["dependency"],
+            )
+            .expect("valid metric"),
+        );
+        let dead_letters = counter_vec(
+            &r,
+            "dead_letters_total",
+            "Events written to a dead-letter destination",
+            &["destination"],
+        );
+        Metrics {
+            processed,
+            rejected_by_reason,
+            per_second: register(
+                &r,
+                Gauge::new("sales_events_per_second", "Events stored per second").expect("valid"),
+            ),
+            lag_ms: int_gauge(
+                &r,
+                "kafka_consumer_lag_milliseconds",
+                "Age of the newest consumed Kafka message when it was consumed",
+            ),
+            lag_messages,
+            writes,
+            processing_duration: histogram(
+                &r,
+                "event_processing_duration_seconds",
+                "Time from receipt to durable outcome, per event",
+                prometheus::exponential_buckets(0.0005, 2.0, 16).expect("buckets"),
+            ),
+            uptime: register(
+                &r,
+                Gauge::new("service_uptime_seconds", "Seconds since start").expect("valid"),
+            ),
+            batch_size: histogram(
+                &r,
+                "mongodb_batch_size",
+                "Documents per insert_many",
+                prometheus::exponential_buckets(1.0, 2.0, 15).expect("buckets"),
+            ),
+            write_duration,
+            queue_depth: int_gauge(&r, "ingest_queue_depth", "Events waiting in the pipeline"),
+            paused: int_gauge(
+                &r,
+                "kafka_consumer_paused",
+                "1 while fetching is paused (PauseConsumer or backpressure)",
+            ),
+            up,
+            dead_letters,
+            registry: r,
+        }
+    }
+
+    /// An event's final outcome and its processing time (received → resolved).
+    pub fn event_resolved(&self, source: Source, outcome: &Outcome, took: Duration) {
+        let status = Status::of(outcome);
+        self.processed[source as usize][status as usize].inc();
+        if let Some((code, _)) = outcome.refusal() {
+            self.rejected_by_reason.with_label_values(&[code]).inc();
+        }
+        self.processing_duration.observe(took.as_secs_f64());
+    }
+
+    /// One insert_many call and how long it took.
+    pub fn write_attempt(&self, status: WriteStatus, took: Duration) {
+        let label: &'static str = status.into();
+        self.writes.with_label_values(&[label]).inc();
+        self.write_duration
+            .with_label_values(&[label])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A batch that got its final answer.
+    pub fn batch_written(&self, size: usize) {
+        self.batch_size.observe(size as f64);
+    }
+
+    /// A dead letter made durable at `destination` ("kafka" or "mongodb").
+    pub fn dead_letter_delivered(&self, destination: &'static str) {
+        self.dead_letters.with_label_values(&[destination]).inc();
+    }
+
+    /// Events waiting in the pipeline queue.
+    pub fn queue_depth(&self, depth: usize) {
+        self.queue_depth.set(depth as i64);
+    }
+
+    /// The age of the newest consumed Kafka message.
+    pub fn kafka_lag_ms(&self, ms: i64) {
+        self.lag_ms.set(ms.max(0));
+    }
+
+    /// Messages behind per assigned partition (replaces the previous set).
+    pub fn partition_lags(&self, lags: impl IntoIterator<Item = (i32, i64)>) {
+        self.lag_messages.reset();
+        for (partition, lag) in lags {
+            self.lag_messages
+                .with_label_values(&[&partition.to_string()])
+                .set(lag);
+        }
+    }
+
+    /// Whether Kafka fetching is paused.
+    pub fn consumer_paused(&self, paused: bool) {
+        self.paused.set(paused as i64);
+    }
+
+    /// A dependency's reachability as health sees it.
+    pub fn dependency_up(&self, dependency: Dependency, up: bool) {
+        let label: &'static str = dependency.into();
+        self.up.with_label_values(&[label]).set(up as i64);
+    }
+
+    /// Counts of one source: (stored, duplicate, rejected, failed).
+    pub fn counts(&self, source: Source) -> [u64; 4] {
+        self.processed[source as usize].each_ref().map(|c| c.get())
+    }
+
+    /// Refusals by reason code, those with a count only.
+    pub fn rejected_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        reason_codes()
+            .map(|code| {
+                (
+                    code,
+                    self.rejected_by_reason.with_label_values(&[code]).get(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// Batches written so far.
+    pub fn batches_written(&self) -> u64 {
+        self.batch_size.get_sample_count()
+    }
+
+    /// The current queue depth.
+    pub fn current_queue_depth(&self) -> u64 {
+        self.queue_depth.get().max(0) as u64
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Every reason code a refusal can carry: the validator's and `write_failed`.
+fn reason_codes() -> impl Iterator<Item = &'static str> {
+    Reason::VARIANTS
+        .iter()
+        .map(|r| r.code())
+        .chain([WRITE_FAILED])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::Rejection;
+
+    #[test]
+    fn outcomes_are_counted_by_source_status_and_reason() {
+        let m = Metrics::new();
+        let t = Duration::from_millis(3);
+        m.event_resolved(Source::Kafka, &Outcome::Stored, t);
+        m.event_resolved(Source::Grpc, &Outcome::Duplicate, t);
+        let bad = Rejection {
+            reason: Reason::InvalidQty,
+            detail: "qty 0".into(),
+        };
+        m.event_resolved(Source::Grpc, &Outcome::Rejected(bad), t);
+        m.event_resolved(Source::Kafka, &Outcome::Failed("too big".into()), t);
+        assert_eq!(m.counts(Source::Kafka), [1, 0, 0, 1]);
+        assert_eq!(m.counts(Source::Grpc), [0, 1, 1, 0]);
+        let reasons: Vec<_> = m.rejected_by_reason().collect();
+        assert_eq!(reasons, [("invalid_qty", 1), ("write_failed", 1)]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"sales_events_processed_total{source="grpc",status="duplicate"} 1"#)
+        );
+        assert!(text.contains(r#"sales_events_processed_total{source="kafka",status="failed"} 1"#));
+        assert!(text.contains(r#"sales_events_rejected_total{reason="invalid_qty"} 1"#));
+    }
+
+    #[test]
+    fn writes_and_partitions_are_exposed() {
+        let m = Metrics::new();
+        m.write_attempt(WriteStatus::Retry, Duration::from_millis(2));
+        m.batch_written(10);
+        m.partition_lags([(0, 5), (1, 0)]);
+        m.dependency_up(Dependency::Mongodb, true);
+        let text = m.render();
+        assert!(text.contains(r#"mongodb_writes_total{status="retry"} 1"#));
+        assert!(text.contains(r#"kafka_consumer_lag_messages{partition="0"} 5"#));
+        assert!(text.contains(r#"dependency_up{dependency="mongodb"} 1"#));
+        assert_eq!(m.batches_written(), 1);
+    }
+}
