@@ -37,6 +37,7 @@ pub enum Reason {
     InvalidPrice,
     InvalidTs,
     EventIdTooLong,
+    ReservedEventId,
 }
 
 impl Reason {
@@ -87,9 +88,13 @@ pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
         sku,
         qty,
         price,
-        event_id,
+        mut event_id,
         ..
     } = event;
+    if event_id.trim().is_empty() {
+        // A blank id is no id: the event is stored under a generated one.
+        event_id.clear();
+    }
     Ok(ValidEvent {
         sku,
         qty,
@@ -148,7 +153,29 @@ fn rules(event: &SalesEvent) -> Result<i64, Rejection> {
             format!("event_id has {id_chars} characters, at most {MAX_EVENT_ID_CHARS} allowed"),
         ));
     }
+    if is_coordinate_id(event_id) {
+        return Err(Rejection::new(
+            Reason::ReservedEventId,
+            format!(
+                "event_id {:?} has the form <topic>:<partition>:<offset>, which is reserved for Kafka events sent without an event_id",
+                truncate(event_id, 64)
+            ),
+        ));
+    }
     Ok(ts_millis)
+}
+
+/// Whether `id` has the form of the `_id` a Kafka event without an event id gets:
+/// `<topic>:<partition>:<offset>` with a legal topic name and two decimal numbers.
+pub fn is_coordinate_id(id: &str) -> bool {
+    let mut parts = id.rsplitn(3, ':');
+    let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    number(offset) && number(partition) && !topic.is_empty() && topic.chars().all(topic_char)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -316,6 +343,34 @@ mod tests {
             ..good()
         })
         .is_ok());
+    }
+
+    #[test]
+    fn coordinate_shaped_ids_are_reserved_and_blank_ids_are_absent() {
+        for id in ["sales_txn:0:5", "a.b-c:12:0"] {
+            let e = SalesEvent {
+                event_id: id.into(),
+                ..good()
+            };
+            assert_eq!(reason_of(e), Reason::ReservedEventId, "{id}");
+        }
+        for id in [
+            "sales:txn",
+            "t:0:x",
+            "t:0:",
+            "a b:0:1",
+            "order-1:2",
+            ":1:2",
+            "x:y:1:2",
+        ] {
+            assert!(!is_coordinate_id(id), "{id}");
+        }
+        let blank = validate(SalesEvent {
+            event_id: "  \t".into(),
+            ..good()
+        })
+        .unwrap();
+        assert_eq!(blank.event_id, "");
     }
 
     #[test]
