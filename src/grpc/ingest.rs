@@ -4,11 +4,11 @@
 //! a fast producer is slowed by HTTP/2 flow control) and queues the request's ack
 //! receiver; the response stream yields those acks in order.
 //!
-//! A stream ends, always after the acks already owed: OK when the producer half-closes,
-//! or at shutdown when every request that arrived was read; UNAVAILABLE at shutdown
-//! when requests arrived that were not read (the status counts them; the producer
-//! resends every request without an ack) and when it has been idle — no request and
-//! nothing owed — for `GRPC_STREAM_IDLE_TIMEOUT`.
+//! A stream ends, always after the acks already owed: OK when the producer half-closed
+//! it; UNAVAILABLE when the server shuts down first (the status counts the requests
+//! that arrived and were not read; the producer resends every request without an ack)
+//! and when it has been idle — no request and nothing owed — for
+//! `GRPC_STREAM_IDLE_TIMEOUT`.
 use std::{
     pin::Pin,
     sync::{
@@ -184,19 +184,22 @@ impl Reader {
         }
     }
 
-    /// The status a stream ends with at shutdown: OK when every request that arrived
-    /// was read, else UNAVAILABLE counting the requests this server will not take.
+    /// The status a stream ends with at shutdown: OK when the producer had half-closed
+    /// and every request was read; otherwise UNAVAILABLE, counting the requests that
+    /// arrived and were not read (a producer still sending must never take the end of
+    /// the stream for success).
     fn shutdown_status(&mut self) -> Option<Status> {
         let mut unread = 0u64;
-        while let Some(Ok(Some(_))) = self.inbound.message().now_or_never() {
-            unread += 1;
-        }
-        if unread == 0 {
-            return None;
+        loop {
+            match self.inbound.message().now_or_never() {
+                Some(Ok(Some(_))) => unread += 1,
+                Some(Ok(None)) if unread == 0 => return None,
+                _ => break,
+            }
         }
         Some(Status::unavailable(format!(
-            "server is shutting down: {unread} request(s) sent on this stream were not read; \
-             every request without an ack must be resent"
+            "server is shutting down: {unread} request(s) that arrived on this stream were not \
+             read; every request without an ack must be resent"
         )))
     }
 
@@ -220,7 +223,7 @@ impl Reader {
             }
             _ = self.stop.cancelled() => {
                 return Err(Status::unavailable(format!(
-                    "server is shutting down; request {seq} was not taken, resend it"
+                    "server is shutting down: request {seq} was not taken; every request without an ack must be resent"
                 )));
             }
         }
@@ -235,10 +238,11 @@ impl Reader {
                 received,
             };
             if self.tx.send(item).await.is_err() {
-                req.abandon(format!(
-                    "server is shutting down; request {seq} was not fully taken, resend it"
-                ));
-                return Err(Status::unavailable("server is shutting down"));
+                let why = format!(
+                    "server is shutting down: request {seq} was not fully taken; every request without an ack must be resent"
+                );
+                req.abandon(why.clone());
+                return Err(Status::unavailable(why));
             }
         }
         Ok(())

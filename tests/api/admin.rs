@@ -66,8 +66,15 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
     assert!(resp.message.contains("shutting down"));
     let end = tokio::time::timeout(Duration::from_secs(10), acks.next())
         .await
-        .expect("the stream ends");
-    assert!(end.is_none(), "every request was read: status OK, {end:?}");
+        .expect("the stream ends")
+        .expect("with a status");
+    let status = end.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "not half-closed: {status:?}"
+    );
+    assert!(status.message().contains("0 request(s)"), "{status:?}");
     drop(tx);
     let stopped = tokio::time::timeout(Duration::from_secs(30), app.handle)
         .await

@@ -6,6 +6,7 @@ mod deploy;
 mod faults;
 mod grpc;
 mod helpers;
+mod honest;
 mod hostile;
 mod ingestctl;
 mod kafka;
