@@ -195,6 +195,7 @@ impl Application {
         ));
 
         let (tx, rx) = mpsc::channel(config.queue_capacity as usize);
+        stats.watch_queue(tx.clone());
         let store = Store {
             writer: MongoWriter::new(
                 &db,

@@ -106,14 +106,12 @@ pub async fn run<S: Sink>(
                 }
             }
         }
-        p.metrics.queue_depth(rx.len());
         if rx.is_empty() && p.slots.available_permits() > 0 {
             p.flush().await;
         }
     }
     p.flush().await;
     while p.tasks.join_next().await.is_some() {}
-    p.metrics.queue_depth(0);
 }
 
 impl<S: Sink> Pipeline<S> {

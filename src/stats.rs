@@ -6,16 +6,16 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     deps::Dependencies,
-    event::Source,
+    event::{Incoming, Source},
     metrics::Metrics,
     proto::ingest::v1::{GetStatsResponse, PartitionLag, SourceCounts},
 };
@@ -33,6 +33,8 @@ pub struct Stats {
     /// Positions per assigned partition (written by the Kafka source only).
     partitions: Mutex<Vec<PartitionLag>>,
     rate: Mutex<RateWindow>,
+    /// The pipeline channel, to read its depth from (set once it exists).
+    queue: OnceLock<mpsc::Sender<Incoming>>,
 }
 
 struct RateWindow {
@@ -62,7 +64,14 @@ impl Stats {
                 last_count: 0,
                 value: 0.0,
             }),
+            queue: OnceLock::new(),
         }
+    }
+
+    /// The pipeline channel whose depth `ingest_queue_depth` reports. The depth is read
+    /// at every tick, so it keeps moving while the pipeline is blocked.
+    pub fn watch_queue(&self, tx: mpsc::Sender<Incoming>) {
+        let _ = self.queue.set(tx);
     }
 
     /// The metrics the figures are read from.
@@ -101,6 +110,9 @@ impl Stats {
 
     /// Updates the events-per-second and uptime gauges; called several times a second.
     pub fn tick(&self) {
+        if let Some(tx) = self.queue.get() {
+            self.metrics.queue_depth(tx.max_capacity() - tx.capacity());
+        }
         let stored = self.counts(Source::Kafka).stored + self.counts(Source::Grpc).stored;
         let mut w = self.rate.lock().expect("rate lock");
         let dt = w.last.elapsed();
