@@ -157,7 +157,6 @@ pub async fn spawn_app(o: AppOptions) -> TestApp {
     }
 }
 
-/// A client for the test MongoDB.
 /// A gRPC-only server whose MONGODB_URL points at a closed port (MongoDB unreachable).
 pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
     let port = crate::backends::free_port();
@@ -172,6 +171,7 @@ pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
     .await
 }
 
+/// A client for the test MongoDB.
 pub async fn mongo_client() -> Client {
     Client::with_uri_str(&backends().mongodb)
         .await
