@@ -29,6 +29,7 @@ COPY src ./src
 # Cargo loads every workspace member, so their sources come too (only the server is built).
 COPY clients/ingestctl ./clients/ingestctl
 COPY bench ./bench
+COPY test-support ./test-support
 # Cache mounts keep the registry and the target dir between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
