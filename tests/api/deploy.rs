@@ -470,7 +470,7 @@ async fn the_container_healthcheck_command_exits_0_when_serving_and_1_otherwise(
     };
     let out = healthcheck(addr).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let closed = format!("127.0.0.1:{}", crate::backends::free_port());
+    let closed = format!("127.0.0.1:{}", test_support::servers::free_port());
     let out = healthcheck(closed).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     app.stop().await;

@@ -4,8 +4,9 @@
 use std::{process::Command, time::Duration};
 
 use sales_ingest::{proto::sales::v1::SalesEvent, stats::Snapshot};
+use test_support::servers::scratch_dir;
 
-use crate::{backends::scratch_dir, helpers::*, tools::*};
+use crate::{helpers::*, tools::*};
 
 const CHROMIUM: &str = "apt-get install --no-install-recommends chromium";
 
