@@ -8,7 +8,7 @@
 #     -e KAFKA_BOOTSTRAP_SERVERS=broker:9092 -e MONGODB_URL=mongodb://mongo:27017 sales-ingest
 #
 # Needs a Docker engine with BuildKit (the default since Docker 23). It could not be
-# built on the project's machines (no engine); tests/api/deploy.rs checks it statically
+# built on the project's machines (no engine); tests/api/deploy/dockerfile.rs checks it statically
 # and checks that the binary needs no shared library bookworm-slim lacks.
 
 ARG RUST_VERSION=1.95
