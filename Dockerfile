@@ -8,7 +8,7 @@
 #     -e KAFKA_BOOTSTRAP_SERVERS=broker:9092 -e MONGODB_URL=mongodb://mongo:27017 sales-ingest
 #
 # Needs a Docker engine with BuildKit (the default since Docker 23). It could not be
-# built on the project's machines (no engine); tests/api/deploy.rs checks it statically
+# built on the project's machines (no engine); tests/api/deploy/dockerfile.rs checks it statically
 # and checks that the binary needs no shared library bookworm-slim lacks.
 
 ARG RUST_VERSION=1.95
@@ -29,6 +29,7 @@ COPY src ./src
 # Cargo loads every workspace member, so their sources come too (only the server is built).
 COPY clients/ingestctl ./clients/ingestctl
 COPY bench ./bench
+COPY test-support ./test-support
 # Cache mounts keep the registry and the target dir between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

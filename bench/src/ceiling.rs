@@ -19,8 +19,8 @@ use mongodb::bson::{doc, DateTime, RawDocumentBuf};
 use sales_ingest::{sink::mongo, validate::validate};
 
 use crate::{
+    cpu::Cpu,
     events,
-    procfs::Cpu,
     report::{Kind, PhaseResult},
     Ctx,
 };
@@ -80,7 +80,7 @@ pub async fn run(
     label: &str,
 ) -> Result<PhaseResult> {
     let (tuning, pids) = (&ctx.tuning, &ctx.pids);
-    let client = mongo::client(&ctx.mongodb_url).await?;
+    let client = mongo::client(&ctx.backends.mongodb).await?;
     let db = client.database(db_name);
     db.run_command(doc! { "ping": 1 }).await?;
     mongo::ensure_indexes(&db, "raw_sales").await?;

@@ -17,27 +17,21 @@ use tokio::{
 };
 use tonic::transport::Channel;
 
+use test_support::service::Service;
+
 use crate::{
+    cpu::{Cpu, Pids},
     events,
     kafka_phase::{check_and_drop, mib},
-    procfs::{Cpu, Pids},
+    metrics::batch_figures,
     report::{Kind, PhaseResult},
-    service::{self, Service},
     Ctx,
 };
 
 /// Runs phase 3.
 pub async fn run(ctx: &Ctx, n: u64) -> Result<PhaseResult> {
     let database = "bench_grpc";
-    let env = service::env(
-        &ctx.kafka,
-        &ctx.mongodb_url,
-        &ctx.tuning,
-        &[
-            ("KAFKA_ENABLED", "false".into()),
-            ("MONGODB_DATABASE", database.into()),
-        ],
-    );
+    let env = ctx.service_env("bench-grpc", database, &[("KAFKA_ENABLED", "false".into())]);
     let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join("service-grpc.log"))?;
     svc.wait_serving(Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -73,7 +67,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<PhaseResult> {
     let seconds = started.elapsed().as_secs_f64();
     let cpu = Cpu::now(&pids)?.since(&cpu0);
     let memory = svc.memory()?;
-    let (mean_batch_size, mean_write_ms) = svc.batch_figures()?;
+    let (mean_batch_size, mean_write_ms) = batch_figures(&svc).await?;
     if accepted != n {
         bail!("gRPC phase: {accepted} of {n} events accepted");
     }

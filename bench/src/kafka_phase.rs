@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use mongodb::bson::{doc, RawDocumentBuf};
 
+use test_support::service::Service;
+
 use crate::{
+    cpu::{Cpu, Pids},
     kafka,
-    procfs::{Cpu, Pids},
+    metrics::batch_figures,
     report::{Kind, PhaseResult},
-    service::{self, Service},
     Ctx,
 };
 
@@ -24,16 +26,7 @@ const STALL: Duration = Duration::from_secs(120);
 /// Starts a service consuming `topic` into `database` (its own group) and waits until
 /// it is SERVING; phases 2 and 5 both use it.
 pub async fn start_consumer(ctx: &Ctx, topic: &str, database: &str, log: &str) -> Result<Service> {
-    let env = service::env(
-        &ctx.kafka,
-        &ctx.mongodb_url,
-        &ctx.tuning,
-        &[
-            ("KAFKA_TOPIC", topic.to_string()),
-            ("KAFKA_GROUP_ID", format!("{topic}-group")),
-            ("MONGODB_DATABASE", database.into()),
-        ],
-    );
+    let env = ctx.service_env(topic, database, &[]);
     let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join(log))?;
     svc.wait_serving(Duration::from_secs(60)).await?;
     Ok(svc)
@@ -42,8 +35,8 @@ pub async fn start_consumer(ctx: &Ctx, topic: &str, database: &str, log: &str) -
 /// Runs phase 2; also returns the seconds pre-producing took.
 pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
     let topic = format!("bench-kafka-{}", std::process::id());
-    kafka::create_topic(&ctx.kafka, &topic, ctx.tuning.partitions).await?;
-    let (brokers, t) = (ctx.kafka.clone(), topic.clone());
+    kafka::create_topic(&ctx.backends.kafka, &topic, ctx.tuning.partitions).await?;
+    let (brokers, t) = (ctx.backends.kafka.clone(), topic.clone());
     let produce_seconds =
         tokio::task::spawn_blocking(move || kafka::pre_produce(&brokers, &t, "k", n)).await??;
     eprintln!(
@@ -85,7 +78,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
     };
     let (start, start_cpu, done_at_start) = first.expect("set before the end");
     let memory = svc.memory()?;
-    let (mean_batch_size, mean_write_ms) = svc.batch_figures()?;
+    let (mean_batch_size, mean_write_ms) = batch_figures(&svc).await?;
     svc.stop()?;
     check_and_drop(ctx, database, n).await?;
 
@@ -112,7 +105,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
 /// Checks that `database.raw_sales` holds exactly `n` documents, then drops it so
 /// every phase writes to an empty collection.
 pub async fn check_and_drop(ctx: &Ctx, database: &str, n: u64) -> Result<()> {
-    let client = sales_ingest::sink::mongo::client(&ctx.mongodb_url).await?;
+    let client = sales_ingest::sink::mongo::client(&ctx.backends.mongodb).await?;
     let db = client.database(database);
     let stored = db
         .collection::<RawDocumentBuf>("raw_sales")

@@ -13,26 +13,27 @@ use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
+use test_support::service::Service;
+
 use crate::{
+    cpu::{Cpu, Pids},
     events, kafka,
     kafka_phase::{check_and_drop, mib, start_consumer},
-    metrics::{percentile, Histogram},
-    procfs::{Cpu, Pids},
+    metrics::{batch_figures, percentile, Histogram},
     report::{Kind, Latency, PhaseResult},
-    service::Service,
     Ctx,
 };
 
 /// Runs phase 5 at `rate` events/s for `seconds`.
 pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> Result<PhaseResult> {
     let topic = format!("bench-latency-{}", std::process::id());
-    kafka::create_topic(&ctx.kafka, &topic, ctx.tuning.partitions).await?;
+    kafka::create_topic(&ctx.backends.kafka, &topic, ctx.tuning.partitions).await?;
     let database = "bench_latency";
     let svc = start_consumer(ctx, &topic, database, "service-latency.log").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = svc.memory()?;
 
-    let (brokers, t) = (ctx.kafka.clone(), topic.clone());
+    let (brokers, t) = (ctx.backends.kafka.clone(), topic.clone());
     tokio::task::spawn_blocking(move || {
         let p = kafka::producer(&brokers, 5)?;
         kafka::send(&p, &t, &events::event("w", 0))?;
@@ -48,16 +49,16 @@ pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> Result<PhaseResult> {
     };
     let cpu0 = Cpu::now(&pids)?;
     let started = Instant::now();
-    let (brokers, t) = (ctx.kafka.clone(), topic.clone());
+    let (brokers, t) = (ctx.backends.kafka.clone(), topic.clone());
     let sent_us =
         tokio::task::spawn_blocking(move || produce_paced(&brokers, &t, count, rate)).await??;
     wait_stored(&svc, count + 1, Duration::from_secs(120)).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = Cpu::now(&pids)?.since(&cpu0);
     let memory = svc.memory()?;
-    let writes = Histogram::parse(&svc.metrics()?, "mongodb_write_duration_seconds");
-    let (mean_batch_size, mean_write_ms) = svc.batch_figures()?;
-    let inside = Histogram::parse(&svc.metrics()?, "event_processing_duration_seconds");
+    let writes = Histogram::parse(&svc.metrics().await?, "mongodb_write_duration_seconds");
+    let (mean_batch_size, mean_write_ms) = batch_figures(&svc).await?;
+    let inside = Histogram::parse(&svc.metrics().await?, "event_processing_duration_seconds");
 
     let mut latencies = read_latencies(ctx, database, &sent_us).await?;
     latencies.sort_by(f64::total_cmp);
@@ -130,7 +131,7 @@ async fn wait_stored(svc: &Service, n: u64, timeout: Duration) -> Result<()> {
 
 /// processed_at − produce time, in ms, for every produced event.
 async fn read_latencies(ctx: &Ctx, database: &str, sent_us: &[i64]) -> Result<Vec<f64>> {
-    let client = sales_ingest::sink::mongo::client(&ctx.mongodb_url).await?;
+    let client = sales_ingest::sink::mongo::client(&ctx.backends.mongodb).await?;
     let coll = client
         .database(database)
         .collection::<Document>("raw_sales");

@@ -1,4 +1,4 @@
-//! `bench`: the benchmark of issue 5 in one command,
+//! `bench`: the service's benchmark in one command,
 //! `cargo run --release -p bench -- [--events N] [--json PATH]`.
 //!
 //! In one run, against a tansu broker and a secantusd-rs server it starts on free
@@ -10,27 +10,32 @@
 //! 4. the service's CPU per event and resident memory (idle and peak) in each;
 //! 5. produce → stored latency at half phase 2's rate ([`latency`]).
 //!
-//! It prints the figures as Markdown tables with the issue-5 targets and writes them
-//! as JSON (default `target/bench/bench.json`). Every figure is measured in this run.
+//! It prints the figures as Markdown tables with the performance targets and writes
+//! them as JSON (default `target/bench/bench.json`). Every figure is measured in this
+//! run. The servers and the service run as processes under `test_support`'s
+//! watchdog, with `test_support::service::server_env` as the service's environment
+//! and the bench's settings (`--batch-size` and the rest) over it.
 mod ceiling;
+mod cpu;
 mod events;
 mod grpc_phase;
 mod kafka;
 mod kafka_phase;
 mod latency;
 mod metrics;
-mod procfs;
 mod report;
-mod servers;
-mod service;
-mod watched;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::{ceiling::Order, procfs::Pids, report::Report, servers::Servers};
+use test_support::{
+    servers::{scratch_dir, Backends, LocalServers},
+    service::{server_env, sibling_binary},
+};
+
+use crate::{ceiling::Order, cpu::Pids, report::Report};
 
 /// The same allocator as the service's binary, so that the bench's own CPU per
 /// document (the unavoidable driver cost the service is held to) is not inflated by a
@@ -38,7 +43,7 @@ use crate::{ceiling::Order, procfs::Pids, report::Report, servers::Servers};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The benchmark of issue 5: ceiling, Kafka → MongoDB, gRPC → MongoDB, cost, latency.
+/// The benchmark: ceiling, Kafka → MongoDB, gRPC → MongoDB, cost, latency.
 #[derive(Parser, Debug)]
 struct Args {
     /// Events (documents) in phases 1, 2 and 3.
@@ -100,14 +105,39 @@ pub struct Tuning {
 
 /// What every phase needs.
 pub struct Ctx {
-    pub kafka: String,
-    pub mongodb_url: String,
+    /// The local tansu and secantusd-rs.
+    pub backends: Backends,
     pub tuning: Tuning,
     /// The service's release binary.
     pub bin: PathBuf,
     /// Where the servers' and services' logs go.
     pub logs: PathBuf,
     pub pids: Pids,
+}
+
+impl Ctx {
+    /// The environment of a service process consuming `topic` (in its own group) into
+    /// `database`: the harness's `server_env`, then the bench's settings (BATCH_SIZE,
+    /// WRITE_CONCURRENCY, FLUSH_INTERVAL, RUST_LOG), then `extra`, then the user's
+    /// `--service-env` entries.
+    pub fn service_env(
+        &self,
+        topic: &str,
+        database: &str,
+        extra: &[(&str, String)],
+    ) -> Vec<(String, String)> {
+        let t = &self.tuning;
+        let mut over = vec![
+            ("BATCH_SIZE", t.batch_size.to_string()),
+            ("WRITE_CONCURRENCY", t.write_concurrency.to_string()),
+            ("FLUSH_INTERVAL", t.flush_interval.to_string()),
+            ("RUST_LOG", t.service_log.clone()),
+        ];
+        over.extend(extra.iter().cloned());
+        over.extend(t.service_env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let group = format!("{topic}-group");
+        server_env(&self.backends, topic, &group, database, &over)
+    }
 }
 
 #[tokio::main]
@@ -122,13 +152,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let bin = service::binary()?;
+    let bin = sibling_binary()?;
     let target_dir = bin
         .parent()
         .and_then(|d| d.parent())
         .context("no target directory")?
         .to_path_buf();
     let logs = target_dir.join("bench").join("logs");
+    // Logs are appended to: start each run with an empty directory.
+    let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
     let json = args
         .json
@@ -146,16 +178,16 @@ async fn run(args: Args) -> Result<()> {
         service_env: args.service_env.clone(),
     };
 
-    let servers = Servers::start(&logs)?;
+    let data_dir = scratch_dir("bench-mongo-data");
+    let servers = LocalServers::start(&logs, &data_dir, &[])?;
     eprintln!(
         "bench: tansu on {}, secantusd-rs on {}; logs in {}",
-        servers.kafka,
-        servers.mongodb_url,
+        servers.backends.kafka,
+        servers.backends.mongodb,
         logs.display()
     );
     let ctx = Ctx {
-        kafka: servers.kafka.clone(),
-        mongodb_url: servers.mongodb_url.clone(),
+        backends: servers.backends.clone(),
         tuning,
         bin,
         logs,
@@ -166,7 +198,9 @@ async fn run(args: Args) -> Result<()> {
         },
     };
     let outcome = phases(&ctx, &args).await;
-    let stopped = servers.stop();
+    let stopped = servers.stop().and_then(|()| {
+        std::fs::remove_dir_all(&data_dir).with_context(|| format!("remove {}", data_dir.display()))
+    });
     let (phases, pre_produce_seconds) = outcome?;
     stopped?;
 

@@ -1,5 +1,8 @@
-//! Reading a histogram out of the service's Prometheus text (`/metrics`) and
-//! percentiles of measured samples.
+//! Figures read from the service's Prometheus text (`/metrics`, parsed by the
+//! `prometheus-parse` crate), and percentiles of measured samples.
+use anyhow::{Context, Result};
+use prometheus_parse::{Scrape, Value};
+use test_support::service::Service;
 
 /// A Prometheus histogram summed over its label sets.
 #[derive(Debug, Default, PartialEq)]
@@ -11,34 +14,36 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// Parses histogram `name` from Prometheus text.
+    /// Histogram `name` from Prometheus text.
     pub fn parse(text: &str, name: &str) -> Self {
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = Scrape::parse(lines).expect("reading lines from a string cannot fail");
+        Self::from_scrape(&scrape, name)
+    }
+
+    /// Histogram `name` from a parsed exposition.
+    pub fn from_scrape(scrape: &Scrape, name: &str) -> Self {
         let mut h = Histogram::default();
-        let bucket = format!("{name}_bucket{{");
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            if series.starts_with(&bucket) {
-                let le = series
-                    .split("le=\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .map(|v| v.replace("+Inf", "inf").parse::<f64>());
-                if let (Some(Ok(le)), Ok(v)) = (le, value.parse::<u64>()) {
-                    match h.buckets.iter_mut().find(|(b, _)| *b == le) {
-                        Some((_, c)) => *c += v,
-                        None => h.buckets.push((le, v)),
+        let (sum, count) = (format!("{name}_sum"), format!("{name}_count"));
+        for sample in &scrape.samples {
+            match &sample.value {
+                Value::Histogram(buckets) if sample.metric == name => {
+                    for b in buckets {
+                        let n = b.count as u64;
+                        match h.buckets.iter_mut().find(|(le, _)| *le == b.less_than) {
+                            Some((_, c)) => *c += n,
+                            None => h.buckets.push((b.less_than, n)),
+                        }
                     }
                 }
-            } else if series == format!("{name}_sum")
-                || series.starts_with(&format!("{name}_sum{{"))
-            {
-                h.sum += value.parse::<f64>().unwrap_or(0.0);
-            } else if series == format!("{name}_count")
-                || series.starts_with(&format!("{name}_count{{"))
-            {
-                h.count += value.parse::<u64>().unwrap_or(0);
+                Value::Untyped(v) | Value::Counter(v) | Value::Gauge(v) => {
+                    if sample.metric == sum {
+                        h.sum += v;
+                    } else if sample.metric == count {
+                        h.count += *v as u64;
+                    }
+                }
+                _ => {}
             }
         }
         h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -59,6 +64,17 @@ impl Histogram {
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum / self.count as f64)
     }
+}
+
+/// GET /metrics of `svc`, saved next to its log; its mean batch size and mean
+/// insert_many time (ms) from it.
+pub async fn batch_figures(svc: &Service) -> Result<(Option<f64>, Option<f64>)> {
+    let text = svc.metrics().await?;
+    let path = format!("{}.metrics.txt", svc.log().display());
+    std::fs::write(&path, &text).with_context(|| format!("write {path}"))?;
+    let batches = Histogram::parse(&text, "mongodb_batch_size");
+    let writes = Histogram::parse(&text, "mongodb_write_duration_seconds");
+    Ok((batches.mean(), writes.mean().map(|s| s * 1000.0)))
 }
 
 /// Nearest-rank percentile `q` (0..=1) of ascending `sorted`.

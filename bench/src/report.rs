@@ -1,11 +1,11 @@
 //! The figures of one run: each phase's measurements, the ratios derived from them,
-//! the issue-5 targets checked against them, printed as Markdown tables and written
+//! the performance targets checked against them, printed as Markdown tables and written
 //! as JSON.
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::procfs::Cpu;
+use crate::cpu::Cpu;
 
 /// Which kind of phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -84,7 +84,7 @@ impl Latency {
     }
 }
 
-/// One issue-5 target.
+/// One performance target.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub target: String,
@@ -286,7 +286,7 @@ impl Report {
                 opt(l.service_p99_bound_ms, 0),
             );
         }
-        s.push_str("\nIssue-5 targets:\n\n");
+        s.push_str("\nTargets:\n\n");
         for t in &self.targets {
             let _ = writeln!(
                 s,

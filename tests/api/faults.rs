@@ -6,9 +6,11 @@ use mongodb::bson::{doc, Document};
 use sales_ingest::proto::ingest::v1::IngestRequest;
 use tokio_stream::StreamExt;
 
+use test_support::service::server_env;
+
 use crate::{
+    backends::{backends, start_server},
     helpers::*,
-    process::{server_env, ServerProcess},
 };
 
 /// `n` valid events with ids `<prefix>-<i>`, encoded.
@@ -70,19 +72,19 @@ async fn sigkill_three_times_while_ingesting_loses_nothing_and_duplicates_nothin
     create_topic(&topic, PARTITIONS).await;
     produce(&topic, PARTITIONS, &payloads("c", N)).await;
     let db = mongo_client().await.database(&dbname);
-    let env = server_env(&topic, &group, &dbname, &[]);
+    let env = server_env(backends(), &topic, &group, &dbname, &[]);
     let started = Instant::now();
     let mut recoveries = Vec::new();
     for (round, fraction) in [0.15, 0.45, 0.75].into_iter().enumerate() {
-        let server = ServerProcess::start(&format!("crash{round}"), &env);
+        let server = start_server(&format!("crash{round}"), &env);
         let before = count(&db).await;
         let restarted = Instant::now();
         wait_count(&db, before + 1, Duration::from_secs(60)).await;
         recoveries.push(restarted.elapsed());
         wait_count(&db, (N as f64 * fraction) as u64, Duration::from_secs(180)).await;
-        server.kill9();
+        server.kill().unwrap();
     }
-    let server = ServerProcess::start("crash-final", &env);
+    let server = start_server("crash-final", &env);
     wait_count(&db, N as u64, Duration::from_secs(240)).await;
     wait_committed(&topic, &group, ends(N, PARTITIONS), Duration::from_secs(60)).await;
     let stored = count(&db).await;
@@ -93,7 +95,7 @@ async fn sigkill_three_times_while_ingesting_loses_nothing_and_duplicates_nothin
         .await
         .unwrap();
     assert_eq!(distinct, N as u64);
-    let (status, _) = server.terminate(Duration::from_secs(30));
+    let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     let worst = recoveries.iter().max().unwrap();
     eprintln!(
@@ -110,9 +112,9 @@ async fn scale_out(variant: &str, kill: bool) {
     let (topic, group, dbname) = (unique("scale"), unique("scale_g"), unique("scale_db"));
     create_topic(&topic, PARTITIONS).await;
     let db = mongo_client().await.database(&dbname);
-    let env = server_env(&topic, &group, &dbname, &[("BATCH_SIZE", "500".into())]);
-    let a = ServerProcess::start(&format!("scale-{variant}-a"), &env);
-    let b = ServerProcess::start(&format!("scale-{variant}-b"), &env);
+    let env = server_env(backends(), &topic, &group, &dbname, &[]);
+    let a = start_server(&format!("scale-{variant}-a"), &env);
+    let b = start_server(&format!("scale-{variant}-b"), &env);
     let all = payloads("s", N);
     // Events keep flowing while the group changes.
     let producer = {
@@ -127,11 +129,11 @@ async fn scale_out(variant: &str, kill: bool) {
     let started = Instant::now();
     wait_count(&db, N as u64 / 3, Duration::from_secs(120)).await;
     let removed = Instant::now();
-    let a_log = a.log.clone();
+    let a_log = a.log().to_path_buf();
     if kill {
-        a.kill9();
+        a.kill().unwrap();
     } else {
-        let (status, _) = a.terminate(Duration::from_secs(30));
+        let (status, _) = a.terminate(Duration::from_secs(30)).unwrap();
         assert!(status.success(), "graceful shutdown exits 0");
         let logs = std::fs::read_to_string(&a_log).unwrap();
         assert!(
@@ -152,7 +154,7 @@ async fn scale_out(variant: &str, kill: bool) {
     wait_committed(&topic, &group, want, Duration::from_secs(60)).await;
     let stored = count(&db).await;
     assert_eq!(stored, N as u64, "every event exactly once");
-    let (status, _) = b.terminate(Duration::from_secs(30));
+    let (status, _) = b.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     eprintln!(
         "RELIABILITY rebalance-{variant}: sent={N} stored={stored} lost={} duplicated=0 recover={:.1}s total={:.1}s",
@@ -182,6 +184,7 @@ async fn sigterm_under_load_flushes_commits_and_exits_0() {
     produce(&topic, PARTITIONS, &all[..N / 2]).await;
     let db = mongo_client().await.database(&dbname);
     let env = server_env(
+        backends(),
         &topic,
         &group,
         &dbname,
@@ -190,8 +193,11 @@ async fn sigterm_under_load_flushes_commits_and_exits_0() {
             ("SHUTDOWN_TIMEOUT", "15".into()),
         ],
     );
-    let server = ServerProcess::start("term", &env);
-    server.wait_health(200, Duration::from_secs(30)).await;
+    let server = start_server("term", &env);
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     wait_count(&db, 1, Duration::from_secs(60)).await;
 
     // gRPC producer streaming until the server ends its stream.
@@ -232,7 +238,7 @@ async fn sigterm_under_load_flushes_commits_and_exits_0() {
         tokio::spawn(async move { produce(&topic, PARTITIONS, &rest).await })
     };
     wait_count(&db, 20_000, Duration::from_secs(120)).await;
-    let (status, took) = server.terminate(Duration::from_secs(30));
+    let (status, took) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "exit 0 after SIGTERM, got {status:?}");
     assert!(
         took < Duration::from_secs(15),

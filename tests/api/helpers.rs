@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mongodb::{bson::doc, Client, Database};
 use prost::Message as _;
 use rdkafka::{
@@ -30,13 +30,15 @@ use sales_ingest::{
     stats::Stats,
     Application, Config, Stopped,
 };
+use test_support::service::{default, server_env};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::backends::backends;
 
-/// Options a test may change; the rest are test-friendly defaults.
+/// Options a test may change; the rest are the test defaults of
+/// `test_support::service::DEFAULTS`.
 #[derive(Clone, Debug)]
 pub struct AppOptions {
     pub kafka: bool,
@@ -54,9 +56,9 @@ impl Default for AppOptions {
     fn default() -> Self {
         Self {
             kafka: true,
-            admin_token: Some("test-admin-token".into()),
-            batch_size: 500,
-            flush_interval: 0.2,
+            admin_token: Some(default("ADMIN_TOKEN").into()),
+            batch_size: default("BATCH_SIZE").parse().expect("a number"),
+            flush_interval: default("FLUSH_INTERVAL").parse().expect("a number"),
             topic: None,
             group: None,
             database: None,
@@ -101,28 +103,35 @@ fn init_logs() {
     });
 }
 
-/// The configuration `spawn_app` would use, as CLI arguments.
+/// The configuration `spawn_app` would use, as CLI arguments: the environment a server
+/// process gets (`server_env`), each variable as the flag that reads it, then `extra`.
 pub fn app_args(o: &AppOptions, topic: &str, group: &str, database: &str) -> Vec<String> {
-    let b = backends();
-    let mut args: Vec<String> = vec![
-        "sales-ingest".into(),
-        format!("--kafka-bootstrap-servers={}", b.kafka),
-        format!("--kafka-topic={topic}"),
-        format!("--kafka-group-id={group}"),
-        format!("--kafka-enabled={}", o.kafka),
-        "--kafka-session-timeout-ms=6000".into(),
-        "--kafka-heartbeat-interval-ms=1000".into(),
-        "--kafka-max-poll-interval-ms=7000".into(),
-        format!("--mongodb-url={}", b.mongodb),
-        format!("--mongodb-database={database}"),
-        format!("--batch-size={}", o.batch_size),
-        format!("--flush-interval={}", o.flush_interval),
-        "--grpc-addr=127.0.0.1:0".into(),
-        "--http-addr=127.0.0.1:0".into(),
-        "--shutdown-timeout=20".into(),
-    ];
-    if let Some(t) = &o.admin_token {
-        args.push(format!("--admin-token={t}"));
+    let mut env = server_env(
+        backends(),
+        topic,
+        group,
+        database,
+        &[
+            ("KAFKA_ENABLED", o.kafka.to_string()),
+            ("BATCH_SIZE", o.batch_size.to_string()),
+            ("FLUSH_INTERVAL", o.flush_interval.to_string()),
+            ("GRPC_ADDR", "127.0.0.1:0".into()),
+            ("HTTP_ADDR", "127.0.0.1:0".into()),
+            ("ADMIN_TOKEN", o.admin_token.clone().unwrap_or_default()),
+        ],
+    );
+    if o.admin_token.is_none() {
+        env.retain(|(k, _)| k != "ADMIN_TOKEN");
+    }
+    let command = Config::command();
+    let mut args = vec!["sales-ingest".to_string()];
+    for (var, value) in env {
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == var.as_str()))
+            .and_then(|a| a.get_long())
+            .unwrap_or_else(|| panic!("the server has no flag for {var}"));
+        args.push(format!("--{flag}={value}"));
     }
     for (k, v) in &o.extra {
         args.push(format!("--{k}={v}"));
@@ -157,10 +166,9 @@ pub async fn spawn_app(o: AppOptions) -> TestApp {
     }
 }
 
-/// A client for the test MongoDB.
 /// A gRPC-only server whose MONGODB_URL points at a closed port (MongoDB unreachable).
 pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
-    let port = crate::backends::free_port();
+    let port = test_support::servers::free_port();
     spawn_app(AppOptions {
         kafka: false,
         extra: vec![(
@@ -172,6 +180,7 @@ pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
     .await
 }
 
+/// A client for the test MongoDB.
 pub async fn mongo_client() -> Client {
     Client::with_uri_str(&backends().mongodb)
         .await

@@ -18,10 +18,12 @@ use sales_ingest::{
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+use test_support::service::server_env;
+
 use crate::{
+    backends::{backends, start_server},
     faults::count,
     helpers::*,
-    process::{server_env, ServerProcess},
 };
 
 /// Bytes the validator rejects: random garbage or a valid event with bytes flipped or
@@ -290,6 +292,7 @@ async fn a_producer_faster_than_mongodb_is_slowed_and_memory_stays_bounded() {
     const PER_REQUEST: usize = 1_000;
     let dbname = unique("pressure_db");
     let env = server_env(
+        backends(),
         "unused",
         "unused",
         &dbname,
@@ -298,9 +301,12 @@ async fn a_producer_faster_than_mongodb_is_slowed_and_memory_stays_bounded() {
             ("BATCH_SIZE", "1000".into()),
         ],
     );
-    let server = ServerProcess::start("pressure", &env);
-    server.wait_health(200, Duration::from_secs(30)).await;
-    let idle = server.memory_kib().0;
+    let server = start_server("pressure", &env);
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let idle = server.memory().unwrap().rss_kib;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..STREAMS {
@@ -323,7 +329,7 @@ async fn a_producer_faster_than_mongodb_is_slowed_and_memory_stays_bounded() {
     }
     let mut peak = 0;
     while !tasks.iter().all(|t| t.is_finished()) {
-        peak = peak.max(server.memory_kib().0);
+        peak = peak.max(server.memory().unwrap().rss_kib);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut accepted = 0;
@@ -335,7 +341,7 @@ async fn a_producer_faster_than_mongodb_is_slowed_and_memory_stays_bounded() {
     assert_eq!(accepted, total);
     let db = mongo_client().await.database(&dbname);
     assert_eq!(count(&db).await, total);
-    let hwm = server.memory_kib().1;
+    let hwm = server.memory().unwrap().hwm_kib;
     eprintln!(
         "BACKPRESSURE events={total} secs={:.1} rate={:.0}/s idle_rss={}MiB peak_rss_sampled={}MiB vmhwm={}MiB bound={RSS_BOUND_MIB}MiB",
         elapsed.as_secs_f64(),
@@ -349,6 +355,6 @@ async fn a_producer_faster_than_mongodb_is_slowed_and_memory_stays_bounded() {
         "peak resident memory {} MiB over {RSS_BOUND_MIB} MiB",
         hwm / 1024
     );
-    let (status, _) = server.terminate(Duration::from_secs(30));
+    let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
 }

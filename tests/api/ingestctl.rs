@@ -10,8 +10,9 @@ use std::{
 use mongodb::bson::{doc, Document};
 use sales_ingest::Stopped;
 use serde_json::Value;
+use test_support::servers::free_port;
 
-use crate::{backends::backends, backends::free_port, helpers::*};
+use crate::{backends::backends, helpers::*};
 
 /// The ingestctl binary, built by `cargo build` on first use. `--all-targets` over
 /// the workspace resolves the same features as `cargo test --workspace`, so nothing

@@ -12,7 +12,6 @@ mod ingestctl;
 mod kafka;
 mod observe;
 mod outage;
-mod process;
 mod python_client;
 mod security;
 mod status_page;

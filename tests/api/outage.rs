@@ -10,11 +10,15 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
+use test_support::{
+    servers::{free_port, scratch_dir},
+    service::server_env,
+};
+
 use crate::{
-    backends::{free_port, scratch_dir, start_secantus, start_tansu_advertising},
+    backends::{backends, start_secantus, start_server, start_tansu_advertising},
     faults::{count, payloads},
     helpers::*,
-    process::{server_env, ServerProcess},
 };
 
 async fn grpc_serving(url: &str) -> Option<bool> {
@@ -85,13 +89,17 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
     let (topic, group, dbname) = (unique("outage"), unique("outage_g"), unique("outage_db"));
     create_topic(&topic, PARTITIONS).await;
     let env = server_env(
+        backends(),
         &topic,
         &group,
         &dbname,
-        &[("MONGODB_URL", url.clone()), ("BATCH_SIZE", "500".into())],
+        &[("MONGODB_URL", url.clone())],
     );
-    let server = ServerProcess::start("outage", &env);
-    server.wait_health(200, Duration::from_secs(30)).await;
+    let server = start_server("outage", &env);
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     let db = mongodb::Client::with_uri_str(&url)
         .await
         .unwrap()
@@ -120,12 +128,12 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
 
     // Stop MongoDB for 10 s.
     let stopped_at = Instant::now();
-    mongo.stop("-TERM");
+    mongo.terminate(Duration::from_secs(30)).unwrap();
     let mut not_serving_after = None;
     let mut lag_during = Vec::new();
     let mut peak_rss = 0;
     while stopped_at.elapsed() < Duration::from_secs(10) {
-        let (rss, _) = server.memory_kib();
+        let rss = server.memory().unwrap().rss_kib;
         peak_rss = peak_rss.max(rss);
         if not_serving_after.is_none() {
             let (code, _) = get(&format!("{}/health", server.http_url)).await;
@@ -133,7 +141,7 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
                 not_serving_after = Some(stopped_at.elapsed());
             }
         }
-        let stats = server.stats().await;
+        let stats = server.stats_json().await.unwrap();
         lag_during.push(stats["consumer_lag"].as_i64().unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -154,7 +162,10 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
     // Restart on the same data directory; the service recovers by itself.
     let restarted = Instant::now();
     let _mongo = start_secantus(mport, &data, &[]);
-    server.wait_health(200, Duration::from_secs(30)).await;
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     kafka.await.unwrap();
     let acks = grpc.await.unwrap();
     assert_eq!(
@@ -183,7 +194,7 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
             .unwrap(),
         grpc_events as u64
     );
-    let (status, _) = server.terminate(Duration::from_secs(30));
+    let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     eprintln!(
         "RELIABILITY mongodb-outage: sent={} stored={stored} lost=0 duplicated=0 not_serving_after={:.2}s recover={:.1}s peak_rss_during={}MiB",
@@ -248,12 +259,13 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_when_it_is_bac
     let (topic, group, dbname) = (unique("broker"), unique("broker_g"), unique("broker_db"));
     // The server runs as its own process, so a crash in its Kafka client would show.
     let env = server_env(
+        backends(),
         &topic,
         &group,
         &dbname,
         &[("KAFKA_BOOTSTRAP_SERVERS", bootstrap.clone())],
     );
-    let server = ServerProcess::start("broker", &env);
+    let server = start_server("broker", &env);
     let db = mongo_client().await.database(&dbname);
     let produce_here = |prefix: &'static str| {
         let (topic, bootstrap) = (topic.clone(), bootstrap.clone());
@@ -321,14 +333,17 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_when_it_is_bac
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovered = back.elapsed();
-    server.wait_health(200, Duration::from_secs(30)).await;
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(count(&db).await, 1500);
     eprintln!(
         "RELIABILITY broker-outage: sent=1500 stored=1500 lost=0 duplicated=0 down_for={:.1}s resumed={:.1}s",
         down_for.as_secs_f64(),
         recovered.as_secs_f64()
     );
-    let (status, _) = server.terminate(Duration::from_secs(30));
+    let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     proxy.stop();
 }

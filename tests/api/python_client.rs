@@ -165,7 +165,7 @@ async fn the_python_health_check_exits_0_when_serving_and_1_when_not_serving_or_
     }
 
     // Nothing listening: exit 1 and a message.
-    let closed = format!("127.0.0.1:{}", crate::backends::free_port());
+    let closed = format!("127.0.0.1:{}", test_support::servers::free_port());
     let out = run_async(python("healthcheck.py", &["--target", &closed]), PYTHON).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(

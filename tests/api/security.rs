@@ -15,10 +15,14 @@ use tonic::{
 };
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
+use test_support::{
+    servers::{free_port, scratch_dir},
+    service::server_env,
+};
+
 use crate::{
-    backends::{free_port, scratch_dir, start_secantus},
+    backends::{backends, start_secantus, start_server},
     helpers::*,
-    process::{server_env, ServerProcess},
 };
 
 struct Pki {
@@ -231,6 +235,7 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
 
     // Wrong password: not serving, a clear reason, no crash, and the start-up warning.
     let env = server_env(
+        backends(),
         &unique("auth_t"),
         &unique("auth_g"),
         &dbname,
@@ -243,8 +248,11 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
         .into_iter()
         .filter(|(k, _)| k != "ADMIN_TOKEN")
         .collect();
-    let wrong = ServerProcess::start("auth-wrong", &env);
-    wrong.wait_health(503, Duration::from_secs(30)).await;
+    let wrong = start_server("auth-wrong", &env);
+    wrong
+        .wait_health(503, Duration::from_secs(30))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, body) = get(&format!("{}/health", wrong.http_url)).await;
     assert!(
@@ -258,7 +266,7 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
         "start-up warns that admin RPCs are disabled"
     );
     assert!(!logs.contains("wrong-pw"), "password not logged");
-    let (status, _) = wrong.terminate(Duration::from_secs(30));
+    let (status, _) = wrong.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
 
     // Right password: a full run (Kafka and gRPC, admin calls) at debug level.
@@ -273,6 +281,7 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
     )
     .await;
     let env = server_env(
+        backends(),
         &topic,
         &unique("auth_g"),
         &dbname,
@@ -283,8 +292,11 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
             ("RUST_LOG", "debug".into()),
         ],
     );
-    let server = ServerProcess::start("auth-right", &env);
-    server.wait_health(200, Duration::from_secs(30)).await;
+    let server = start_server("auth-right", &env);
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     let ch = channel(&server.grpc_url).await;
     let mut req = tonic::Request::new(tokio_stream::iter([IngestRequest {
         seq: 1,
@@ -342,8 +354,8 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
             .events_stored,
         150
     );
-    let log_path = server.log.clone();
-    let (status, _) = server.terminate(Duration::from_secs(30));
+    let log_path = server.log().to_path_buf();
+    let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     let logs = std::fs::read_to_string(log_path).unwrap();
     assert!(

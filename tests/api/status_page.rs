@@ -3,9 +3,10 @@
 //! screenshot is saved to `target/test-artifacts/status.png`.
 use std::{process::Command, time::Duration};
 
-use sales_ingest::{proto::ingest::v1::GetStatsResponse as Snapshot, proto::sales::v1::SalesEvent};
+use sales_ingest::proto::{ingest::v1::GetStatsResponse as Snapshot, sales::v1::SalesEvent};
+use test_support::servers::scratch_dir;
 
-use crate::{backends::scratch_dir, helpers::*, tools::*};
+use crate::{helpers::*, tools::*};
 
 const CHROMIUM: &str = "apt-get install --no-install-recommends chromium";
 
