@@ -14,5 +14,7 @@ mod observe;
 mod outage;
 mod python_client;
 mod security;
+mod startup;
 mod status_page;
 mod tools;
+mod write_health;
