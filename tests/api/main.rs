@@ -10,6 +10,7 @@ mod honest;
 mod hostile;
 mod ingestctl;
 mod kafka;
+mod kubernetes;
 mod observe;
 mod outage;
 mod python_client;
