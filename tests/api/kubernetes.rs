@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use sales_ingest::Config;
 use serde::Deserialize;
 use serde_json::Value;
@@ -125,22 +125,6 @@ fn string_map(v: &Value, what: &str) -> BTreeMap<String, String> {
                 .as_str()
                 .unwrap_or_else(|| panic!("{what}: {k} is not a string"));
             (k.clone(), v.to_string())
-        })
-        .collect()
-}
-
-/// The environment variables the server accepts, with their defaults (the source the
-/// `.env.example` test in deploy.rs uses).
-fn server_env() -> BTreeMap<String, Option<String>> {
-    Config::command()
-        .get_arguments()
-        .filter_map(|a| {
-            let env = a.get_env()?.to_string_lossy().into_owned();
-            let default = a
-                .get_default_values()
-                .first()
-                .map(|d| d.to_string_lossy().into_owned());
-            Some((env, default))
         })
         .collect()
 }
@@ -423,7 +407,7 @@ fn promtool_accepts_the_prometheusrule_rules() {
 fn the_configmap_sets_every_setting_that_has_a_default_at_that_default() {
     let data = configmap();
     let secret = secret_example();
-    let known = server_env();
+    let known = crate::deploy::accepted_env();
     // MONGODB_URL has a default but may carry a password: it is in the Secret.
     assert_eq!(
         secret.keys().map(String::as_str).collect::<BTreeSet<_>>(),
