@@ -26,6 +26,17 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use crate::helpers::*;
 
+/// A gRPC-only server (KAFKA_ENABLED=false), serving.
+async fn grpc_only() -> TestApp {
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        ..Default::default()
+    })
+    .await;
+    app.wait_serving().await;
+    app
+}
+
 /// Produces one record of `bytes` bytes, over the dead-letter producer's 1,000,000-byte
 /// message limit (the test producer's limit is raised for it).
 async fn produce_oversized(topic: &str, bytes: usize) {
@@ -103,12 +114,7 @@ async fn a_dead_letter_the_topic_refuses_falls_back_to_the_collection_and_offset
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_watcher_and_a_producer_that_never_reads_acks_cannot_hold_shutdown() {
-    let app = spawn_app(AppOptions {
-        kafka: false,
-        ..Default::default()
-    })
-    .await;
-    app.wait_serving().await;
+    let app = grpc_only().await;
     let mut health = HealthClient::new(channel(&app.grpc_url).await);
     let mut watch = health
         .watch(HealthCheckRequest {
@@ -184,12 +190,7 @@ async fn producer_ids_cannot_take_a_kafka_coordinate_id_and_blank_ids_are_absent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_index_on_another_field_refuses_for_good_and_is_never_a_duplicate() {
-    let app = spawn_app(AppOptions {
-        kafka: false,
-        ..Default::default()
-    })
-    .await;
-    app.wait_serving().await;
+    let app = grpc_only().await;
     let coll = app.db.collection::<Document>("raw_sales");
     coll.create_index(
         IndexModel::builder()
@@ -286,12 +287,7 @@ async fn idle_streams_expire_so_a_real_producer_gets_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_one_event_is_one_malformed_rejection() {
-    let app = spawn_app(AppOptions {
-        kafka: false,
-        ..Default::default()
-    })
-    .await;
-    app.wait_serving().await;
+    let app = grpc_only().await;
     let good = encode(&valid_event(1, "utf-ok"));
     let bad = vec![0x0a, 0x02, 0xff, 0xfe]; // sku = two bytes that are not UTF-8
     let request = RawIngestRequest {
@@ -328,12 +324,7 @@ async fn invalid_utf8_in_one_event_is_one_malformed_rejection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_without_an_ack_is_told_so_at_shutdown() {
-    let app = spawn_app(AppOptions {
-        kafka: false,
-        ..Default::default()
-    })
-    .await;
-    app.wait_serving().await;
+    let app = grpc_only().await;
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);
     let mut acks = app
         .events()
