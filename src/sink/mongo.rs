@@ -26,6 +26,10 @@ use crate::{
     validate::ValidEvent,
 };
 
+/// How long a ping may take; long enough for a connection's authentication handshake on
+/// a loaded machine, so a refused password is reported as such, not as a timeout.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// MongoDB's duplicate key error code.
 pub const DUPLICATE_KEY: i32 = 11000;
 
@@ -275,15 +279,11 @@ pub async fn probe(db: Database, collection: String, state: StateWriter, stop: C
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ping = tokio::time::timeout(
-            Duration::from_millis(1000),
-            db.run_command(doc! { "ping": 1 }),
-        )
-        .await;
+        let ping = tokio::time::timeout(PING_TIMEOUT, db.run_command(doc! { "ping": 1 })).await;
         let error = match ping {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(describe(&e)),
-            Err(_) => Some("ping timed out after 1 s".to_string()),
+            Err(_) => Some(format!("ping timed out after {} s", PING_TIMEOUT.as_secs())),
         };
         let up = error.is_none();
         state.set(match error {
