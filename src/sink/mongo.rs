@@ -26,9 +26,8 @@ use crate::{
     validate::ValidEvent,
 };
 
-/// How long a ping may take; long enough for a connection's authentication handshake on
-/// a loaded machine, so a refused password is reported as such, not as a timeout.
-const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a ping may take before MongoDB counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// MongoDB's duplicate key error code.
 pub const DUPLICATE_KEY: i32 = 11000;
@@ -283,7 +282,12 @@ pub async fn probe(db: Database, collection: String, state: StateWriter, stop: C
         let error = match ping {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(describe(&e)),
-            Err(_) => Some(format!("ping timed out after {} s", PING_TIMEOUT.as_secs())),
+            // A timeout keeps the last answered reason (a refused password, say), which
+            // says more than the timeout.
+            Err(_) => Some(match state.get() {
+                State::Down(e) if !e.starts_with("ping timed out") => e,
+                _ => format!("ping timed out after {} s", PING_TIMEOUT.as_secs()),
+            }),
         };
         let up = error.is_none();
         state.set(match error {
