@@ -216,6 +216,7 @@ impl Application {
             batch_size: config.batch_size as usize,
             flush_interval: config.flush_interval(),
             write_concurrency: config.write_concurrency as usize,
+            rules: config.rules(),
         };
         {
             let (metrics, s) = (metrics.clone(), shutdown.clone());

@@ -6,6 +6,8 @@ use std::{fmt, net::SocketAddr, time::Duration};
 use clap::{Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::validate::{self, NaiveTs, Rules};
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -98,6 +100,21 @@ pub struct Config {
     /// Events the pipeline queue holds before sources are slowed down.
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub queue_capacity: u32,
+    /// Largest accepted qty; larger is refused as invalid_qty.
+    #[arg(long, env = "MAX_QTY", default_value_t = validate::MAX_QTY, value_parser = clap::value_parser!(i32).range(1..))]
+    pub max_qty: i32,
+    /// Largest accepted price; larger is refused as invalid_price.
+    #[arg(long, env = "MAX_PRICE", default_value_t = validate::MAX_PRICE, value_parser = max_price)]
+    pub max_price: f64,
+    /// Longest accepted sku, in characters; longer is refused as sku_too_long.
+    #[arg(long, env = "MAX_SKU_CHARS", default_value_t = validate::MAX_SKU_CHARS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_sku_chars: u32,
+    /// Longest accepted event_id, in characters; longer is refused as event_id_too_long.
+    #[arg(long, env = "MAX_EVENT_ID_CHARS", default_value_t = validate::MAX_EVENT_ID_CHARS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_event_id_chars: u32,
+    /// A ts without a UTC offset: `utc` reads it as UTC, `reject` refuses it as invalid_ts.
+    #[arg(long, env = "NAIVE_TS", value_enum, default_value_t = NaiveTs::Utc)]
+    pub naive_ts: NaiveTs,
     /// gRPC listen address.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -166,6 +183,18 @@ impl Config {
     /// GRPC_STREAM_IDLE_TIMEOUT as a duration.
     pub fn grpc_stream_idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.grpc_stream_idle_timeout)
+    }
+
+    /// The validator's rules: MAX_QTY, MAX_PRICE, MAX_SKU_CHARS, MAX_EVENT_ID_CHARS and
+    /// NAIVE_TS.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            max_qty: self.max_qty,
+            max_price: self.max_price,
+            max_sku_chars: self.max_sku_chars as usize,
+            max_event_id_chars: self.max_event_id_chars as usize,
+            naive_ts: self.naive_ts,
+        }
     }
 
     /// SHUTDOWN_TIMEOUT as a duration.
@@ -349,6 +378,14 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite price limit of at least 0.
+fn max_price(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a finite number of at least 0")),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -377,6 +414,40 @@ mod tests {
         assert_eq!(c.dlq_topic(), "sales_txn.dlq");
         assert_eq!(c.grpc_addr.port(), 50051);
         assert_eq!(c.http_addr.port(), 8001);
+        assert_eq!(c.rules(), Rules::DEFAULT);
+    }
+
+    #[test]
+    fn validation_limits_and_the_naive_ts_policy_are_set() {
+        let c = parse(&[
+            "--max-qty=5000000",
+            "--max-price=1e12",
+            "--max-sku-chars=10",
+            "--max-event-id-chars=20",
+            "--naive-ts=reject",
+        ])
+        .unwrap();
+        let want = Rules {
+            max_qty: 5_000_000,
+            max_price: 1e12,
+            max_sku_chars: 10,
+            max_event_id_chars: 20,
+            naive_ts: NaiveTs::Reject,
+        };
+        assert_eq!(c.rules(), want);
+        for (arg, var) in [
+            ("--max-qty=0", "MAX_QTY"),
+            ("--max-qty=3000000000", "MAX_QTY"),
+            ("--max-price=-1", "MAX_PRICE"),
+            ("--max-price=inf", "MAX_PRICE"),
+            ("--max-price=NaN", "MAX_PRICE"),
+            ("--max-sku-chars=0", "MAX_SKU_CHARS"),
+            ("--max-event-id-chars=0", "MAX_EVENT_ID_CHARS"),
+            ("--naive-ts=local", "NAIVE_TS"),
+        ] {
+            let err = parse(&[arg]).expect_err(arg);
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 
     #[test]

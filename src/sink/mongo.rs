@@ -337,6 +337,7 @@ mod tests {
             sku: "A".into(),
             qty: 2,
             price: 3.5,
+            ts: "1970-01-01T00:00:01Z".into(),
             ts_millis: 1_000,
             event_id: "x".into(),
         };
@@ -381,6 +382,7 @@ mod tests {
                 sku: sku.into(),
                 qty,
                 price,
+                ts: String::new(),
                 ts_millis,
                 event_id: id.into(),
             };
