@@ -202,6 +202,7 @@ impl Application {
                 metrics.clone(),
                 writers.mongodb_writes,
                 config.max_retries,
+                config.document_format,
             ),
             dead_letters: DeadLetters::new(
                 dlq_producer.map(|p| (p, config.dlq_topic())),
