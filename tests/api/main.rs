@@ -10,6 +10,7 @@ mod honest;
 mod hostile;
 mod ingestctl;
 mod kafka;
+mod migration;
 mod observe;
 mod outage;
 mod process;
