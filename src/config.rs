@@ -125,10 +125,11 @@ pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
-    /// HTTP listen address (/metrics, /health, /stats).
+    /// HTTP listen address (/metrics, /health, /stats, POST /shutdown).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8001")]
     pub http_addr: SocketAddr,
-    /// Bearer token for PauseConsumer, ResumeConsumer and Shutdown; unset disables them.
+    /// Bearer token for PauseConsumer, ResumeConsumer, Shutdown and POST /shutdown; unset
+    /// disables them.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: Option<SecretString>,
     /// Bearer token IngestEvents producers must send; unset leaves the stream open.
