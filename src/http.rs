@@ -95,7 +95,6 @@ fn routes(
         admin_token,
         shutdown,
     } = shared;
-    let admin_token = Arc::new(admin_token);
     let metrics = {
         let stats = stats.clone();
         warp::path!("metrics").and(warp::get()).map(move || {
@@ -121,14 +120,32 @@ fn routes(
     let status_page = warp::path::end()
         .and(warp::get())
         .map(|| warp::reply::html(STATUS_PAGE).into_response());
-    let shutdown_route = warp::path!("shutdown")
+    let shutdown_route = shutdown_route(admin_token, shutdown);
+    metrics
+        .or(health_route)
+        .unify()
+        .or(stats_route)
+        .unify()
+        .or(status_page)
+        .unify()
+        .or(shutdown_route)
+        .unify()
+}
+
+/// `POST /shutdown`: answers as `shutdown_reply` says and, on 202, cancels `shutdown`.
+fn shutdown_route(
+    admin_token: Option<SecretString>,
+    shutdown: CancellationToken,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let admin_token = Arc::new(admin_token);
+    warp::path!("shutdown")
         .and(warp::post())
         .and(warp::header::headers_cloned())
         .map(move |headers: HeaderMap| {
             let authorization = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            let (code, body) = shutdown_reply(authorization, admin_token.as_ref().as_ref());
+            let (code, body) = shutdown_reply(authorization, Option::as_ref(&admin_token));
             let reply = warp::reply::with_status(warp::reply::json(&body), code);
             if code == StatusCode::ACCEPTED {
                 info!("shutdown requested over HTTP");
@@ -140,16 +157,7 @@ fn routes(
             } else {
                 reply.into_response()
             }
-        });
-    metrics
-        .or(health_route)
-        .unify()
-        .or(stats_route)
-        .unify()
-        .or(status_page)
-        .unify()
-        .or(shutdown_route)
-        .unify()
+        })
 }
 
 /// Serves the routes on `listener` until `stop` resolves.
