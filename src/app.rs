@@ -1,7 +1,7 @@
 //! Wiring: `Application::build` validates what start-up can validate and binds the
 //! listeners (so tests can use port 0 and read the ports back); `run_until_stopped`
 //! runs every task on one `TaskTracker` and then the shutdown sequence (`shutdown`)
-//! that SIGTERM, SIGINT, the Shutdown RPC and a failed server share.
+//! that SIGTERM, SIGINT, the Shutdown RPC, `POST /shutdown` and a failed server share.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
@@ -128,7 +128,7 @@ impl Application {
         ));
         if config.admin_token().is_none() {
             warn!(
-                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer and Shutdown are disabled"
+                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown and POST /shutdown are disabled"
             );
         }
         Ok(Self {
@@ -203,6 +203,7 @@ impl Application {
                 metrics.clone(),
                 writers.mongodb_writes,
                 config.max_retries,
+                config.document_format,
             ),
             dead_letters: DeadLetters::new(
                 dlq_producer.map(|p| (p, config.dlq_topic())),
@@ -217,6 +218,7 @@ impl Application {
             batch_size: config.batch_size as usize,
             flush_interval: config.flush_interval(),
             write_concurrency: config.write_concurrency as usize,
+            rules: config.rules(),
         };
         {
             let (metrics, s) = (metrics.clone(), shutdown.clone());
@@ -273,13 +275,15 @@ impl Application {
             });
         }
         {
-            let (stats, health, stop) =
-                (stats.clone(), health.clone(), shutdown.background.clone());
+            let shared = http::Shared {
+                stats: stats.clone(),
+                health: health.clone(),
+                admin_token: config.admin_token().cloned(),
+                shutdown: shutdown.requested.clone(),
+            };
+            let stop = shutdown.background.clone();
             tasks.spawn(async move {
-                http::serve(http_listener, stats, health, async move {
-                    stop.cancelled().await
-                })
-                .await;
+                http::serve(http_listener, shared, async move { stop.cancelled().await }).await;
             });
         }
         info!(grpc = %config.grpc_addr, http = %config.http_addr, "sales-ingest started");

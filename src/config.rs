@@ -6,6 +6,11 @@ use std::{fmt, net::SocketAddr, time::Duration};
 use clap::{Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::{
+    sink::document::DocumentFormat,
+    validate::{self, NaiveTs, Rules},
+};
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -78,6 +83,10 @@ pub struct Config {
     /// Collection for dead letters of gRPC events [default: <MONGODB_COLLECTION>_dlq].
     #[arg(long, env = "MONGODB_DLQ_COLLECTION")]
     pub mongodb_dlq_collection: Option<String>,
+    /// How ts and processed_at are stored: `typed` (BSON dates) or `legacy` (the Python
+    /// service's types: ts as the string sent, processed_at as epoch seconds).
+    #[arg(long, env = "DOCUMENT_FORMAT", value_enum, default_value_t = DocumentFormat::Typed)]
+    pub document_format: DocumentFormat,
     /// Events per MongoDB write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
@@ -98,13 +107,29 @@ pub struct Config {
     /// Events the pipeline queue holds before sources are slowed down.
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub queue_capacity: u32,
+    /// Largest accepted qty; larger is refused as invalid_qty.
+    #[arg(long, env = "MAX_QTY", default_value_t = validate::MAX_QTY, value_parser = clap::value_parser!(i32).range(1..))]
+    pub max_qty: i32,
+    /// Largest accepted price; larger is refused as invalid_price.
+    #[arg(long, env = "MAX_PRICE", default_value_t = validate::MAX_PRICE, value_parser = max_price)]
+    pub max_price: f64,
+    /// Longest accepted sku, in characters; longer is refused as sku_too_long.
+    #[arg(long, env = "MAX_SKU_CHARS", default_value_t = validate::MAX_SKU_CHARS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_sku_chars: u32,
+    /// Longest accepted event_id, in characters; longer is refused as event_id_too_long.
+    #[arg(long, env = "MAX_EVENT_ID_CHARS", default_value_t = validate::MAX_EVENT_ID_CHARS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_event_id_chars: u32,
+    /// A ts without a UTC offset: `utc` reads it as UTC, `reject` refuses it as invalid_ts.
+    #[arg(long, env = "NAIVE_TS", value_enum, default_value_t = NaiveTs::Utc)]
+    pub naive_ts: NaiveTs,
     /// gRPC listen address.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
-    /// HTTP listen address (/metrics, /health, /stats).
+    /// HTTP listen address (/metrics, /health, /stats, POST /shutdown).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8001")]
     pub http_addr: SocketAddr,
-    /// Bearer token for PauseConsumer, ResumeConsumer and Shutdown; unset disables them.
+    /// Bearer token for PauseConsumer, ResumeConsumer, Shutdown and POST /shutdown; unset
+    /// disables them.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: Option<SecretString>,
     /// Bearer token IngestEvents producers must send; unset leaves the stream open.
@@ -166,6 +191,18 @@ impl Config {
     /// GRPC_STREAM_IDLE_TIMEOUT as a duration.
     pub fn grpc_stream_idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.grpc_stream_idle_timeout)
+    }
+
+    /// The validator's rules: MAX_QTY, MAX_PRICE, MAX_SKU_CHARS, MAX_EVENT_ID_CHARS and
+    /// NAIVE_TS.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            max_qty: self.max_qty,
+            max_price: self.max_price,
+            max_sku_chars: self.max_sku_chars as usize,
+            max_event_id_chars: self.max_event_id_chars as usize,
+            naive_ts: self.naive_ts,
+        }
     }
 
     /// SHUTDOWN_TIMEOUT as a duration.
@@ -349,6 +386,14 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite price limit of at least 0.
+fn max_price(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a finite number of at least 0")),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -358,126 +403,4 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        Config::try_parse_from(std::iter::once("sales-ingest").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn defaults_match_the_python_service() {
-        let c = parse(&[]).unwrap();
-        assert_eq!(c.kafka_topic, "sales_txn");
-        assert_eq!(c.kafka_group_id, "ingest_service");
-        assert_eq!(c.mongodb_database, "sales_db");
-        assert_eq!(c.mongodb_collection, "raw_sales");
-        assert_eq!(c.batch_size, 100);
-        assert_eq!(c.flush_interval(), Duration::from_secs(5));
-        assert_eq!(c.dlq_topic(), "sales_txn.dlq");
-        assert_eq!(c.grpc_addr.port(), 50051);
-        assert_eq!(c.http_addr.port(), 8001);
-    }
-
-    #[test]
-    fn invalid_values_are_refused_with_the_flag_named() {
-        for (arg, var) in [
-            ("--batch-size=0", "BATCH_SIZE"),
-            ("--flush-interval=-1", "FLUSH_INTERVAL"),
-            ("--flush-interval=soon", "FLUSH_INTERVAL"),
-            ("--grpc-addr=nowhere", "GRPC_ADDR"),
-            ("--kafka-enabled=maybe", "KAFKA_ENABLED"),
-            ("--log-format=xml", "LOG_FORMAT"),
-            ("--rust-log=info,[", "RUST_LOG"),
-        ] {
-            let err = parse(&[arg]).expect_err("should fail");
-            assert_eq!(err.exit_code(), 2);
-            assert!(err.to_string().contains(var), "{err}");
-        }
-    }
-
-    #[test]
-    fn secrets_are_masked_in_debug_output() {
-        let c = parse(&[
-            "--mongodb-url",
-            "mongodb://ingest:s3cr3t@db:27017/?authSource=admin",
-            "--admin-token",
-            "tok-123",
-        ])
-        .unwrap();
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("s3cr3t") && !shown.contains("tok-123"),
-            "{shown}"
-        );
-        assert!(shown.contains("mongodb://ingest:****@db:27017"), "{shown}");
-    }
-
-    #[test]
-    fn kafka_security_settings_and_properties_are_passed_through_in_order() {
-        let c = parse(&[
-            "--kafka-security-protocol=sasl_ssl",
-            "--kafka-sasl-mechanism=SCRAM-SHA-512",
-            "--kafka-sasl-username=ingest",
-            "--kafka-sasl-password=pw-123",
-            "--kafka-ssl-ca-location=/etc/ca.pem",
-            "--kafka-properties=client.id=x, ssl.key.password=kp-secret-9 ,fetch.max.bytes=1024",
-        ])
-        .unwrap();
-        let props = c.kafka_client_properties();
-        let keys: Vec<_> = props.iter().map(|(k, _, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "security.protocol",
-                "sasl.mechanism",
-                "sasl.username",
-                "sasl.password",
-                "ssl.ca.location",
-                "client.id",
-                "ssl.key.password",
-                "fetch.max.bytes"
-            ]
-        );
-        assert_eq!(props[3].1, "pw-123");
-        assert_eq!(props[3].2, "KAFKA_SASL_PASSWORD");
-        assert_eq!(props[7].2, "KAFKA_PROPERTIES");
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("pw-123") && !shown.contains("kp-secret-9"),
-            "{shown}"
-        );
-        assert!(parse(&["--kafka-properties=novalue"]).is_err());
-        assert!(parse(&["--kafka-security-protocol=tls"]).is_err());
-    }
-
-    #[test]
-    fn topic_names_are_checked_and_tokens_trimmed() {
-        for bad in ["bad/dlq name", "..", &"t".repeat(250), "spa ce"] {
-            let err = parse(&["--kafka-dlq-topic", bad]).expect_err(bad);
-            assert!(err.to_string().contains("KAFKA_DLQ_TOPIC"), "{err}");
-            assert!(parse(&["--kafka-topic", bad]).is_err());
-        }
-        assert!(parse(&["--kafka-dlq-topic=sales.dlq-2_x"]).is_ok());
-        let c = parse(&["--admin-token", "tok-1\n"]).unwrap();
-        assert_eq!(c.admin_token().unwrap().expose_secret(), "tok-1");
-        assert!(parse(&["--admin-token", "  "])
-            .unwrap()
-            .admin_token()
-            .is_none());
-    }
-
-    #[test]
-    fn tls_key_requires_cert() {
-        assert!(parse(&["--grpc-tls-key=/k.pem"]).is_err());
-        assert!(parse(&["--grpc-tls-client-ca=/ca.pem"]).is_err());
-        assert!(parse(&["--grpc-tls-cert=/c.pem", "--grpc-tls-key=/k.pem"]).is_ok());
-    }
-
-    #[test]
-    fn masking_leaves_urls_without_password_alone() {
-        assert_eq!(mask_url_password("mongodb://h:1/x"), "mongodb://h:1/x");
-        assert_eq!(mask_url_password("mongodb://u@h"), "mongodb://u@h");
-        assert_eq!(mask_url_password("plain"), "plain");
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
 //! The `sales-ingest` binary: parse configuration (exit 2 naming a bad variable), set
-//! up logging, build and run the application until SIGTERM, SIGINT or the Shutdown RPC.
-//! `sales-ingest healthcheck [ADDR]` probes a running server instead.
+//! up logging, build and run the application until SIGTERM, SIGINT, the Shutdown RPC or
+//! `POST /shutdown`. `sales-ingest healthcheck [ADDR]` probes a running server instead.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

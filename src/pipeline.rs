@@ -24,7 +24,7 @@ use crate::{
     batcher::Batcher,
     event::{self, Ack, DeadLetter, Incoming, Outcome, Pending},
     metrics::Metrics,
-    validate::{self, ValidEvent},
+    validate::{Rules, ValidEvent},
 };
 
 /// Where batches and dead letters go. The MongoDB/Kafka implementation is
@@ -43,6 +43,8 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub write_concurrency: usize,
+    /// The validator's limits and timestamp policy.
+    pub rules: Rules,
 }
 
 /// A refused event waiting for its dead letter to be durable before it is acked.
@@ -61,6 +63,7 @@ struct Pipeline<S> {
     batcher: Batcher<Pending>,
     refused: Vec<Refused>,
     batch_size: usize,
+    rules: Rules,
 }
 
 /// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
@@ -80,6 +83,7 @@ pub async fn run<S: Sink>(
         batcher: Batcher::new(batch_size, cfg.flush_interval),
         refused: Vec::new(),
         batch_size,
+        rules: cfg.rules,
     };
     let mut closing = false;
     loop {
@@ -123,7 +127,7 @@ impl<S: Sink> Pipeline<S> {
             ack,
             received,
         } = item;
-        match validate::decode(&payload) {
+        match self.rules.decode(&payload) {
             Ok(event) => {
                 let pending = Pending {
                     id: document_id(&event, &ack),

@@ -83,6 +83,7 @@ fn start_with(batch_size: usize, flush: Duration, slots: usize, write_time: Dura
         batch_size,
         flush_interval: flush,
         write_concurrency: slots,
+        rules: crate::validate::Rules::DEFAULT,
     };
     let done = tokio::spawn(run(rx, sink.clone(), metrics, cfg, stop.clone()));
     Harness {

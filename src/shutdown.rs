@@ -1,6 +1,6 @@
-//! The one shutdown sequence that SIGTERM, SIGINT, the Shutdown RPC and a failed server
-//! share. Each step is a named signal that the component doing it fires when done, and
-//! `Shutdown::run` reads top-down in the order they happen:
+//! The one shutdown sequence that SIGTERM, SIGINT, the Shutdown RPC, `POST /shutdown` and
+//! a failed server share. Each step is a named signal that the component doing it fires
+//! when done, and `Shutdown::run` reads top-down in the order they happen:
 //!
 //! 1. health turns NOT_SERVING, so probes and load balancers stop sending;
 //! 2. intake stops (`requested`): the Kafka source stops fetching, producer streams

@@ -1,4 +1,5 @@
-//! Bearer-token checks for the mutating admin RPCs (and, when configured, producers).
+//! Bearer-token checks for the mutating admin RPCs (and, when configured, producers),
+//! and the transport-neutral `check` that `POST /shutdown` on the HTTP port uses too.
 //! Tokens are compared in constant time and never logged.
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -12,36 +13,64 @@ pub fn token_matches(presented: &str, token: &SecretString) -> bool {
         .into()
 }
 
+/// Why a bearer-token check failed, whatever the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No token is configured, so the guarded calls are disabled.
+    Disabled,
+    /// No `Bearer` credential was presented.
+    Missing,
+    /// The presented token is not the configured one.
+    Invalid,
+}
+
+/// The token of an `authorization` value: `Bearer <token>` (or `bearer`), trimmed.
+pub fn bearer(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// Checks an `authorization` value against the configured token, in constant time.
+pub fn check(authorization: Option<&str>, token: Option<&SecretString>) -> Result<(), Denied> {
+    let token = token.ok_or(Denied::Disabled)?;
+    match authorization.and_then(bearer) {
+        None => Err(Denied::Missing),
+        Some(p) if token_matches(p, token) => Ok(()),
+        Some(_) => Err(Denied::Invalid),
+    }
+}
+
 /// Checks `authorization: Bearer <token>` against the configured token. With no
 /// token configured the call is refused with FAILED_PRECONDITION saying how to
 /// enable it.
 pub fn require_admin(metadata: &MetadataMap, token: Option<&SecretString>) -> Result<(), Status> {
-    let Some(token) = token else {
-        return Err(Status::failed_precondition(
+    match check(authorization(metadata), token) {
+        Err(Denied::Disabled) => Err(Status::failed_precondition(
             "admin RPCs are disabled: start sales-ingest with ADMIN_TOKEN set (or --admin-token) \
              and send metadata `authorization: Bearer <token>`",
-        ));
-    };
-    require_bearer(metadata, token)
+        )),
+        other => status(other),
+    }
 }
 
 /// Checks `authorization: Bearer <token>`; UNAUTHENTICATED when missing or wrong.
 pub fn require_bearer(metadata: &MetadataMap, token: &SecretString) -> Result<(), Status> {
-    let presented = metadata
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match presented {
-        None => Err(Status::unauthenticated(
-            "missing metadata `authorization: Bearer <token>`",
-        )),
-        Some(p) if token_matches(p, token) => Ok(()),
-        Some(_) => Err(Status::unauthenticated("invalid token")),
-    }
+    status(check(authorization(metadata), Some(token)))
+}
+
+fn authorization(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get("authorization").and_then(|v| v.to_str().ok())
+}
+
+fn status(checked: Result<(), Denied>) -> Result<(), Status> {
+    checked.map_err(|denied| match denied {
+        Denied::Missing | Denied::Disabled => {
+            Status::unauthenticated("missing metadata `authorization: Bearer <token>`")
+        }
+        Denied::Invalid => Status::unauthenticated("invalid token"),
+    })
 }
 
 #[cfg(test)]
@@ -85,6 +114,22 @@ mod tests {
         let err = require_admin(&meta(Some("Bearer x")), None).unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert!(err.message().contains("ADMIN_TOKEN"));
+    }
+
+    #[test]
+    fn check_sorts_disabled_missing_and_invalid() {
+        let t = secret("s3cret");
+        assert_eq!(check(Some("Bearer s3cret"), Some(&t)), Ok(()));
+        assert_eq!(check(Some("bearer  s3cret "), Some(&t)), Ok(()));
+        assert_eq!(check(Some("Bearer s3cret"), None), Err(Denied::Disabled));
+        assert_eq!(check(None, None), Err(Denied::Disabled));
+        assert_eq!(check(None, Some(&t)), Err(Denied::Missing));
+        assert_eq!(
+            check(Some("Basic czNjcmV0"), Some(&t)),
+            Err(Denied::Missing)
+        );
+        assert_eq!(check(Some("Bearer nope"), Some(&t)), Err(Denied::Invalid));
+        assert_eq!(check(Some("Bearer "), Some(&t)), Err(Denied::Invalid));
     }
 
     #[test]

@@ -23,8 +23,9 @@ use crate::{
     event::Pending,
     metrics::{Metrics, WriteStatus},
     sink::retry::backoff,
-    validate::ValidEvent,
 };
+
+pub use super::document::{to_document, DocumentFormat};
 
 /// How long a ping may take before MongoDB counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -110,54 +111,6 @@ pub fn classify(result: Result<(), mongodb::error::Error>, len: usize) -> WriteR
     }
 }
 
-/// Builds the stored document: `{_id, event_id, sku, qty, price, ts, processed_at, source}`.
-///
-/// The BSON is written straight into one buffer of the exact size (the fields and their
-/// types are fixed), instead of `RawDocumentBuf::append_ref`, whose buffer grows by
-/// reallocation field after field: that was 12 % of the service's CPU in a perf profile
-/// of the Kafka phase of the benchmark. A test checks the bytes equal `append_ref`'s.
-pub fn to_document(id: &str, event: &ValidEvent, source: &str, now: DateTime) -> RawDocumentBuf {
-    let strings = [("_id", id), ("event_id", id), ("sku", event.sku.as_str())];
-    // type byte + key + NUL, and per string its i32 length + bytes + NUL.
-    let string_len = |k: &str, v: &str| 1 + k.len() + 1 + 4 + v.len() + 1;
-    let len = 4
-        + strings.iter().map(|(k, v)| string_len(k, v)).sum::<usize>()
-        + (1 + "qty".len() + 1 + 4)
-        + (1 + "price".len() + 1 + 8)
-        + (1 + "ts".len() + 1 + 8)
-        + (1 + "processed_at".len() + 1 + 8)
-        + string_len("source", source)
-        + 1;
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as i32).to_le_bytes());
-    let key = |b: &mut Vec<u8>, kind: u8, k: &str| {
-        b.push(kind);
-        b.extend_from_slice(k.as_bytes());
-        b.push(0);
-    };
-    let string = |b: &mut Vec<u8>, k: &str, v: &str| {
-        key(b, 0x02, k);
-        b.extend_from_slice(&((v.len() + 1) as i32).to_le_bytes());
-        b.extend_from_slice(v.as_bytes());
-        b.push(0);
-    };
-    for (k, v) in strings {
-        string(&mut b, k, v);
-    }
-    key(&mut b, 0x10, "qty");
-    b.extend_from_slice(&event.qty.to_le_bytes());
-    key(&mut b, 0x01, "price");
-    b.extend_from_slice(&event.price.to_le_bytes());
-    key(&mut b, 0x09, "ts");
-    b.extend_from_slice(&event.ts_millis.to_le_bytes());
-    key(&mut b, 0x09, "processed_at");
-    b.extend_from_slice(&now.timestamp_millis().to_le_bytes());
-    string(&mut b, "source", source);
-    b.push(0);
-    debug_assert_eq!(b.len(), len);
-    RawDocumentBuf::from_bytes(b).expect("a well-formed BSON document of the computed length")
-}
-
 /// Opens a client for the configured URL. Connecting is lazy: an unreachable server
 /// shows up in the probe, not here. Errors here are configuration errors.
 pub async fn client(url: &str) -> Result<Client, mongodb::error::Error> {
@@ -175,22 +128,25 @@ pub struct MongoWriter {
     metrics: Arc<Metrics>,
     state: StateWriter,
     max_retries: u32,
+    format: DocumentFormat,
 }
 
 impl MongoWriter {
-    /// A writer for `db.collection`.
+    /// A writer for `db.collection` storing documents in `format`.
     pub fn new(
         db: &Database,
         collection: &str,
         metrics: Arc<Metrics>,
         state: StateWriter,
         max_retries: u32,
+        format: DocumentFormat,
     ) -> Self {
         Self {
             coll: db.collection(collection),
             metrics,
             state,
             max_retries,
+            format,
         }
     }
 
@@ -200,7 +156,10 @@ impl MongoWriter {
         let now = DateTime::now();
         let docs: Vec<RawDocumentBuf> = batch
             .iter()
-            .map(|p| to_document(&p.id, &p.event, p.ack.source().as_str(), now))
+            .map(|p| {
+                self.format
+                    .encode(&p.id, &p.event, p.ack.source().as_str(), now)
+            })
             .collect();
         let mut results = vec![DocResult::Stored; docs.len()];
         // Indexes into `docs` still without a final answer.
@@ -333,76 +292,6 @@ pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), mongo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::RawBsonRef;
-
-    #[test]
-    fn document_has_the_python_service_fields_with_dates() {
-        let e = ValidEvent {
-            sku: "A".into(),
-            qty: 2,
-            price: 3.5,
-            ts_millis: 1_000,
-            event_id: "x".into(),
-        };
-        let d = to_document("x", &e, "kafka", DateTime::from_millis(5));
-        let keys: Vec<_> = d.iter().map(|r| r.unwrap().0.to_string()).collect();
-        assert_eq!(
-            keys,
-            [
-                "_id",
-                "event_id",
-                "sku",
-                "qty",
-                "price",
-                "ts",
-                "processed_at",
-                "source"
-            ]
-        );
-        assert_eq!(d.get_datetime("ts").unwrap().timestamp_millis(), 1_000);
-        assert_eq!(d.get_i32("qty").unwrap(), 2);
-    }
-
-    /// The hand-written BSON is byte for byte what the bson crate writes, including
-    /// multi-byte UTF-8, empty and long strings, and extreme numbers.
-    #[test]
-    fn document_bytes_equal_the_bson_crate_s() {
-        let cases = [
-            ("x", "A", 2, 3.5, 1_000, "kafka"),
-            ("évé-∑-1", "SKU-ü", i32::MAX, f64::MAX, i64::MAX, "grpc"),
-            ("", "s", i32::MIN, -0.0, i64::MIN, ""),
-            (
-                &"i".repeat(300) as &str,
-                &"k".repeat(70000) as &str,
-                0,
-                1e-300,
-                0,
-                "kafka",
-            ),
-        ];
-        for (id, sku, qty, price, ts_millis, source) in cases {
-            let e = ValidEvent {
-                sku: sku.into(),
-                qty,
-                price,
-                ts_millis,
-                event_id: id.into(),
-            };
-            let now = DateTime::from_millis(1_764_000_000_123);
-            let mut want = RawDocumentBuf::new();
-            want.append_ref("_id", RawBsonRef::String(id));
-            want.append_ref("event_id", RawBsonRef::String(id));
-            want.append_ref("sku", RawBsonRef::String(sku));
-            want.append_ref("qty", RawBsonRef::Int32(qty));
-            want.append_ref("price", RawBsonRef::Double(price));
-            want.append_ref("ts", RawBsonRef::DateTime(DateTime::from_millis(ts_millis)));
-            want.append_ref("processed_at", RawBsonRef::DateTime(now));
-            want.append_ref("source", RawBsonRef::String(source));
-            let got = to_document(id, &e, source, now);
-            assert_eq!(got.as_bytes(), want.as_bytes(), "id {id:.20}");
-            assert_eq!(got.get_str("sku").unwrap(), sku);
-        }
-    }
 
     fn write_error(code: i32, message: &str) -> IndexedWriteError {
         mongodb::bson::from_document(doc! { "index": 0, "code": code, "errmsg": message }).unwrap()

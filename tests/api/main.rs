@@ -11,6 +11,7 @@ mod hostile;
 mod ingestctl;
 mod kafka;
 mod kubernetes;
+mod migration;
 mod observe;
 mod outage;
 mod python_client;

@@ -42,8 +42,18 @@ fn compose_file_parses_and_every_file_it_references_exists() {
         for (host, _) in bind_mounts(s) {
             referenced.push(repo_path(&host));
         }
+        // `env_file` entries are paths or `{path, required}`; an optional one may be absent.
         for f in s["env_file"].as_array().into_iter().flatten() {
-            referenced.push(repo_path(f.as_str().expect("env_file path")));
+            let (path, required) = match f.as_str() {
+                Some(path) => (path, true),
+                None => (
+                    f["path"].as_str().expect("env_file path"),
+                    f["required"].as_bool().unwrap_or(true),
+                ),
+            };
+            if required {
+                referenced.push(repo_path(path));
+            }
         }
     }
     assert!(referenced.len() >= 6, "{referenced:?}");
