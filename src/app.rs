@@ -21,7 +21,10 @@ use crate::{
     pipeline::{self, PipelineConfig},
     shutdown::{Shutdown, Stopped},
     sink::{dead_letter::DlqProducer, mongo, DeadLetters, MongoWriter, Store},
-    source::kafka::{self, IngestConsumer, KafkaSource},
+    source::{
+        kafka::{self, IngestConsumer, KafkaSource},
+        seek::SeekHandle,
+    },
     stats::Stats,
 };
 
@@ -225,13 +228,17 @@ impl Application {
             });
         }
 
+        let mut seek = None;
         if let (Some(consumer), Some(kafka_state)) = (consumer, writers.kafka) {
             tasks.spawn(kafka::probe(
                 consumer.clone(),
                 kafka_state,
                 shutdown.background.clone(),
             ));
-            let source = KafkaSource::new(consumer, tx.clone(), admin_paused.1, stats.clone());
+            let (seek_tx, seek_rx) = mpsc::channel(1);
+            seek = Some(SeekHandle::new(consumer.clone(), seek_tx));
+            let source =
+                KafkaSource::new(consumer, tx.clone(), admin_paused.1, stats.clone(), seek_rx);
             let s = shutdown.clone();
             tasks.spawn(async move {
                 source.run(s.requested, s.pipeline_drained).await;
@@ -245,6 +252,7 @@ impl Application {
                 admin_token: config.admin_token().cloned(),
                 paused: admin_paused.0,
                 shutdown: shutdown.requested.clone(),
+                seek,
             },
             ingest: Ingest {
                 tx,
