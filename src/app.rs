@@ -19,6 +19,7 @@ use crate::{
     http, kafka_client,
     metrics::Metrics,
     pipeline::{self, PipelineConfig},
+    redrive::{Redriver, TopicSource},
     shutdown::{Shutdown, Stopped},
     sink::{dead_letter::DlqProducer, mongo, DeadLetters, MongoWriter, Store},
     source::{
@@ -246,6 +247,20 @@ impl Application {
             });
         }
 
+        let redrive = Arc::new(Redriver {
+            db: db.clone(),
+            events_collection: config.mongodb_collection.clone(),
+            dlq_collection: config.dlq_collection(),
+            topic: config.kafka_enabled.then(|| TopicSource {
+                client: kafka_client::client_config(&config, &[]),
+                topic: config.dlq_topic(),
+                group: config.kafka_group_id.clone(),
+            }),
+            tx: tx.clone(),
+            stats: stats.clone(),
+            stop: shutdown.requested.clone(),
+            tasks: tasks.clone(),
+        });
         let services = grpc::Services {
             admin: Admin {
                 stats: stats.clone(),
@@ -253,6 +268,7 @@ impl Application {
                 paused: admin_paused.0,
                 shutdown: shutdown.requested.clone(),
                 seek,
+                redrive,
             },
             ingest: Ingest {
                 tx,

@@ -12,6 +12,7 @@ use tracing::info;
 use crate::{
     grpc::auth::require_admin,
     proto::ingest::v1::{self as pb, ingest_admin_server::IngestAdmin},
+    redrive::Redriver,
     source::seek::SeekHandle,
     stats::Stats,
 };
@@ -26,6 +27,8 @@ pub struct Admin {
     pub shutdown: CancellationToken,
     /// The Kafka source's seek handle; None when Kafka is disabled.
     pub seek: Option<SeekHandle>,
+    /// Re-drives dead letters.
+    pub redrive: Arc<Redriver>,
 }
 
 impl Admin {
@@ -114,6 +117,7 @@ impl IngestAdmin for Admin {
         req: Request<pb::RedriveRequest>,
     ) -> Result<Response<Self::RedriveDeadLettersStream>, Status> {
         self.authorize(&req)?;
-        Err(Status::unimplemented("not yet"))
+        let progress = self.redrive.start(req.into_inner())?;
+        Ok(Response::new(Box::pin(progress)))
     }
 }
