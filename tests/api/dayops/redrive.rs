@@ -13,7 +13,10 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use super::*;
-use crate::backends::backends;
+use crate::{
+    backends::backends,
+    status_page::{attr, rendered_dom, text},
+};
 
 /// Calls RedriveDeadLetters and reads the stream to its end: every progress message,
 /// and the last, which must say done.
@@ -102,6 +105,13 @@ async fn redrive_from_the_collection_stores_the_now_valid_ones_once_and_marks_th
     let stats = app.stats.snapshot();
     assert!(!stats.redrive_running);
     assert_eq!((stats.redrive_examined, stats.redrive_stored), (2, 0));
+    // The status page shows the last run's figures.
+    let dom = rendered_dom(&format!("{}/", app.http_url)).await;
+    assert_eq!(attr(&dom, "redrive-state", "data-state"), "idle");
+    assert_eq!(
+        text(&dom, "redrive-figures"),
+        "last run: 2 examined, 0 stored"
+    );
     app.stop().await;
 }
 
