@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".ingest.v1.GetStatsResponse", serialize)
         .type_attribute(".ingest.v1.SourceCounts", serialize)
         .type_attribute(".ingest.v1.PartitionLag", serialize)
+        .btree_map(".ingest.v1.RedriveProgress.still_invalid")
+        .type_attribute(".ingest.v1.RedriveProgress", serialize)
+        .type_attribute(".ingest.v1.PartitionSeek", serialize)
         .compile_protos(
             &[
                 "proto/sales/v1/sales_event.proto",

@@ -19,9 +19,13 @@ use crate::{
     http, kafka_client,
     metrics::Metrics,
     pipeline::{self, PipelineConfig},
+    redrive::{Redriver, TopicSource},
     shutdown::{Shutdown, Stopped},
     sink::{dead_letter::DlqProducer, mongo, DeadLetters, MongoWriter, Store},
-    source::kafka::{self, IngestConsumer, KafkaSource},
+    source::{
+        kafka::{self, IngestConsumer, KafkaSource},
+        seek::SeekHandle,
+    },
     stats::Stats,
 };
 
@@ -228,13 +232,17 @@ impl Application {
             });
         }
 
+        let mut seek = None;
         if let (Some(consumer), Some(kafka_state)) = (consumer, writers.kafka) {
             tasks.spawn(kafka::probe(
                 consumer.clone(),
                 kafka_state,
                 shutdown.background.clone(),
             ));
-            let source = KafkaSource::new(consumer, tx.clone(), admin_paused.1, stats.clone());
+            let (seek_tx, seek_rx) = mpsc::channel(1);
+            seek = Some(SeekHandle::new(consumer.clone(), seek_tx));
+            let source =
+                KafkaSource::new(consumer, tx.clone(), admin_paused.1, stats.clone(), seek_rx);
             let s = shutdown.clone();
             tasks.spawn(async move {
                 source.run(s.requested, s.pipeline_drained).await;
@@ -242,12 +250,28 @@ impl Application {
             });
         }
 
+        let redrive = Arc::new(Redriver {
+            db: db.clone(),
+            events_collection: config.mongodb_collection.clone(),
+            dlq_collection: config.dlq_collection(),
+            topic: config.kafka_enabled.then(|| TopicSource {
+                client: kafka_client::client_config(&config, &[]),
+                topic: config.dlq_topic(),
+                group: config.kafka_group_id.clone(),
+            }),
+            tx: tx.clone(),
+            stats: stats.clone(),
+            stop: shutdown.requested.clone(),
+            tasks: tasks.clone(),
+        });
         let services = grpc::Services {
             admin: Admin {
                 stats: stats.clone(),
                 admin_token: config.admin_token().cloned(),
                 paused: admin_paused.0,
                 shutdown: shutdown.requested.clone(),
+                seek,
+                redrive,
             },
             ingest: Ingest {
                 tx,

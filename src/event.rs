@@ -3,7 +3,9 @@
 //! final `Outcome`, a valid event waiting to be written (`Pending`) and a refused one on
 //! its way to a dead-letter destination (`DeadLetter`, which carries the bytes received).
 //! Kafka acks mark the offset done in the partition's tracker; gRPC acks fill in their
-//! request's `IngestAck`, which is sent when the request's last event is resolved.
+//! request's `IngestAck`, which is sent when the request's last event is resolved;
+//! re-drive acks do the same for a chunk of re-driven dead letters, and carry the
+//! dead letter's original origin.
 use std::{
     sync::{Arc, Mutex},
     time::Instant,
@@ -109,6 +111,7 @@ pub struct DeadLetter {
 pub enum Ack {
     Kafka(KafkaAck),
     Grpc(GrpcAck),
+    Redrive(RedriveAck),
 }
 
 /// A consumed Kafka message's coordinates and its partition's offset tracker.
@@ -128,12 +131,26 @@ pub struct GrpcAck {
     pub index: u32,
 }
 
+/// A re-driven dead letter: where the event originally came from (its `_id`, stored
+/// `source` and any new dead letter follow from it) and its place in the re-drive's
+/// chunk, whose `RequestAck` collects the outcomes.
+#[derive(Debug)]
+pub struct RedriveAck {
+    pub origin: Origin,
+    pub request: Arc<RequestAck>,
+    pub index: u32,
+}
+
 impl Ack {
-    /// Which source the event came from.
+    /// Which source the event came from (for a re-driven one, its original source).
     pub fn source(&self) -> Source {
         match self {
             Ack::Kafka(_) => Source::Kafka,
             Ack::Grpc(_) => Source::Grpc,
+            Ack::Redrive(r) => match r.origin {
+                Origin::Kafka { .. } => Source::Kafka,
+                Origin::Grpc => Source::Grpc,
+            },
         }
     }
 
@@ -146,6 +163,7 @@ impl Ack {
                 offset: k.offset,
             },
             Ack::Grpc(_) => Origin::Grpc,
+            Ack::Redrive(r) => r.origin.clone(),
         }
     }
 
@@ -158,6 +176,7 @@ impl Ack {
                 k.offset,
             ),
             Ack::Grpc(g) => g.request.resolve(g.index, outcome),
+            Ack::Redrive(r) => r.request.resolve(r.index, outcome),
         }
     }
 }
@@ -169,7 +188,7 @@ pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
     for (ack, outcome) in acks {
         match ack {
             Ack::Kafka(k) => kafka.push(k),
-            grpc => grpc.resolve(outcome),
+            other => other.resolve(outcome),
         }
     }
     let mut rest = kafka.as_slice();
@@ -317,6 +336,31 @@ mod tests {
         resolve_all(acks);
         assert_eq!(tracker.lock().unwrap().committable(0), Some(3));
         assert_eq!(rx.try_recv().unwrap().unwrap().duplicates, 1);
+    }
+
+    #[tokio::test]
+    async fn a_redrive_ack_keeps_the_original_origin_and_fills_its_chunk_ack() {
+        let (req, rx) = RequestAck::new(0, 2);
+        let origin = Origin::Kafka {
+            topic: "sales".into(),
+            partition: 2,
+            offset: 41,
+        };
+        let kafka = Ack::Redrive(RedriveAck {
+            origin: origin.clone(),
+            request: req.clone(),
+            index: 0,
+        });
+        let grpc = Ack::Redrive(RedriveAck {
+            origin: Origin::Grpc,
+            request: req,
+            index: 1,
+        });
+        assert_eq!((kafka.source(), kafka.origin()), (Source::Kafka, origin));
+        assert_eq!(grpc.source(), Source::Grpc);
+        resolve_all([(kafka, Outcome::Stored), (grpc, Outcome::Duplicate)]);
+        let ack = rx.await.unwrap().unwrap();
+        assert_eq!((ack.accepted, ack.duplicates), (1, 1));
     }
 
     #[tokio::test]

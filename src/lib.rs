@@ -10,7 +10,9 @@
 //!                     event::Incoming)
 //!     acks ─► source::offsets (Kafka commits) / gRPC IngestAcks
 //! grpc::admin, health, http: the control plane and observability over `stats`,
-//! `metrics` and the dependency states of `deps`.
+//! `metrics` and the dependency states of `deps`; grpc::admin's SeekConsumer drives
+//! `source::seek`, and RedriveDeadLetters (`redrive`) feeds dead letters back into
+//! the pipeline.
 //! ```
 //!
 //! `config` parses the environment, `app` wires everything, `shutdown` is the stop
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod probe;
 pub mod proto;
+pub mod redrive;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

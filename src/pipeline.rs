@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     batcher::Batcher,
-    event::{self, Ack, DeadLetter, Incoming, Outcome, Pending},
+    event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     metrics::Metrics,
     validate::{Rules, ValidEvent},
 };
@@ -218,15 +218,29 @@ impl<S: Sink> Pipeline<S> {
 
 /// The `_id`: the producer's event id; for a Kafka event without one, its coordinates
 /// (so a redelivery can never make a second document); for a gRPC event without one,
-/// a fresh ObjectId (such producers get no idempotent retries).
+/// a fresh ObjectId (such producers get no idempotent retries). A re-driven dead
+/// letter gets the id its event would have got when it was first received.
 pub fn document_id(event: &ValidEvent, ack: &Ack) -> String {
     if !event.event_id.is_empty() {
         return event.event_id.clone();
     }
     match ack {
-        Ack::Kafka(k) => format!("{}:{}:{}", k.topic, k.partition, k.offset),
+        Ack::Kafka(k) => coordinate_id(&k.topic, k.partition, k.offset),
+        Ack::Redrive(r) => match &r.origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => coordinate_id(topic, *partition, *offset),
+            Origin::Grpc => ObjectId::new().to_hex(),
+        },
         Ack::Grpc(_) => ObjectId::new().to_hex(),
     }
+}
+
+/// The `_id` of a Kafka event sent without an event id: `<topic>:<partition>:<offset>`.
+pub fn coordinate_id(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}:{partition}:{offset}")
 }
 
 #[cfg(test)]

@@ -259,3 +259,42 @@ async fn stop_flushes_the_partial_batch_and_closes_the_channel() {
         "closed after stop"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() {
+    let h = start(10, Duration::from_millis(100));
+    let (req, rx) = RequestAck::new(0, 2);
+    let origins = [
+        Origin::Kafka {
+            topic: "sales".into(),
+            partition: 3,
+            offset: 17,
+        },
+        Origin::Grpc,
+    ];
+    for (i, origin) in origins.into_iter().enumerate() {
+        let e = SalesEvent {
+            event_id: String::new(),
+            ..event(i)
+        };
+        let ack = Ack::Redrive(crate::event::RedriveAck {
+            origin,
+            request: req.clone(),
+            index: i as u32,
+        });
+        let item = Incoming {
+            payload: Bytes::from(e.encode_to_vec()),
+            ack,
+            received: std::time::Instant::now(),
+        };
+        h.tx.send(item).await.unwrap();
+    }
+    assert_eq!(rx.await.unwrap().unwrap().accepted, 2);
+    let ids = h.sink.ids.lock().unwrap().clone();
+    assert_eq!(ids[0], "sales:3:17");
+    assert_eq!(
+        ids[1].len(),
+        24,
+        "a gRPC event without an id gets an ObjectId"
+    );
+}

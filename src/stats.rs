@@ -2,10 +2,11 @@
 //! GetStats returns it, `/stats` serves it as JSON with the proto field names (serde is
 //! derived on the generated type) and ingestctl prints the same, so one type carries
 //! the shape everywhere. Counts come from the Prometheus metrics; dependency states from
-//! their owners (`deps`); partition positions from the Kafka source.
+//! their owners (`deps`); partition positions from the Kafka source; the re-drive
+//! figures from the running re-drive (`redrive`).
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
@@ -35,6 +36,10 @@ pub struct Stats {
     rate: Mutex<RateWindow>,
     /// The pipeline channel, to read its depth from (set once it exists).
     queue: OnceLock<mpsc::Sender<Incoming>>,
+    /// Whether a re-drive runs (at most one at a time), and its figures so far.
+    redrive_running: AtomicBool,
+    redrive_examined: AtomicU64,
+    redrive_stored: AtomicU64,
 }
 
 struct RateWindow {
@@ -65,6 +70,9 @@ impl Stats {
                 value: 0.0,
             }),
             queue: OnceLock::new(),
+            redrive_running: AtomicBool::new(false),
+            redrive_examined: AtomicU64::new(0),
+            redrive_stored: AtomicU64::new(0),
         }
     }
 
@@ -72,6 +80,29 @@ impl Stats {
     /// at every tick, so it keeps moving while the pipeline is blocked.
     pub fn watch_queue(&self, tx: mpsc::Sender<Incoming>) {
         let _ = self.queue.set(tx);
+    }
+
+    /// Marks a re-drive as running, its figures zero; false when one already runs.
+    pub fn begin_redrive(&self) -> bool {
+        let started = self
+            .redrive_running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if started {
+            self.redrive_progress(0, 0);
+        }
+        started
+    }
+
+    /// The running re-drive's figures so far.
+    pub fn redrive_progress(&self, examined: u64, stored: u64) {
+        self.redrive_examined.store(examined, Ordering::Relaxed);
+        self.redrive_stored.store(stored, Ordering::Relaxed);
+    }
+
+    /// The re-drive has ended; its last figures stay.
+    pub fn end_redrive(&self) {
+        self.redrive_running.store(false, Ordering::SeqCst);
     }
 
     /// The metrics the figures are read from.
@@ -155,6 +186,9 @@ impl Stats {
                 .rejected_by_reason()
                 .map(|(code, n)| (code.to_string(), n))
                 .collect(),
+            redrive_running: self.redrive_running.load(Ordering::SeqCst),
+            redrive_examined: self.redrive_examined.load(Ordering::Relaxed),
+            redrive_stored: self.redrive_stored.load(Ordering::Relaxed),
         }
     }
 
@@ -214,5 +248,23 @@ mod tests {
         assert_eq!(json["mongodb_connected"], true);
         assert_eq!(json["consumer_paused"], false, "no consumer without Kafka");
         assert!(json["rejected_by_reason"].is_object());
+        assert_eq!(json["redrive_running"], false);
+    }
+
+    #[test]
+    fn one_redrive_at_a_time_and_its_figures_stay_after_it_ends() {
+        let s = stats(true);
+        assert!(s.begin_redrive());
+        assert!(!s.begin_redrive(), "a second one is refused");
+        s.redrive_progress(500, 420);
+        let snap = s.snapshot();
+        assert!(snap.redrive_running);
+        assert_eq!((snap.redrive_examined, snap.redrive_stored), (500, 420));
+        s.end_redrive();
+        let snap = s.snapshot();
+        assert!(!snap.redrive_running);
+        assert_eq!(snap.redrive_examined, 500);
+        assert!(s.begin_redrive(), "a new one may start");
+        assert_eq!(s.snapshot().redrive_examined, 0);
     }
 }

@@ -1,5 +1,6 @@
-//! `ingest.v1.IngestAdmin`: GetStats (open), PauseConsumer, ResumeConsumer and Shutdown
-//! (bearer token required).
+//! `ingest.v1.IngestAdmin`: GetStats (open); PauseConsumer, ResumeConsumer, Shutdown,
+//! SeekConsumer (`source::seek`) and RedriveDeadLetters (`redrive`), which need the
+//! bearer token.
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -11,8 +12,12 @@ use tracing::info;
 use crate::{
     grpc::auth::require_admin,
     proto::ingest::v1::{self as pb, ingest_admin_server::IngestAdmin},
+    redrive::Redriver,
+    source::seek::SeekHandle,
     stats::Stats,
 };
+
+const KAFKA_DISABLED: &str = "Kafka consumption is disabled (KAFKA_ENABLED=false)";
 
 /// The admin service.
 pub struct Admin {
@@ -20,6 +25,10 @@ pub struct Admin {
     pub admin_token: Option<SecretString>,
     pub paused: watch::Sender<bool>,
     pub shutdown: CancellationToken,
+    /// The Kafka source's seek handle; None when Kafka is disabled.
+    pub seek: Option<SeekHandle>,
+    /// Re-drives dead letters.
+    pub redrive: Arc<Redriver>,
 }
 
 impl Admin {
@@ -29,9 +38,9 @@ impl Admin {
 
     fn set_paused(&self, paused: bool) -> Result<bool, Status> {
         if !self.stats.kafka_enabled() {
-            return Err(Status::failed_precondition(
-                "Kafka consumption is disabled (KAFKA_ENABLED=false): there is no consumer to pause or resume",
-            ));
+            return Err(Status::failed_precondition(format!(
+                "{KAFKA_DISABLED}: there is no consumer to pause or resume"
+            )));
         }
         let changed = self
             .paused
@@ -84,5 +93,31 @@ impl IngestAdmin for Admin {
         Ok(Response::new(pb::ShutdownResponse {
             message: "shutting down: draining, flushing and committing".into(),
         }))
+    }
+
+    async fn seek_consumer(
+        &self,
+        req: Request<pb::SeekConsumerRequest>,
+    ) -> Result<Response<pb::SeekConsumerResponse>, Status> {
+        self.authorize(&req)?;
+        let Some(seek) = &self.seek else {
+            return Err(Status::failed_precondition(format!(
+                "{KAFKA_DISABLED}: there is no consumer to seek"
+            )));
+        };
+        seek.seek(req.into_inner()).await.map(Response::new)
+    }
+
+    type RedriveDeadLettersStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::RedriveProgress, Status>> + Send + 'static>,
+    >;
+
+    async fn redrive_dead_letters(
+        &self,
+        req: Request<pb::RedriveRequest>,
+    ) -> Result<Response<Self::RedriveDeadLettersStream>, Status> {
+        self.authorize(&req)?;
+        let progress = self.redrive.start(req.into_inner())?;
+        Ok(Response::new(Box::pin(progress)))
     }
 }

@@ -3,194 +3,35 @@
 //! what is resolved (auto-commit and auto offset store are off). It never blocks on a
 //! full pipeline: `backpressure` decides when fetching pauses, and polling goes on, so
 //! the group session survives long MongoDB outages. The same pause serves
-//! PauseConsumer, and is re-applied to partitions assigned later.
+//! PauseConsumer, and is re-applied to partitions assigned later. SeekConsumer's seeks
+//! arrive here as commands and are carried out between messages (`seek`).
 use std::{
-    collections::{HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    collections::VecDeque,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    error::KafkaResult,
+    consumer::{CommitMode, Consumer},
     message::{BorrowedMessage, Message},
-    ClientContext, Offset, Statistics, TopicPartitionList,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use crate::source::consumer::{consumer, probe, producer, IngestConsumer, SourceContext};
 use crate::{
-    config::Config,
-    deps::{State, StateWriter},
     event::{Ack, Incoming, KafkaAck},
-    kafka_client::client_config,
     proto::ingest::v1::PartitionLag,
-    sink::dead_letter::{DeliveryContext, DlqProducer},
     source::{
         backpressure::{Backpressure, BACKLOG_MAX},
-        offsets::OffsetTracker,
+        seek::SeekCommand,
+        seek_job::SeekJob,
     },
     stats::Stats,
 };
-
-/// State shared between the consumer's callbacks and the source loop.
-pub struct SourceContext {
-    topic: String,
-    tracker: Arc<Mutex<OffsetTracker>>,
-    fetch_paused: AtomicBool,
-    /// partition → (high watermark, committed offset as librdkafka last saw it)
-    watermarks: Mutex<HashMap<i32, (i64, i64)>>,
-    /// Whether some broker connection was UP in the last statistics, and when those
-    /// statistics arrived.
-    broker_up: Mutex<(bool, Option<Instant>)>,
-}
-
-impl ClientContext for SourceContext {
-    fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP");
-        *self.broker_up.lock().expect("broker_up lock") = (up, Some(Instant::now()));
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        let mut w = self.watermarks.lock().expect("watermarks lock");
-        for (&p, part) in &topic.partitions {
-            if p >= 0 && part.hi_offset >= 0 {
-                w.insert(p, (part.hi_offset, part.committed_offset));
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            // Commit what is durable before the partitions go to another member.
-            let offsets = {
-                let t = self.tracker.lock().expect("tracker lock");
-                t.to_commit()
-                    .into_iter()
-                    .filter(|(p, _)| parts.contains(p))
-                    .collect::<Vec<_>>()
-            };
-            if !offsets.is_empty() {
-                let result = consumer.commit(&self.offsets_list(&offsets), CommitMode::Sync);
-                info!(
-                    ?offsets,
-                    ok = result.is_ok(),
-                    "committed durable offsets of revoked partitions"
-                );
-            }
-            let mut t = self.tracker.lock().expect("tracker lock");
-            for p in &parts {
-                t.revoke(*p);
-            }
-            info!(partitions = ?parts, "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            {
-                let mut t = self.tracker.lock().expect("tracker lock");
-                for p in &parts {
-                    t.assign(*p);
-                }
-            }
-            if self.fetch_paused.load(Ordering::SeqCst) {
-                if let Err(e) = consumer.pause(tpl) {
-                    warn!(error = %e, "could not pause newly assigned partitions");
-                }
-            }
-            info!(partitions = ?parts, paused = self.fetch_paused.load(Ordering::SeqCst), "partitions assigned");
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                let mut t = self.tracker.lock().expect("tracker lock");
-                for e in offsets.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        t.mark_committed(e.partition(), o);
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
-        }
-    }
-}
-
-impl SourceContext {
-    fn offsets_list(&self, offsets: &[(i32, i64)]) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for &(p, o) in offsets {
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
-                .expect("valid offset");
-        }
-        tpl
-    }
-}
-
-/// The consumer type the source uses.
-pub type IngestConsumer = StreamConsumer<SourceContext>;
-
-/// Creates the consumer (subscribed, not yet polled). Errors are configuration errors.
-pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
-    let ctx = SourceContext {
-        topic: cfg.kafka_topic.clone(),
-        tracker: Arc::default(),
-        fetch_paused: AtomicBool::new(false),
-        watermarks: Mutex::default(),
-        broker_up: Mutex::new((false, None)),
-    };
-    let settings = [
-        ("group.id", cfg.kafka_group_id.clone()),
-        ("enable.auto.commit", "false".into()),
-        ("enable.auto.offset.store", "false".into()),
-        ("auto.offset.reset", "earliest".into()),
-        ("enable.partition.eof", "false".into()),
-        (
-            "session.timeout.ms",
-            cfg.kafka_session_timeout_ms.to_string(),
-        ),
-        (
-            "heartbeat.interval.ms",
-            cfg.kafka_heartbeat_interval_ms.to_string(),
-        ),
-        (
-            "max.poll.interval.ms",
-            cfg.kafka_max_poll_interval_ms.to_string(),
-        ),
-        ("statistics.interval.ms", "1000".into()),
-        // Bounded prefetch (memory) and short broker waits (latency at low rates).
-        ("queued.max.messages.kbytes", "16384".into()),
-        ("fetch.wait.max.ms", "100".into()),
-    ];
-    let consumer: IngestConsumer = client_config(cfg, &settings).create_with_context(ctx)?;
-    consumer.subscribe(&[&cfg.kafka_topic])?;
-    Ok(Arc::new(consumer))
-}
-
-/// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
-/// report can take, so a refusing topic costs at most that per attempt.
-pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
-    let settings = [
-        ("message.timeout.ms", "10000".into()),
-        ("linger.ms", "5".into()),
-    ];
-    client_config(cfg, &settings).create_with_context(DeliveryContext)
-}
 
 /// The running source.
 pub struct KafkaSource {
@@ -198,6 +39,8 @@ pub struct KafkaSource {
     pub tx: mpsc::Sender<Incoming>,
     pub admin_paused: watch::Receiver<bool>,
     pub stats: Arc<Stats>,
+    /// Seeks from SeekConsumer, carried out one at a time.
+    pub seeks: mpsc::Receiver<SeekCommand>,
     topic: Arc<str>,
 }
 
@@ -208,6 +51,7 @@ impl KafkaSource {
         tx: mpsc::Sender<Incoming>,
         admin_paused: watch::Receiver<bool>,
         stats: Arc<Stats>,
+        seeks: mpsc::Receiver<SeekCommand>,
     ) -> Self {
         let topic = Arc::from(consumer.context().topic.as_str());
         Self {
@@ -215,6 +59,7 @@ impl KafkaSource {
             tx,
             admin_paused,
             stats,
+            seeks,
             topic,
         }
     }
@@ -234,6 +79,9 @@ impl KafkaSource {
         let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
         let mut poll_tick = tokio::time::interval(Duration::from_millis(200));
         let mut pressure = Backpressure::default();
+        let mut seek: Option<SeekJob> = None;
+        let mut seeks_open = true;
+        let mut seek_tick = tokio::time::interval(Duration::from_millis(20));
         'run: loop {
             while let Some(item) = backlog.pop_front() {
                 match self.tx.try_send(item) {
@@ -248,7 +96,7 @@ impl KafkaSource {
             let admin = *self.admin_paused.borrow();
             let now = tokio::time::Instant::now();
             if let Some(paused) = pressure.update(backlog.len(), admin, now) {
-                self.set_fetch_paused(paused);
+                self.set_fetch_paused(paused, seek.as_ref());
             }
             let take_messages = pressure.take_messages(backlog.len());
             tokio::select! {
@@ -263,6 +111,11 @@ impl KafkaSource {
                     Err(_) => break,
                 },
                 _ = self.admin_paused.changed() => {}
+                command = self.seeks.recv(), if seeks_open && seek.is_none() => match command {
+                    Some(command) => seek = Some(SeekJob::begin(command, &self.consumer)),
+                    None => seeks_open = false,
+                },
+                _ = seek_tick.tick(), if seek.is_some() => {}
                 _ = poll_tick.tick() => {}
                 msg = messages.next(), if take_messages => match msg {
                     Some(Ok(m)) => {
@@ -296,8 +149,17 @@ impl KafkaSource {
                     None => break,
                 },
             }
+            if let Some(job) = seek.take_if(|j| j.drained(&self.consumer) || j.expired()) {
+                if job.drained(&self.consumer) {
+                    job.finish(&self.consumer).await;
+                    self.publish_lag();
+                } else {
+                    job.abandon(&self.consumer);
+                }
+            }
         }
-        self.set_fetch_paused(true);
+        drop(seek);
+        self.set_fetch_paused(true, None);
         drop(backlog);
         drained.cancelled().await;
         self.commit_final().await;
@@ -327,13 +189,25 @@ impl KafkaSource {
         }
     }
 
-    fn set_fetch_paused(&self, paused: bool) {
+    /// Pauses or resumes fetching on every assigned partition; a resume leaves the
+    /// partitions of a seek waiting to drain paused.
+    fn set_fetch_paused(&self, paused: bool, seek: Option<&SeekJob>) {
         self.ctx().fetch_paused.store(paused, Ordering::SeqCst);
         self.stats.set_fetch_paused(paused);
-        let assignment = match self.consumer.assignment() {
+        let mut assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => return warn!(error = %e, "reading the assignment failed"),
         };
+        if let (false, Some(job)) = (paused, seek) {
+            let held: Vec<i32> = job.partitions().collect();
+            let mut rest = rdkafka::TopicPartitionList::new();
+            for e in assignment.elements() {
+                if e.topic() != self.topic.as_ref() || !held.contains(&e.partition()) {
+                    rest.add_partition(e.topic(), e.partition());
+                }
+            }
+            assignment = rest;
+        }
         let result = if paused {
             self.consumer.pause(&assignment)
         } else {
@@ -408,26 +282,5 @@ impl KafkaSource {
                 .collect()
         };
         self.stats.set_partitions(parts);
-    }
-}
-
-/// Publishes broker reachability, once a second, from librdkafka's own view of its
-/// broker connections (the statistics it emits every second): a broker connection is
-/// UP, and statistics are fresh. It adds no request of its own. The one writer of
-/// "Kafka reachable".
-pub async fn probe(consumer: Arc<IngestConsumer>, state: StateWriter, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (up, at) = *consumer.context().broker_up.lock().expect("broker_up lock");
-        let fresh = at.is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-        state.set(match (up, fresh) {
-            (true, true) => State::Up,
-            (false, _) => State::Down("no broker connection is up".into()),
-            (true, false) => State::Down("no statistics from librdkafka for 5 s".into()),
-        });
     }
 }

@@ -2,5 +2,8 @@
 //! source too but lives with the other RPCs in `grpc::ingest`. Both put `Incoming`
 //! events on the pipeline's one channel.
 pub mod backpressure;
+pub mod consumer;
 pub mod kafka;
 pub mod offsets;
+pub mod seek;
+pub mod seek_job;

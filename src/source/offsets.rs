@@ -1,8 +1,9 @@
 //! Per-partition offset tracking: which consumed offsets are still in flight, and so how
 //! far it is safe to commit. An offset is committable only when every earlier offset of
 //! its partition is durable, a duplicate, or dead-lettered — contiguous per partition.
-//! A partition that is revoked and assigned again gets a new generation, so acks from
-//! before the rebalance cannot move the new assignment's offsets.
+//! A partition that is revoked and assigned again, or moved by SeekConsumer, gets a new
+//! generation, so acks from before the rebalance or the seek cannot move the new
+//! position's offsets.
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug)]
@@ -95,11 +96,53 @@ impl OffsetTracker {
         v
     }
 
-    /// Records a successful commit.
+    /// Records a successful commit. Commits never go backwards, except through `seek`;
+    /// a commit beyond the position of this generation is a late report from before a
+    /// seek and is ignored.
     pub fn mark_committed(&mut self, partition: i32, offset: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
+            if p.next.is_some_and(|next| offset > next) {
+                return;
+            }
             p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
         }
+    }
+
+    /// Whether every offset handed out for the partition is resolved (true for a
+    /// partition that is not tracked).
+    pub fn is_drained(&self, partition: i32) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_none_or(|p| p.pending.is_empty())
+    }
+
+    /// Whether the partition is tracked (assigned to this instance).
+    pub fn is_assigned(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// Restarts a drained partition at `offset` (SeekConsumer): a new generation whose
+    /// next offset is `offset` and which has committed nothing yet, so `to_commit`
+    /// lists `offset` even when it lies before the last commit. Returns the generation,
+    /// or None when the partition is not tracked or still has offsets in flight (a seek
+    /// must never let a commit pass an event that is not durable).
+    pub fn seek(&mut self, partition: i32, offset: i64) -> Option<u64> {
+        let p = self.partitions.get(&partition)?;
+        if !p.pending.is_empty() {
+            return None;
+        }
+        self.generations += 1;
+        let generation = self.generations;
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                generation,
+                pending: BTreeSet::new(),
+                next: Some(offset),
+                committed: None,
+            },
+        );
+        Some(generation)
     }
 
     /// The last committed offset of a partition.
@@ -170,6 +213,68 @@ mod tests {
         t.resolved(7, g, 5);
         assert_eq!(t.to_commit(), vec![(7, 6)]);
         assert_eq!(t.assigned(), vec![7]);
+    }
+
+    #[test]
+    fn seek_waits_for_a_drained_partition_and_starts_a_new_generation() {
+        let mut t = OffsetTracker::default();
+        let old = t.assign(0);
+        for o in 40..45 {
+            t.received(0, o);
+        }
+        assert!(!t.is_drained(0));
+        assert_eq!(t.seek(0, 10), None, "offsets 40..45 are in flight");
+        assert_eq!(t.seek(9, 10), None, "not assigned");
+        for o in 40..45 {
+            t.resolved(0, old, o);
+        }
+        t.mark_committed(0, 45);
+        assert!(t.is_drained(0));
+        let new = t.seek(0, 10).expect("drained");
+        assert_ne!(old, new);
+        assert_eq!(t.committable(0), Some(10));
+        assert_eq!(t.to_commit(), vec![(0, 10)], "a commit backwards is due");
+        t.mark_committed(0, 10);
+        assert_eq!(t.committed(0), Some(10));
+        assert!(t.to_commit().is_empty());
+    }
+
+    #[test]
+    fn after_a_seek_old_acks_and_late_commit_reports_change_nothing() {
+        let mut t = OffsetTracker::default();
+        let old = t.assign(0);
+        t.received(0, 50);
+        t.resolved(0, old, 50);
+        let new = t.seek(0, 5).unwrap();
+        t.received(0, 5);
+        t.received(0, 6);
+        t.resolved(0, old, 5);
+        assert_eq!(t.committable(0), Some(5), "an ack of the old generation");
+        t.mark_committed(0, 51);
+        assert_eq!(
+            t.committed(0),
+            None,
+            "a late report of a commit before the seek"
+        );
+        t.resolved(0, new, 5);
+        assert_eq!(t.committable(0), Some(6), "6 is not durable yet");
+        t.resolved(0, new, 6);
+        assert_eq!(t.to_commit(), vec![(0, 7)]);
+    }
+
+    #[test]
+    fn seek_forward_skips_and_commits_the_new_position() {
+        let mut t = OffsetTracker::default();
+        let g = t.assign(2);
+        t.received(2, 0);
+        t.resolved(2, g, 0);
+        t.mark_committed(2, 1);
+        t.seek(2, 1_000).unwrap();
+        assert_eq!(t.to_commit(), vec![(2, 1_000)]);
+        let g = t.received(2, 1_000);
+        t.mark_committed(2, 1_000);
+        t.resolved(2, g, 1_000);
+        assert_eq!(t.to_commit(), vec![(2, 1_001)]);
     }
 
     #[test]

@@ -56,21 +56,21 @@ fn ingestctl_path() -> &'static PathBuf {
 
 /// One finished ingestctl run.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 }
 
 /// Runs ingestctl with `args` (no inherited INGEST_*/ADMIN_TOKEN/KAFKA_* settings).
-async fn ingestctl(args: &[&str]) -> Run {
+pub async fn ingestctl(args: &[&str]) -> Run {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let child = Command::new(ingestctl_path())
@@ -107,7 +107,7 @@ async fn ingestctl(args: &[&str]) -> Run {
 }
 
 /// The last word of the line starting with `key` in a key/value summary.
-fn value_of<'a>(text: &'a str, key: &str) -> &'a str {
+pub fn value_of<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().last())

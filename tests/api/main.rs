@@ -2,6 +2,7 @@
 mod admin;
 mod backends;
 mod config;
+mod dayops;
 mod deploy;
 mod faults;
 mod grpc;

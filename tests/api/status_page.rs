@@ -46,7 +46,7 @@ async fn chromium(url: &str, extra: &[String]) -> std::process::Output {
     out
 }
 
-async fn rendered_dom(url: &str) -> String {
+pub async fn rendered_dom(url: &str) -> String {
     let out = chromium(url, &["--dump-dom".into()]).await;
     let dom = String::from_utf8(out.stdout).expect("UTF-8 DOM");
     assert!(dom.contains("sales-ingest"), "no page rendered: {dom}");
@@ -54,7 +54,7 @@ async fn rendered_dom(url: &str) -> String {
 }
 
 /// The text of the element with `id` (a leaf element).
-fn text(dom: &str, id: &str) -> String {
+pub fn text(dom: &str, id: &str) -> String {
     let at = dom
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("#{id} not in the DOM"));
@@ -64,7 +64,7 @@ fn text(dom: &str, id: &str) -> String {
 }
 
 /// An attribute of the element with `id`.
-fn attr(dom: &str, id: &str, name: &str) -> String {
+pub fn attr(dom: &str, id: &str, name: &str) -> String {
     let at = dom
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("#{id} not in the DOM"));

@@ -18,7 +18,7 @@ pub enum Action {
 }
 
 /// A request carrying the bearer token, when there is one.
-fn authed<T>(msg: T, token: Option<&str>) -> Result<Request<T>, CtlError> {
+pub fn authed<T>(msg: T, token: Option<&str>) -> Result<Request<T>, CtlError> {
     let mut req = request(msg);
     if let Some(token) = token {
         let value: MetadataValue<_> = format!("Bearer {token}")

@@ -1,13 +1,15 @@
 //! What can go wrong talking to sales-ingest, as messages an operator can act on, and
 //! the exit code each maps to (documented in the README):
 //! 0 success; 1 failure (unreachable server, failed RPC, not serving, undelivered
-//! messages); 2 usage error (clap); 3 an admin call refused by the server
-//! (UNAUTHENTICATED: the token; FAILED_PRECONDITION: admin RPCs disabled or not
-//! applicable).
+//! messages, partitions no instance owns); 2 usage error (clap, or options that do not
+//! fit together); 3 an admin call refused by the server (UNAUTHENTICATED: the token;
+//! FAILED_PRECONDITION: admin RPCs disabled or not applicable).
 use tonic::{Code, Status};
 
 /// Generic failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Options that do not fit together (clap uses the same code for its errors).
+pub const EXIT_USAGE: u8 = 2;
 /// The server refused an admin call (token or precondition).
 pub const EXIT_REFUSED: u8 = 3;
 
@@ -39,6 +41,13 @@ pub enum CtlError {
     Protocol(String),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "partitions {0:?} are owned by none of the instances asked; pass every group \
+         member with --addr"
+    )]
+    NotOwned(Vec<i32>),
 }
 
 impl CtlError {
@@ -59,6 +68,7 @@ impl CtlError {
             CtlError::TokenMissing(_) | CtlError::TokenRefused(_) | CtlError::Refused(_) => {
                 EXIT_REFUSED
             }
+            CtlError::Usage(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

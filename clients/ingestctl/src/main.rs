@@ -3,6 +3,8 @@
 //!
 //! - `health`, `stats`: the gRPC Health protocol and `IngestAdmin/GetStats`;
 //! - `pause`, `resume`, `shutdown`: the token-protected admin RPCs (`admin`);
+//! - `seek`, `redrive`: SeekConsumer over every group member given, and
+//!   RedriveDeadLetters with a progress counter (`seek`, `redrive`);
 //! - `stream`: a load generator over `IngestEvents/Stream` (`stream`, `events`,
 //!   `latency`, `report`);
 //! - `produce`: a Kafka producer of encoded `SalesEvent`s (`produce`).
@@ -19,7 +21,9 @@ mod health;
 mod latency;
 mod produce;
 mod progress;
+mod redrive;
 mod report;
+mod seek;
 mod stats;
 mod stream;
 mod table;
@@ -58,9 +62,33 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let addr = cli.addr;
     let token = cli.token.as_deref();
+    if let Command::Seek(args) = &cli.command {
+        let (report, outcome) = seek::run(&cli.addr, token, args).await;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", seek::render(&report));
+        }
+        outcome?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let addr = one_addr(&cli.addr)?;
     match cli.command {
+        Command::Seek(_) => unreachable!("handled above"),
+        Command::Redrive(args) => {
+            let channel = connect::connect(&addr).await?;
+            let (last, outcome) = redrive::run(channel, token, &args).await;
+            // Counts are printed when there are any, also for a re-drive cut short.
+            let counted = outcome.is_ok() || last.examined > 0 || last.skipped > 0;
+            if counted && args.json {
+                println!("{}", serde_json::to_string_pretty(&last)?);
+            } else if counted {
+                print!("{}", redrive::render(&last, args.dry_run));
+            }
+            outcome?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Health(args) => {
             let channel = connect::connect(&addr).await?;
             let serving = health::run(channel, args.service).await?;
@@ -105,6 +133,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             summary.check()?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The one address every command but `seek` talks to.
+fn one_addr(addrs: &[String]) -> Result<String, CtlError> {
+    match addrs {
+        [one] => Ok(one.clone()),
+        _ => Err(CtlError::Usage(format!(
+            "--addr is given {} times; only seek talks to several instances",
+            addrs.len()
+        ))),
     }
 }
 

@@ -1,0 +1,172 @@
+//! SeekConsumer: back to a time, forward to the end, partitions not owned, refusals.
+use std::time::Duration;
+
+use sales_ingest::proto::ingest::v1::{
+    seek_consumer_request::Target, GetStatsRequest, PauseConsumerRequest, ResumeConsumerRequest,
+    SeekConsumerRequest, SeekConsumerResponse, SeekPosition,
+};
+use tonic::Code;
+
+use super::*;
+
+/// Calls SeekConsumer with the admin token.
+async fn seek(
+    app: &TestApp,
+    target: Target,
+    partitions: Vec<i32>,
+) -> Result<SeekConsumerResponse, tonic::Status> {
+    let req = SeekConsumerRequest {
+        target: Some(target),
+        partitions,
+    };
+    app.admin()
+        .await
+        .seek_consumer(app.authed(req))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_back_to_a_time_replays_exactly_the_later_events_as_duplicates() {
+    let app = spawn_app(AppOptions::default()).await;
+    create_topic(&app.topic, 2).await;
+    produce(&app.topic, 2, &payloads("before", 20)).await;
+    wait_committed(&app, vec![10, 10], "the first 20 committed").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let from = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    produce(&app.topic, 2, &payloads("after", 10)).await;
+    wait_committed(&app, vec![15, 15], "all 30 committed").await;
+    assert_eq!(app.stored().await, 30);
+
+    let resp = seek(&app, Target::Timestamp(from.to_rfc3339()), vec![])
+        .await
+        .expect("seek");
+    let moved: Vec<_> = resp
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.from_offset, p.to_offset))
+        .collect();
+    assert_eq!(moved, vec![(0, 15, 10), (1, 15, 10)]);
+    assert!(resp.not_owned.is_empty());
+
+    let stats = app.stats.clone();
+    wait_until(Duration::from_secs(60), "10 duplicates", || {
+        let k = stats.snapshot().kafka.unwrap_or_default();
+        async move { k.duplicate >= 10 }
+    })
+    .await;
+    wait_committed(&app, vec![15, 15], "offsets back at the log end").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        kafka_counts(&app),
+        (30, 10),
+        "exactly the 10 later events replayed"
+    );
+    assert_eq!(app.stored().await, 30, "none stored twice");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_to_latest_skips_what_was_not_consumed_and_reports_partitions_not_owned() {
+    let app = spawn_app(AppOptions::default()).await;
+    create_topic(&app.topic, 1).await;
+    produce(&app.topic, 1, &payloads("early", 5)).await;
+    wait_committed(&app, vec![5], "the first 5 committed").await;
+    let mut admin = app.admin().await;
+    admin
+        .pause_consumer(app.authed(PauseConsumerRequest {}))
+        .await
+        .unwrap();
+    produce_singly(&app.topic, &payloads("skipped", 7)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let resp = seek(
+        &app,
+        Target::Position(SeekPosition::Latest as i32),
+        vec![0, 7],
+    )
+    .await
+    .expect("seek");
+    let moved: Vec<_> = resp
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.from_offset, p.to_offset))
+        .collect();
+    assert_eq!(moved, vec![(0, 5, 12)]);
+    assert_eq!(resp.not_owned, vec![7], "partition 7 is nobody's here");
+    wait_committed(&app, vec![12], "the log end committed at once").await;
+    admin
+        .resume_consumer(app.authed(ResumeConsumerRequest {}))
+        .await
+        .unwrap();
+    produce(&app.topic, 1, &payloads("late", 3)).await;
+    wait_committed(&app, vec![15], "the later 3 consumed").await;
+    assert_eq!(
+        kafka_counts(&app),
+        (8, 0),
+        "the 7 skipped were never consumed"
+    );
+    assert_eq!(app.stored().await, 8);
+
+    // A partition only another instance owns: nothing moves here.
+    let resp = seek(
+        &app,
+        Target::Position(SeekPosition::Earliest as i32),
+        vec![3],
+    )
+    .await
+    .expect("seek");
+    assert!(resp.partitions.is_empty());
+    assert_eq!(resp.not_owned, vec![3]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_refuses_bad_requests_clearly() {
+    let app = spawn_app(AppOptions::default()).await;
+    create_topic(&app.topic, 1).await;
+    wait_assigned(&app, 1).await;
+    let err = seek(&app, Target::Timestamp("last tuesday".into()), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("RFC 3339"), "{}", err.message());
+    let err = seek(&app, Target::Position(0), vec![]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let unauthenticated = app
+        .admin()
+        .await
+        .seek_consumer(SeekConsumerRequest {
+            target: Some(Target::TimestampMs(0)),
+            partitions: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    app.stop().await;
+
+    let app = spawn_app(AppOptions {
+        kafka: false,
+        ..Default::default()
+    })
+    .await;
+    let err = seek(
+        &app,
+        Target::Position(SeekPosition::Earliest as i32),
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("KAFKA_ENABLED"), "{}", err.message());
+    let stats = app
+        .admin()
+        .await
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!stats.redrive_running);
+    app.stop().await;
+}
