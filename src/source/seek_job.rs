@@ -110,16 +110,25 @@ impl SeekJob {
         let c = consumer.clone();
         let seeks = moves.clone();
         let done = tokio::task::spawn_blocking(move || seek_all(&c, seeks)).await;
-        let (moved, failed) = match done {
+        let (mut moved, mut failed) = match done {
             Ok(r) => r,
             Err(e) => (Vec::new(), vec![format!("the seek did not finish: {e}")]),
         };
         {
+            // The loop took no message while the seek ran, so each partition is still
+            // drained; should one not be, its tracker keeps the old generation, which
+            // commits nothing before what it has seen resolved.
             let mut t = ctx.tracker.lock().expect("tracker lock");
-            for m in &moved {
-                t.seek(m.partition, m.to_offset)
-                    .expect("a drained partition: the loop took no message meanwhile");
-            }
+            moved.retain(|m| {
+                let restarted = t.seek(m.partition, m.to_offset).is_some();
+                if !restarted {
+                    failed.push(format!(
+                        "partition {} was seeked but its offsets could not restart",
+                        m.partition
+                    ));
+                }
+                restarted
+            });
         }
         self.resume(consumer);
         commit(consumer, &moved).await;
