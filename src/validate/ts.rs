@@ -18,8 +18,8 @@ pub enum NaiveTs {
 }
 
 /// The forms accepted, for rejection details.
-const EXPECTED: &str = "expected an ISO 8601 date-time with seconds and a UTC offset, \
-     e.g. 2026-11-25T10:00:00Z, 2026-11-25 10:00:00.250+01:00 or 2026-11-25T10:00:00-0500";
+const EXPECTED: &str = "expected an ISO 8601 date-time with seconds, e.g. \
+     2026-11-25T10:00:00Z, 2026-11-25 10:00:00.250+01:00 or 2026-11-25T10:00:00-0500";
 
 /// Why a timestamp was refused; `Display` is the rejection detail after the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
