@@ -1,4 +1,4 @@
-//! The local servers of BACKENDS.md: where they are installed (scripts/install-deps puts
+//! The local servers of docs/testing.md: where they are installed (scripts/install-deps puts
 //! them there), starting them under a [`Supervised`] watchdog on loopback ports, free
 //! ports, and scratch directories removed once this process is gone.
 use std::{

@@ -2,7 +2,7 @@
 //! test process in this order:
 //! 1. `INGEST_TEST_KAFKA` / `INGEST_TEST_MONGODB` from the environment;
 //! 2. testcontainers (Redpanda, `mongo:7`) when a Docker engine answers;
-//! 3. the local tansu and secantusd-rs servers of BACKENDS.md (`scripts/install-deps`
+//! 3. the local tansu and secantusd-rs servers of docs/testing.md (`scripts/install-deps`
 //!    installs them), started on free loopback ports and stopped when the tests end;
 //! 4. otherwise the tests fail, saying what to install. They never pass by skipping.
 //!
