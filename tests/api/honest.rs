@@ -170,7 +170,7 @@ async fn producer_ids_cannot_take_a_kafka_coordinate_id_and_blank_ids_are_absent
     };
     produce(&app.topic, 1, &[encode(&real)]).await;
     let stats = app.stats.clone();
-    wait_until(Duration::from_secs(30), "the Kafka event stored", || {
+    wait_until(Duration::from_secs(90), "the Kafka event stored", || {
         let s = stats.snapshot();
         async move { s.kafka.unwrap().stored == 1 }
     })
