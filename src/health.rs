@@ -149,8 +149,8 @@ impl Health {
             }
             let serving = self.serving();
             if last != Some(serving) {
-                info!(serving, report = ?self.report(), "health changed");
                 self.publish(serving).await;
+                info!(serving, report = ?self.report(), "health changed");
                 last = Some(serving);
             }
         }

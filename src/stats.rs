@@ -26,7 +26,6 @@ pub struct Stats {
     metrics: Arc<Metrics>,
     deps: Dependencies,
     started: Instant,
-    kafka_enabled: bool,
     /// What PauseConsumer asked for (written by the admin service).
     admin_paused: watch::Receiver<bool>,
     /// Whether the Kafka source has fetching paused (written by the source only).
@@ -58,7 +57,6 @@ impl Stats {
         let now = Instant::now();
         Stats {
             metrics,
-            kafka_enabled: deps.kafka.is_some(),
             deps,
             started: now,
             admin_paused,
@@ -112,7 +110,7 @@ impl Stats {
 
     /// Whether Kafka is consumed at all.
     pub fn kafka_enabled(&self) -> bool {
-        self.kafka_enabled
+        self.deps.kafka.is_some()
     }
 
     /// The Kafka source reports whether fetching is paused (by PauseConsumer or by
@@ -174,9 +172,9 @@ impl Stats {
             batches_written: self.metrics.batches_written(),
             queue_depth: self.metrics.current_queue_depth(),
             events_per_second: self.rate.lock().expect("rate lock").value,
-            consumer_paused: self.kafka_enabled
+            consumer_paused: self.kafka_enabled()
                 && (*self.admin_paused.borrow() || self.fetch_paused.load(Ordering::Relaxed)),
-            kafka_enabled: self.kafka_enabled,
+            kafka_enabled: self.kafka_enabled(),
             kafka_connected: self.deps.kafka().is_some_and(|k| k.is_up()),
             mongodb_connected: self.deps.mongodb().is_up(),
             consumer_lag: partitions.iter().map(|p| p.lag.max(0)).sum(),
