@@ -132,7 +132,7 @@ impl Application {
         ));
         if config.admin_token().is_none() {
             warn!(
-                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown and POST /shutdown are disabled"
+                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown, SeekConsumer, RedriveDeadLetters and POST /shutdown are disabled"
             );
         }
         Ok(Self {

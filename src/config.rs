@@ -128,7 +128,7 @@ pub struct Config {
     /// HTTP listen address (/metrics, /health, /stats, POST /shutdown).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8001")]
     pub http_addr: SocketAddr,
-    /// Bearer token for PauseConsumer, ResumeConsumer, Shutdown and POST /shutdown; unset
+    /// Bearer token for the admin RPCs other than GetStats and for POST /shutdown; unset
     /// disables them.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: Option<SecretString>,
