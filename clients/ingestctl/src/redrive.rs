@@ -41,10 +41,12 @@ pub async fn run(
     let mut last = RedriveProgress::default();
     let given = token.is_some();
     let fail = |s| CtlError::from_status("RedriveDeadLetters", s, given);
-    let req = match authed(request(args), token) {
+    let mut req = match authed(request(args), token) {
         Ok(r) => r,
         Err(e) => return (last, Err(e)),
     };
+    // A re-drive runs as long as there are dead letters: no deadline.
+    req.metadata_mut().remove("grpc-timeout");
     let mut stream = match IngestAdminClient::new(channel)
         .redrive_dead_letters(req)
         .await

@@ -2,7 +2,7 @@
 //! moves the partitions it owns and names those it does not; the merged answer is each
 //! moved partition with the instance that moved it, and the requested partitions no
 //! instance owns (an error: some group member was left out).
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use sales_ingest::proto::ingest::v1::{
     ingest_admin_client::IngestAdminClient, seek_consumer_request::Target, PartitionOffsets,
@@ -35,6 +35,10 @@ pub struct SeekReport {
     /// Requested partitions no instance owns.
     pub not_owned: Vec<i32>,
 }
+
+/// How long one instance may take: it first waits (at most 30 s) for the events in
+/// flight on its partitions to become durable.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The request the options describe.
 pub fn request(args: &SeekArgs) -> SeekConsumerRequest {
@@ -69,8 +73,10 @@ pub async fn run(
     for addr in addrs {
         let answer = async {
             let mut client = IngestAdminClient::new(connect(addr).await?);
+            let mut call = authed(req.clone(), token)?;
+            call.set_timeout(SEEK_TIMEOUT);
             client
-                .seek_consumer(authed(req.clone(), token)?)
+                .seek_consumer(call)
                 .await
                 .map(|r| r.into_inner())
                 .map_err(|s| CtlError::from_status("SeekConsumer", s, token.is_some()))
