@@ -189,8 +189,9 @@ fn seek_all(
     (moved, failed)
 }
 
-/// Commits the new positions synchronously (on a blocking thread). A failed commit is
-/// retried by the periodic commit: the tracker still lists these offsets as due.
+/// Commits the new positions synchronously (on a blocking thread). The tracker keeps
+/// listing them as due until a commit report marks them, so the periodic commit
+/// repeats them, and retries a failed one.
 async fn commit(consumer: &Arc<IngestConsumer>, moved: &[PartitionSeek]) {
     if moved.is_empty() {
         return;
@@ -199,12 +200,7 @@ async fn commit(consumer: &Arc<IngestConsumer>, moved: &[PartitionSeek]) {
     let tpl = consumer.context().offsets_list(&offsets);
     let c = consumer.clone();
     match tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await {
-        Ok(Ok(())) => {
-            let mut t = consumer.context().tracker.lock().expect("tracker lock");
-            for (p, o) in offsets {
-                t.mark_committed(p, o);
-            }
-        }
+        Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "committing the seeked positions failed; will retry"),
         Err(e) => warn!(error = %e, "committing the seeked positions did not finish"),
     }

@@ -64,6 +64,21 @@ async fn seek_back_to_a_time_replays_exactly_the_later_events_as_duplicates() {
         "exactly the 10 later events replayed"
     );
     assert_eq!(app.stored().await, 30, "none stored twice");
+    let stats = app.stats.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "GetStats shows the log end committed",
+        || {
+            let committed: Vec<i64> = stats
+                .snapshot()
+                .partitions
+                .iter()
+                .map(|p| p.committed_offset)
+                .collect();
+            async move { committed == [15, 15] }
+        },
+    )
+    .await;
     app.stop().await;
 }
 
