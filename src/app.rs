@@ -315,7 +315,14 @@ impl Application {
         let outcome = shutdown.run(&health, config.shutdown_timeout()).await;
         tasks.close();
         if outcome == Stopped::Clean {
-            let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+            // The HTTP server and the background tasks end at once; a gRPC server still
+            // holding connections past the close grace is not waited for again.
+            let wait = if shutdown.grpc_closed.is_cancelled() {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(250)
+            };
+            let _ = tokio::time::timeout(wait, tasks.wait()).await;
             info!(stats = ?stats.snapshot(), "stopped cleanly");
         }
         outcome

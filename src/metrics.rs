@@ -194,7 +194,7 @@ impl Metrics {
             lag_ms: int_gauge(
                 &r,
                 "kafka_consumer_lag_milliseconds",
-                "Age of the newest consumed Kafka message when it was consumed",
+                "Age of the newest consumed Kafka message when consumed; grows while messages wait unconsumed; 0 when caught up",
             ),
             lag_messages,
             writes,

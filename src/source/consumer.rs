@@ -31,6 +31,8 @@ pub struct SourceContext {
     pub(super) fetch_paused: AtomicBool,
     /// partition → (high watermark, committed offset as librdkafka last saw it)
     pub(super) watermarks: Mutex<HashMap<i32, (i64, i64)>>,
+    /// Whether a read of the high watermarks from the broker is under way.
+    pub(super) refreshing: AtomicBool,
     /// Whether some broker connection was UP in the last statistics, and when those
     /// statistics arrived.
     pub(super) broker_up: Mutex<(bool, Option<Instant>)>,
@@ -46,10 +48,20 @@ impl ClientContext for SourceContext {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
+        // A paused partition is not fetched, so its statistics keep the last fetch's
+        // high watermark; the source reads newer ones from the broker meanwhile
+        // (`refresh_watermarks`), which a stale figure must not undo.
+        let paused = self.fetch_paused.load(Ordering::SeqCst);
         let mut w = self.watermarks.lock().expect("watermarks lock");
         for (&p, part) in &topic.partitions {
             if p >= 0 && part.hi_offset >= 0 {
-                w.insert(p, (part.hi_offset, part.committed_offset));
+                let known = w.get(&p).map_or(-1, |e| e.0);
+                let hi = if paused {
+                    known.max(part.hi_offset)
+                } else {
+                    part.hi_offset
+                };
+                w.insert(p, (hi, part.committed_offset));
             }
         }
     }
@@ -59,7 +71,10 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            // Commit what is durable before the partitions go to another member.
+            // Commit what is durable before the partitions go to another member. The
+            // commit is asynchronous: this callback runs on the polling task, which a
+            // broker outage must not hold; librdkafka finishes outstanding commits
+            // before it rejoins the group, and the commit callback reports the result.
             let offsets = {
                 let t = self.tracker.lock().expect("tracker lock");
                 t.to_commit()
@@ -68,11 +83,11 @@ impl ConsumerContext for SourceContext {
                     .collect::<Vec<_>>()
             };
             if !offsets.is_empty() {
-                let result = consumer.commit(&self.offsets_list(&offsets), CommitMode::Sync);
+                let result = consumer.commit(&self.offsets_list(&offsets), CommitMode::Async);
                 info!(
                     ?offsets,
-                    ok = result.is_ok(),
-                    "committed durable offsets of revoked partitions"
+                    queued = result.is_ok(),
+                    "committing durable offsets of revoked partitions"
                 );
             }
             let mut t = self.tracker.lock().expect("tracker lock");
@@ -137,6 +152,7 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         tracker: Arc::default(),
         fetch_paused: AtomicBool::new(false),
         watermarks: Mutex::default(),
+        refreshing: AtomicBool::new(false),
         broker_up: Mutex::new((false, None)),
     };
     let settings = [

@@ -7,7 +7,10 @@
 //! arrive here as commands and are carried out between messages (`seek`).
 use std::{
     collections::VecDeque,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -33,6 +36,9 @@ use crate::{
     stats::Stats,
 };
 
+/// `newest_ms` before any message was consumed.
+const NO_TIMESTAMP: i64 = i64::MIN;
+
 /// The running source.
 pub struct KafkaSource {
     pub consumer: Arc<IngestConsumer>,
@@ -42,6 +48,10 @@ pub struct KafkaSource {
     /// Seeks from SeekConsumer, carried out one at a time.
     pub seeks: mpsc::Receiver<SeekCommand>,
     topic: Arc<str>,
+    /// Timestamp (ms) of the newest message consumed, and whether any was consumed
+    /// since the last lag publication: the time lag grows while nothing is consumed.
+    newest_ms: AtomicI64,
+    consumed_since_publish: AtomicBool,
 }
 
 impl KafkaSource {
@@ -61,6 +71,8 @@ impl KafkaSource {
             stats,
             seeks,
             topic,
+            newest_ms: AtomicI64::new(NO_TIMESTAMP),
+            consumed_since_publish: AtomicBool::new(false),
         }
     }
 
@@ -104,6 +116,7 @@ impl KafkaSource {
                 _ = stop.cancelled() => break,
                 _ = commit_tick.tick() => {
                     self.commit_async();
+                    self.refresh_watermarks();
                     self.publish_lag();
                 }
                 permit = self.tx.reserve(), if !backlog.is_empty() => match permit {
@@ -140,7 +153,9 @@ impl KafkaSource {
                         if let Some(ts) = newest {
                             let now_ms = chrono::Utc::now().timestamp_millis();
                             self.stats.metrics().kafka_lag_ms(now_ms - ts);
+                            self.newest_ms.store(ts, Ordering::Relaxed);
                         }
+                        self.consumed_since_publish.store(true, Ordering::Relaxed);
                     }
                     Some(Err(e)) => {
                         debug!(error = %e, "consumer error");
@@ -257,9 +272,41 @@ impl KafkaSource {
         }
     }
 
-    /// Publishes committed offset, high watermark and lag per assigned partition.
+    /// While fetching is paused, reads the assigned partitions' high watermarks from
+    /// the broker on a blocking thread (one read at a time, 1 s per partition at most),
+    /// so the lag figures follow what arrives meanwhile.
+    fn refresh_watermarks(&self) {
+        let ctx = self.ctx();
+        if !ctx.fetch_paused.load(Ordering::SeqCst) || ctx.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let parts = ctx.tracker.lock().expect("tracker lock").assigned();
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let ctx = consumer.context();
+            for p in parts {
+                match consumer.fetch_watermarks(&ctx.topic, p, Duration::from_secs(1)) {
+                    Ok((_, hi)) => {
+                        let mut w = ctx.watermarks.lock().expect("watermarks lock");
+                        let e = w.entry(p).or_insert((-1, -1));
+                        e.0 = e.0.max(hi);
+                    }
+                    Err(e) => {
+                        debug!(error = %e, partition = p, "reading the high watermark failed")
+                    }
+                }
+            }
+            ctx.refreshing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Publishes committed offset, high watermark and lag per assigned partition. The
+    /// time lag is the newest consumed message's age when it was consumed; while
+    /// messages wait and none was consumed since the last publication (paused, held by
+    /// backpressure, stalled) it is that message's age now, so it grows with the clock;
+    /// with nothing waiting it is 0.
     fn publish_lag(&self) {
-        let parts = {
+        let parts: Vec<PartitionLag> = {
             let t = self.ctx().tracker.lock().expect("tracker lock");
             let w = self.ctx().watermarks.lock().expect("watermarks lock");
             t.assigned()
@@ -281,6 +328,15 @@ impl KafkaSource {
                 })
                 .collect()
         };
+        let waiting: i64 = parts.iter().map(|p| p.lag).sum();
+        let consumed = self.consumed_since_publish.swap(false, Ordering::Relaxed);
+        let newest = self.newest_ms.load(Ordering::Relaxed);
+        if waiting == 0 {
+            self.stats.metrics().kafka_lag_ms(0);
+        } else if !consumed && newest != NO_TIMESTAMP {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            self.stats.metrics().kafka_lag_ms(now_ms - newest);
+        }
         self.stats.set_partitions(parts);
     }
 }

@@ -50,7 +50,7 @@ async fn wait_count(db: &mongodb::Database, at_least: u64, timeout: Duration) ->
     }
 }
 
-async fn wait_committed(topic: &str, group: &str, want: Vec<i64>, timeout: Duration) {
+pub async fn wait_committed(topic: &str, group: &str, want: Vec<i64>, timeout: Duration) {
     let partitions = want.len() as i32;
     let (t, g) = (topic.to_string(), group.to_string());
     wait_until(

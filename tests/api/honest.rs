@@ -74,6 +74,7 @@ async fn a_dead_letter_the_topic_refuses_falls_back_to_the_collection_and_offset
         })
         .collect();
     payloads.extend((0..100).map(|i| encode(&valid_event(i, &format!("ok-{i}")))));
+    let started = Instant::now();
     produce(&app.topic, 1, &payloads).await;
     let (topic, group) = (app.topic.clone(), app.group.clone());
     wait_until(
@@ -85,7 +86,12 @@ async fn a_dead_letter_the_topic_refuses_falls_back_to_the_collection_and_offset
         },
     )
     .await;
+    let took = started.elapsed();
     assert_eq!(app.stored().await, 100);
+    eprintln!(
+        "RELIABILITY dlq-refused: sent=401 stored=100 dead_lettered=301 lost=0 committed_to_end={:.1}s",
+        took.as_secs_f64()
+    );
     let letters = app
         .db
         .collection::<Document>("raw_sales_dlq")
@@ -143,6 +149,10 @@ async fn a_health_watcher_and_a_producer_that_never_reads_acks_cannot_hold_shutd
     app.stop().await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "stopped cleanly in {took:?}");
+    eprintln!(
+        "RELIABILITY held-streams-at-shutdown: watch=1 unread_acks_producer=1 stopped={:.1}s",
+        took.as_secs_f64()
+    );
     drop(tx);
 }
 

@@ -221,6 +221,15 @@ async fn paused_consumer_stores_nothing_until_resumed() {
     produce(&app.topic, 2, &payloads).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.stored().await, 1, "nothing stored while paused");
+    // The time lag keeps growing while the waiting messages are not consumed.
+    let lag = || lag_ms(&app.stats.metrics().render());
+    let first = lag();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = lag();
+    assert!(
+        first >= 1000 && second >= first + 1000,
+        "kafka_consumer_lag_milliseconds while paused: {first} then {second}"
+    );
     let s = app.stats.snapshot();
     assert!(s.consumer_paused);
     assert_eq!(s.kafka.unwrap().stored, 1);
@@ -239,4 +248,13 @@ async fn paused_consumer_stores_nothing_until_resumed() {
     assert_eq!(app.stored().await, 101);
     assert!(!app.stats.snapshot().consumer_paused);
     app.stop().await;
+}
+
+/// `kafka_consumer_lag_milliseconds` from the metrics text.
+fn lag_ms(metrics: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kafka_consumer_lag_milliseconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("kafka_consumer_lag_milliseconds exported")
 }

@@ -3,6 +3,7 @@ mod admin;
 mod backends;
 mod config;
 mod dayops;
+mod dead_letters;
 mod deploy;
 mod faults;
 mod grpc;

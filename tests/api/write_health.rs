@@ -4,42 +4,80 @@
 use std::time::{Duration, Instant};
 
 use mongodb::bson::doc;
-use test_support::servers::{free_port, scratch_dir};
+use test_support::{
+    servers::{free_port, scratch_dir},
+    supervisor::Supervised,
+};
 
 use crate::{backends::start_secantus, helpers::*};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
-    let port = free_port();
-    let data = scratch_dir(&unique("readonly")).display().to_string();
-    let _mongo = start_secantus(port, &data, &["--auth"]);
-    let base = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-    let dbname = unique("ro_db");
-    mongodb::Client::with_uri_str(&base)
-        .await
-        .unwrap()
-        .database("admin")
-        .run_command(doc! { "createUser": "root", "pwd": "root-pw", "roles": [{ "role": "root", "db": "admin" }] })
-        .await
-        .expect("first user through the localhost exception");
-    let root = mongodb::Client::with_uri_str(format!(
-        "mongodb://root:root-pw@127.0.0.1:{port}/?directConnection=true&authSource=admin"
-    ))
-    .await
-    .unwrap();
-    root.database("admin")
-        .run_command(doc! { "createUser": "reader", "pwd": "reader-pw", "roles": [{ "role": "read", "db": &dbname }] })
+/// A secantusd-rs of its own with authentication on, a `root` user and a `reader` user
+/// that may only read `dbname`: pings and reads work, inserts are refused.
+pub struct ReadOnlyMongo {
+    _server: Supervised,
+    pub port: u16,
+    pub dbname: String,
+    /// A client logged in as `root`, to grant `reader` more later.
+    pub root: mongodb::Client,
+}
+
+impl ReadOnlyMongo {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let data = scratch_dir(&unique("readonly")).display().to_string();
+        let server = start_secantus(port, &data, &["--auth"]);
+        let base = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+        let dbname = unique("ro_db");
+        mongodb::Client::with_uri_str(&base)
+            .await
+            .unwrap()
+            .database("admin")
+            .run_command(doc! { "createUser": "root", "pwd": "root-pw", "roles": [{ "role": "root", "db": "admin" }] })
+            .await
+            .expect("first user through the localhost exception");
+        let root = mongodb::Client::with_uri_str(format!(
+            "mongodb://root:root-pw@127.0.0.1:{port}/?directConnection=true&authSource=admin"
+        ))
         .await
         .unwrap();
+        root.database("admin")
+            .run_command(doc! { "createUser": "reader", "pwd": "reader-pw", "roles": [{ "role": "read", "db": &dbname }] })
+            .await
+            .unwrap();
+        Self {
+            _server: server,
+            port,
+            dbname,
+            root,
+        }
+    }
+
+    /// MONGODB_URL of the `reader` user.
+    pub fn reader_url(&self) -> String {
+        format!(
+            "mongodb://reader:reader-pw@127.0.0.1:{}/?directConnection=true&authSource=admin",
+            self.port
+        )
+    }
+
+    /// Lets `reader` write: inserts succeed from now on.
+    pub async fn grant_writes(&self) {
+        self.root
+            .database("admin")
+            .run_command(doc! { "grantRolesToUser": "reader", "roles": [{ "role": "readWrite", "db": &self.dbname }] })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
+    let mongo = ReadOnlyMongo::start().await;
+    let dbname = mongo.dbname.clone();
     let app = spawn_app(AppOptions {
         kafka: false,
         database: Some(dbname.clone()),
-        extra: vec![(
-            "mongodb-url".into(),
-            format!(
-                "mongodb://reader:reader-pw@127.0.0.1:{port}/?directConnection=true&authSource=admin"
-            ),
-        )],
+        extra: vec![("mongodb-url".into(), mongo.reader_url())],
         ..Default::default()
     })
     .await;
@@ -70,10 +108,7 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
     // The ping keeps working: health stays off while writes fail.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(get(&url).await.0, 503);
-    root.database("admin")
-        .run_command(doc! { "grantRolesToUser": "reader", "roles": [{ "role": "readWrite", "db": &dbname }] })
-        .await
-        .unwrap();
+    mongo.grant_writes().await;
     let granted = Instant::now();
     let ack = tokio::time::timeout(Duration::from_secs(15), futures::StreamExt::next(&mut acks))
         .await

@@ -185,3 +185,64 @@ async fn seek_refuses_bad_requests_clearly() {
     assert!(!stats.redrive_running);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_whose_events_cannot_become_durable_gives_up_after_the_drain_limit_and_moves_nothing(
+) {
+    // MongoDB refuses this service's inserts: the consumed events stay in flight.
+    let mongo = crate::write_health::ReadOnlyMongo::start().await;
+    let app = spawn_app(AppOptions {
+        database: Some(mongo.dbname.clone()),
+        extra: vec![("mongodb-url".into(), mongo.reader_url())],
+        ..Default::default()
+    })
+    .await;
+    create_topic(&app.topic, 1).await;
+    wait_assigned(&app, 1).await;
+    produce(&app.topic, 1, &payloads("held", 10)).await;
+    let url = format!("{}/health", app.http_url);
+    wait_until(Duration::from_secs(60), "writes failing", || {
+        let url = url.clone();
+        async move { get(&url).await.0 == 503 }
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let refused = seek(
+        &app,
+        Target::Position(SeekPosition::Earliest as i32),
+        vec![0],
+    )
+    .await
+    .expect_err("the seek cannot drain");
+    let waited = started.elapsed();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("did not become durable within 30 s")
+            && refused.message().contains("nothing was moved"),
+        "{refused:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(29),
+        "gave up after {waited:?}"
+    );
+
+    // Once inserts succeed, the held events are stored once and committed where they
+    // were: the abandoned seek moved nothing.
+    mongo.grant_writes().await;
+    wait_committed(&app, vec![10], "the held events committed").await;
+    let stored = mongo
+        .root
+        .database(&mongo.dbname)
+        .collection::<mongodb::bson::Document>("raw_sales")
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(stored, 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let k = app.stats.snapshot().kafka.unwrap_or_default();
+    assert_eq!((k.stored, k.duplicate), (10, 0), "nothing replayed");
+    app.stop().await;
+}
