@@ -52,6 +52,11 @@ pub struct Config {
     /// Maximum time between polls before the consumer leaves the group, milliseconds.
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u32).range(1000..=86_400_000))]
     pub kafka_max_poll_interval_ms: u32,
+    /// Consumer-group partition assignment (librdkafka partition.assignment.strategy):
+    /// cooperative-sticky moves only the partitions that change owner; range and
+    /// roundrobin are eager (every partition stops at each rebalance).
+    #[arg(long, env = "KAFKA_PARTITION_ASSIGNMENT", default_value = "cooperative-sticky", value_parser = ["cooperative-sticky", "range", "roundrobin"])]
+    pub kafka_partition_assignment: String,
     /// librdkafka security.protocol.
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
     pub kafka_security_protocol: Option<String>,

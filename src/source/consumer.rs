@@ -173,6 +173,10 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
             "max.poll.interval.ms",
             cfg.kafka_max_poll_interval_ms.to_string(),
         ),
+        (
+            "partition.assignment.strategy",
+            cfg.kafka_partition_assignment.clone(),
+        ),
         ("statistics.interval.ms", "1000".into()),
         // Bounded prefetch (memory) and short broker waits (latency at low rates).
         ("queued.max.messages.kbytes", "16384".into()),

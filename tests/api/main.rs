@@ -17,6 +17,7 @@ mod migration;
 mod observe;
 mod outage;
 mod python_client;
+mod rebalance;
 mod security;
 mod startup;
 mod status_page;

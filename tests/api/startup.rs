@@ -55,6 +55,7 @@ fn bad_start_up_values_exit_2_naming_the_variable() {
         ("RUST_LOG", "info,["),
         ("KAFKA_DLQ_TOPIC", "bad/dlq name"),
         ("KAFKA_TOPIC", "spaces are not allowed"),
+        ("KAFKA_PARTITION_ASSIGNMENT", "range,cooperative-sticky"),
     ] {
         let (code, err) = run_binary(&[(var, value)]);
         assert_eq!(code, Some(2), "{var}: {err}");
