@@ -64,12 +64,14 @@ impl Outcome {
 }
 
 /// One event entering the pipeline: the bytes received (a Kafka message value, or one
-/// event of an IngestEvents request), the ack, and when it arrived.
+/// event of an IngestEvents request), the ack, when it arrived, and the trace it
+/// belongs to (only while traces are exported).
 #[derive(Debug)]
 pub struct Incoming {
     pub payload: Bytes,
     pub ack: Ack,
     pub received: Instant,
+    pub trace: Option<opentelemetry::Context>,
 }
 
 /// A valid event waiting to be written.
@@ -82,6 +84,8 @@ pub struct Pending {
     pub payload: Bytes,
     pub ack: Ack,
     pub received: Instant,
+    /// The trace of the request or message it came in (only while traces are exported).
+    pub trace: Option<opentelemetry::Context>,
 }
 
 /// Where a refused event came from, for the dead-letter record.

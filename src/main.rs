@@ -52,7 +52,18 @@ fn main() -> ExitCode {
     let config = cli.config;
     telemetry::init(&config.rust_log, config.log_format);
     tracing::info!(config = ?config, "effective configuration");
-    runtime().block_on(run(config))
+    let rt = runtime();
+    let traces = match rt.block_on(async { telemetry::init_traces() }) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = rt.block_on(run(config));
+    // The exporter flushes through the runtime's tasks, so the runtime is still up.
+    traces.shutdown();
+    code
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -126,6 +126,7 @@ impl<S: Sink> Pipeline<S> {
             payload,
             ack,
             received,
+            trace,
         } = item;
         match self.rules.decode(&payload) {
             Ok(event) => {
@@ -135,6 +136,7 @@ impl<S: Sink> Pipeline<S> {
                     payload,
                     ack,
                     received,
+                    trace,
                 };
                 if let Some(batch) = self.batcher.push(pending, Instant::now) {
                     self.spawn_write(batch).await;

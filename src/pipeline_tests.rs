@@ -115,6 +115,7 @@ async fn send_request(
             payload: Bytes::from(e.encode_to_vec()),
             ack,
             received: std::time::Instant::now(),
+            trace: None,
         };
         tx.send(item).await.unwrap();
     }
@@ -253,6 +254,7 @@ async fn stop_flushes_the_partial_batch_and_closes_the_channel() {
                 index: 0
             }),
             received: std::time::Instant::now(),
+            trace: None,
         })
         .await
         .is_err(),
@@ -286,6 +288,7 @@ async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() 
             payload: Bytes::from(e.encode_to_vec()),
             ack,
             received: std::time::Instant::now(),
+            trace: None,
         };
         h.tx.send(item).await.unwrap();
     }

@@ -25,10 +25,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use opentelemetry::{trace::SpanKind, KeyValue};
+
 use crate::{
     event::{Ack, GrpcAck, Incoming, RequestAck, RequestResult},
     grpc::{auth::require_bearer, wire::RawIngestRequest},
     proto::{ingest::v1::IngestAck, raw_ingest_events::ingest_events_server::IngestEvents},
+    telemetry,
 };
 
 /// Requests a stream may have in flight (read, not yet acked) before reading pauses.
@@ -78,7 +81,12 @@ impl IngestEvents for Ingest {
         })?;
         let (owed_tx, owed_rx) = mpsc::channel(IN_FLIGHT_REQUESTS);
         let unacked = Arc::new(AtomicUsize::new(0));
+        let parent = telemetry::enabled().then(|| {
+            let header = |k| req.metadata().get(k).and_then(|v| v.to_str().ok());
+            telemetry::remote_parent(header("traceparent"), header("tracestate"))
+        });
         let reader = Reader {
+            parent,
             inbound: req.into_inner(),
             tx: self.tx.clone(),
             owed: owed_tx,
@@ -133,6 +141,8 @@ fn ack_stream(
 }
 
 struct Reader {
+    /// The producer's trace context from the stream's metadata (while traces are on).
+    parent: Option<opentelemetry::Context>,
     inbound: Streaming<RawIngestRequest>,
     tx: mpsc::Sender<Incoming>,
     owed: mpsc::Sender<Owed>,
@@ -228,6 +238,17 @@ impl Reader {
             }
         }
         let received = Instant::now();
+        let trace = self.parent.as_ref().and_then(|parent| {
+            telemetry::mark(
+                "ingest.request",
+                SpanKind::Server,
+                parent,
+                vec![
+                    KeyValue::new("ingest.seq", seq as i64),
+                    KeyValue::new("ingest.events", events.len() as i64),
+                ],
+            )
+        });
         for (index, payload) in events.into_iter().enumerate() {
             let item = Incoming {
                 payload,
@@ -236,6 +257,7 @@ impl Reader {
                     index: index as u32,
                 }),
                 received,
+                trace: trace.clone(),
             };
             if self.tx.send(item).await.is_err() {
                 let why = format!(

@@ -196,6 +196,7 @@ impl Redriver {
                     index: index as u32,
                 }),
                 received: std::time::Instant::now(),
+                trace: None,
             };
             let sent = tokio::select! {
                 sent = self.tx.send(item) => sent.is_ok(),

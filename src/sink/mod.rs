@@ -5,9 +5,15 @@ pub mod document;
 pub mod mongo;
 pub mod retry;
 
+use opentelemetry::{
+    trace::{Span, SpanKind},
+    Context, KeyValue,
+};
+
 use crate::{
     event::{DeadLetter, Outcome, Pending},
     pipeline::Sink,
+    telemetry,
 };
 
 pub use dead_letter::DeadLetters;
@@ -21,7 +27,21 @@ pub struct Store {
 
 impl Sink for Store {
     async fn write(&self, batch: Vec<Pending>) -> Vec<(Pending, Outcome)> {
+        let mut span = telemetry::enabled().then(|| write_span(&batch)).flatten();
         let results = self.writer.write(&batch).await;
+        if let Some(span) = span.as_mut() {
+            let count =
+                |want: fn(&DocResult) -> bool| results.iter().filter(|r| want(r)).count() as i64;
+            span.set_attributes([
+                KeyValue::new("ingest.stored", count(|r| *r == DocResult::Stored)),
+                KeyValue::new("ingest.duplicates", count(|r| *r == DocResult::Duplicate)),
+                KeyValue::new(
+                    "ingest.failed",
+                    count(|r| matches!(r, DocResult::Failed(_) | DocResult::Retry(_))),
+                ),
+            ]);
+            span.end();
+        }
         let mut letters = Vec::new();
         let out: Vec<_> = batch
             .into_iter()
@@ -44,12 +64,40 @@ impl Sink for Store {
             })
             .collect();
         if !letters.is_empty() {
-            self.dead_letters.send(letters).await;
+            self.dead_letter(letters).await;
         }
         out
     }
 
     async fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        let span = telemetry::start(
+            "dead_letter.send",
+            SpanKind::Producer,
+            &Context::new(),
+            &[],
+            vec![KeyValue::new("ingest.dead_letters", letters.len() as i64)],
+        );
         self.dead_letters.send(letters).await;
+        if let Some(mut span) = span {
+            span.end();
+        }
     }
+}
+
+/// The span of one batch write: a child of the first traced event's span, linked to
+/// the other traces in the batch (at most 128), with the batch size.
+fn write_span(batch: &[Pending]) -> Option<opentelemetry::global::BoxedSpan> {
+    let mut traced = batch.iter().filter_map(|p| p.trace.as_ref());
+    let parent = traced.next().cloned().unwrap_or_default();
+    let links: Vec<&Context> = traced.take(128).collect();
+    telemetry::start(
+        "mongodb.insert_many",
+        SpanKind::Client,
+        &parent,
+        &links,
+        vec![
+            KeyValue::new("db.system.name", "mongodb"),
+            KeyValue::new("db.operation.batch.size", batch.len() as i64),
+        ],
+    )
 }

@@ -32,8 +32,10 @@ use crate::{
         backpressure::{Backpressure, BACKLOG_MAX},
         seek::SeekCommand,
         seek_job::SeekJob,
+        trace::{batch_span, message_trace},
     },
     stats::Stats,
+    telemetry,
 };
 
 /// `newest_ms` before any message was consumed.
@@ -137,11 +139,13 @@ impl KafkaSource {
                         let now = Instant::now();
                         let mut newest = m.timestamp().to_millis();
                         backlog.push_back(self.incoming(&m, now));
+                        let mut taken = 1;
                         while backlog.len() < BACKLOG_MAX {
                             match messages.next().now_or_never() {
                                 Some(Some(Ok(m))) => {
                                     newest = m.timestamp().to_millis().or(newest);
                                     backlog.push_back(self.incoming(&m, now));
+                                    taken += 1;
                                 }
                                 Some(Some(Err(e))) => {
                                     debug!(error = %e, "consumer error");
@@ -149,6 +153,9 @@ impl KafkaSource {
                                 }
                                 _ => break,
                             }
+                        }
+                        if telemetry::enabled() {
+                            batch_span(&backlog, taken);
                         }
                         if let Some(ts) = newest {
                             let now_ms = chrono::Utc::now().timestamp_millis();
@@ -201,6 +208,9 @@ impl KafkaSource {
                 tracker: self.ctx().tracker.clone(),
             }),
             received,
+            trace: telemetry::enabled()
+                .then(|| message_trace(m, partition, offset))
+                .flatten(),
         }
     }
 

@@ -7,3 +7,4 @@ pub mod kafka;
 pub mod offsets;
 pub mod seek;
 pub mod seek_job;
+pub mod trace;

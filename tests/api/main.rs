@@ -22,4 +22,5 @@ mod security;
 mod startup;
 mod status_page;
 mod tools;
+mod traces;
 mod write_health;

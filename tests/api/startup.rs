@@ -56,6 +56,7 @@ fn bad_start_up_values_exit_2_naming_the_variable() {
         ("KAFKA_DLQ_TOPIC", "bad/dlq name"),
         ("KAFKA_TOPIC", "spaces are not allowed"),
         ("KAFKA_PARTITION_ASSIGNMENT", "range,cooperative-sticky"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
     ] {
         let (code, err) = run_binary(&[(var, value)]);
         assert_eq!(code, Some(2), "{var}: {err}");
