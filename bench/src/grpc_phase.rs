@@ -25,13 +25,18 @@ use crate::{
     kafka_phase::{check_and_drop, mib},
     metrics::batch_figures,
     report::{Kind, PhaseResult},
-    Ctx,
+    Ctx, Settings,
 };
 
 /// Runs phase 3.
 pub async fn run(ctx: &Ctx, n: u64) -> Result<PhaseResult> {
     let database = "bench_grpc";
-    let env = ctx.service_env("bench-grpc", database, &[("KAFKA_ENABLED", "false".into())]);
+    let env = ctx.service_env(
+        "bench-grpc",
+        database,
+        Settings::Bench,
+        &[("KAFKA_ENABLED", "false".into())],
+    );
     let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join("service-grpc.log"))?;
     svc.wait_serving(Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -15,7 +15,7 @@ use crate::{
     kafka,
     metrics::batch_figures,
     report::{Kind, PhaseResult},
-    Ctx,
+    Ctx, Settings,
 };
 
 /// How often progress is polled.
@@ -24,16 +24,23 @@ const POLL: Duration = Duration::from_millis(50);
 const STALL: Duration = Duration::from_secs(120);
 
 /// Starts a service consuming `topic` into `database` (its own group) and waits until
-/// it is SERVING; phases 2 and 5 both use it.
-pub async fn start_consumer(ctx: &Ctx, topic: &str, database: &str, log: &str) -> Result<Service> {
-    let env = ctx.service_env(topic, database, &[]);
+/// it is SERVING, with `settings`; phases 2, 5 and 8 use it.
+pub async fn start_consumer(
+    ctx: &Ctx,
+    topic: &str,
+    database: &str,
+    settings: Settings,
+    log: &str,
+) -> Result<Service> {
+    let env = ctx.service_env(topic, database, settings, &[]);
     let mut svc = Service::start(&ctx.bin, &env, &ctx.logs.join(log))?;
     svc.wait_serving(Duration::from_secs(60)).await?;
     Ok(svc)
 }
 
-/// Runs phase 2; also returns the seconds pre-producing took.
-pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
+/// Runs phase 2; also returns the topic (the peers consume it too) and the seconds
+/// pre-producing took.
+pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, String, f64)> {
     let topic = format!("bench-kafka-{}", std::process::id());
     kafka::create_topic(&ctx.backends.kafka, &topic, ctx.tuning.partitions).await?;
     let (brokers, t) = (ctx.backends.kafka.clone(), topic.clone());
@@ -45,7 +52,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
     );
 
     let database = "bench_kafka";
-    let svc = start_consumer(ctx, &topic, database, "service-kafka.log").await?;
+    let svc = start_consumer(ctx, &topic, database, Settings::Bench, "service-kafka.log").await?;
     let pids = Pids {
         service: Some(svc.pid()),
         ..ctx.pids
@@ -98,6 +105,7 @@ pub async fn run(ctx: &Ctx, n: u64) -> Result<(PhaseResult, f64)> {
             mean_write_ms,
             ..Default::default()
         },
+        topic,
         produce_seconds,
     ))
 }

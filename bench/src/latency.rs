@@ -1,6 +1,8 @@
-//! Phase 5, latency: a fresh Kafka-consuming service; once it is SERVING its idle
-//! memory is read, one warm-up event proves the partitions are assigned, then events
-//! are produced at a fixed rate (half phase 2's) for a set time. Each event's produce
+//! Produce → stored latency at a fixed rate ([`Paced`]): phase 5 (half phase 2's rate,
+//! the bench's settings) and phase 8, the Kafka trickle (200 events/s, the service's
+//! default BATCH_SIZE and FLUSH_INTERVAL). A fresh Kafka-consuming service on a fresh
+//! topic; once it is SERVING its idle memory is read, one warm-up event proves the
+//! partitions are assigned, then events are produced at the rate for a set time. Each event's produce
 //! time is recorded (and sent as its `ts`); its latency is the stored document's
 //! `processed_at` (BSON date, ms) minus that time. `processed_at` is stamped when the
 //! batch's `insert_many` is issued, so the write itself is added from the service's
@@ -21,15 +23,31 @@ use crate::{
     kafka_phase::{check_and_drop, mib, start_consumer},
     metrics::{batch_figures, percentile, Histogram},
     report::{Kind, Latency, PhaseResult},
-    Ctx,
+    Ctx, Settings,
 };
 
-/// Runs phase 5 at `rate` events/s for `seconds`.
-pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> Result<PhaseResult> {
-    let topic = format!("bench-latency-{}", std::process::id());
+/// One paced phase.
+pub struct Paced<'a> {
+    /// The phase's name in the report.
+    pub label: &'a str,
+    pub kind: Kind,
+    /// Names the topic (`bench-<key>-<pid>`), the database (`bench_<key>`) and the log
+    /// (`service-<key>.log`).
+    pub key: &'a str,
+    /// Events produced per second, and for how long.
+    pub rate: f64,
+    pub seconds: f64,
+    pub settings: Settings,
+}
+
+/// Runs a paced phase.
+pub async fn run(ctx: &Ctx, spec: &Paced<'_>) -> Result<PhaseResult> {
+    let (rate, seconds) = (spec.rate, spec.seconds);
+    let topic = format!("bench-{}-{}", spec.key, std::process::id());
     kafka::create_topic(&ctx.backends.kafka, &topic, ctx.tuning.partitions).await?;
-    let database = "bench_latency";
-    let svc = start_consumer(ctx, &topic, database, "service-latency.log").await?;
+    let database = &format!("bench_{}", spec.key);
+    let log = format!("service-{}.log", spec.key);
+    let svc = start_consumer(ctx, &topic, database, spec.settings, &log).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = svc.memory()?;
 
@@ -65,8 +83,8 @@ pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> Result<PhaseResult> {
     svc.stop()?;
     check_and_drop(ctx, database, count + 1).await?;
     Ok(PhaseResult {
-        phase: "5 latency (Kafka, half rate)".into(),
-        kind: Kind::Latency,
+        phase: spec.label.into(),
+        kind: spec.kind,
         events: count,
         seconds: elapsed,
         events_per_second: count as f64 / elapsed,

@@ -8,13 +8,18 @@
 //! 2. Kafka → MongoDB with the release service as a separate process ([`kafka_phase`]);
 //! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]);
 //! 4. the service's CPU per event and resident memory (idle and peak) in each;
-//! 5. produce → stored latency at half phase 2's rate ([`latency`]).
+//! 5. produce → stored latency at half phase 2's rate ([`latency`]);
+//! 6. one synchronous gRPC producer and 7. 64 small ones ([`producers_phase`]), and
+//! 8. a Kafka trickle ([`latency`] at 200 events/s), each with the service's default
+//!    BATCH_SIZE and FLUSH_INTERVAL;
+//! 9. Python peers doing phase 2's job on phase 2's topic ([`peers`]).
 //!
 //! It prints the figures as Markdown tables with the performance targets and writes
 //! them as JSON (default `target/bench/bench.json`). Every figure is measured in this
 //! run. The servers and the service run as processes under `test_support`'s
 //! watchdog, with `test_support::service::server_env` as the service's environment
-//! and the bench's settings (`--batch-size` and the rest) over it.
+//! and the bench's settings (`--batch-size` and the rest) over it, except in the
+//! phases that measure the defaults ([`Settings::Defaults`]).
 mod ceiling;
 mod cpu;
 mod events;
@@ -23,6 +28,9 @@ mod kafka;
 mod kafka_phase;
 mod latency;
 mod metrics;
+mod peers;
+mod phases;
+mod producers_phase;
 mod report;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -35,7 +43,7 @@ use test_support::{
     service::{server_env, sibling_binary},
 };
 
-use crate::{ceiling::Order, cpu::Pids, report::Report};
+use crate::{cpu::Pids, report::Report};
 
 /// The same allocator as the service's binary, so that the bench's own CPU per
 /// document (the unavoidable driver cost the service is held to) is not inflated by a
@@ -45,42 +53,58 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The benchmark: ceiling, Kafka → MongoDB, gRPC → MongoDB, cost, latency.
 #[derive(Parser, Debug)]
-struct Args {
+pub struct Args {
     /// Events (documents) in phases 1, 2 and 3.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub events: u64,
     /// Where to write the figures as JSON [default: target/bench/bench.json].
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub json: Option<PathBuf>,
     /// BATCH_SIZE: documents per insert_many and events per gRPC request.
     #[arg(long, default_value_t = 1000)]
-    batch_size: u64,
+    pub batch_size: u64,
     /// WRITE_CONCURRENCY: batches in flight, in the ceiling and in the service.
     #[arg(long, default_value_t = 4)]
-    write_concurrency: u32,
+    pub write_concurrency: u32,
     /// FLUSH_INTERVAL given to the service, seconds.
     #[arg(long, default_value_t = 0.2)]
-    flush_interval: f64,
+    pub flush_interval: f64,
     /// Partitions of the Kafka topics.
     #[arg(long, default_value_t = 6)]
-    partitions: i32,
+    pub partitions: i32,
     /// Concurrent IngestEvents streams in phase 3.
     #[arg(long, default_value_t = 4)]
-    streams: u32,
+    pub streams: u32,
     /// Unacknowledged requests allowed per stream in phase 3.
     #[arg(long, default_value_t = 8)]
-    window: usize,
+    pub window: usize,
     /// Seconds of paced production in the latency phase.
     #[arg(long, default_value_t = 20.0)]
-    latency_seconds: f64,
+    pub latency_seconds: f64,
+    /// Requests (of one event each) the synchronous producer sends in phase 6.
+    #[arg(long, default_value_t = 2000)]
+    pub sync_requests: u64,
+    /// Concurrent one-event producers (streams) in phase 7.
+    #[arg(long, default_value_t = 64)]
+    pub small_producers: usize,
+    /// Seconds phase 7 runs and phase 8 produces.
+    #[arg(long, default_value_t = 20.0)]
+    pub small_seconds: f64,
+    /// Events per second of the Kafka trickle (phase 8).
+    #[arg(long, default_value_t = 200.0)]
+    pub trickle_rate: f64,
+    /// Events each Python peer consumes from phase 2's topic (at most --events): the
+    /// peers are much slower than the service.
+    #[arg(long, default_value_t = 200_000)]
+    pub peer_events: u64,
     /// RUST_LOG given to the service (e.g. `info,sales_ingest::source::kafka=debug` to
     /// look into a phase; logs are in target/bench/logs).
     #[arg(long, default_value = "info")]
-    service_log: String,
+    pub service_log: String,
     /// Extra KEY=VALUE environment for every service process, applied last (e.g.
     /// QUEUE_CAPACITY=100000 to look into a phase); printed with the results.
     #[arg(long = "service-env", value_parser = parse_key_value)]
-    service_env: Vec<(String, String)>,
+    pub service_env: Vec<(String, String)>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -103,6 +127,19 @@ pub struct Tuning {
     pub service_env: Vec<(String, String)>,
 }
 
+/// Which batch settings a service process starts with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Settings {
+    /// The bench's `--batch-size`, `--write-concurrency` and `--flush-interval`.
+    Bench,
+    /// The service's own defaults: BATCH_SIZE, WRITE_CONCURRENCY and FLUSH_INTERVAL are
+    /// left unset (a `--service-env` entry still wins).
+    Defaults,
+}
+
+/// The variables [`Settings::Defaults`] leaves unset.
+const BATCH_KEYS: [&str; 3] = ["BATCH_SIZE", "WRITE_CONCURRENCY", "FLUSH_INTERVAL"];
+
 /// What every phase needs.
 pub struct Ctx {
     /// The local tansu and secantusd-rs.
@@ -118,25 +155,35 @@ pub struct Ctx {
 impl Ctx {
     /// The environment of a service process consuming `topic` (in its own group) into
     /// `database`: the harness's `server_env`, then the bench's settings (BATCH_SIZE,
-    /// WRITE_CONCURRENCY, FLUSH_INTERVAL, RUST_LOG), then `extra`, then the user's
-    /// `--service-env` entries.
+    /// WRITE_CONCURRENCY, FLUSH_INTERVAL; with [`Settings::Defaults`] these three are
+    /// removed instead), RUST_LOG, then `extra`, then the user's `--service-env` entries.
     pub fn service_env(
         &self,
         topic: &str,
         database: &str,
+        settings: Settings,
         extra: &[(&str, String)],
     ) -> Vec<(String, String)> {
         let t = &self.tuning;
-        let mut over = vec![
-            ("BATCH_SIZE", t.batch_size.to_string()),
-            ("WRITE_CONCURRENCY", t.write_concurrency.to_string()),
-            ("FLUSH_INTERVAL", t.flush_interval.to_string()),
-            ("RUST_LOG", t.service_log.clone()),
-        ];
+        let mut over = vec![("RUST_LOG", t.service_log.clone())];
+        if settings == Settings::Bench {
+            over.extend([
+                ("BATCH_SIZE", t.batch_size.to_string()),
+                ("WRITE_CONCURRENCY", t.write_concurrency.to_string()),
+                ("FLUSH_INTERVAL", t.flush_interval.to_string()),
+            ]);
+        }
         over.extend(extra.iter().cloned());
-        over.extend(t.service_env.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let group = format!("{topic}-group");
-        server_env(&self.backends, topic, &group, database, &over)
+        let mut env = server_env(&self.backends, topic, &group, database, &over);
+        if settings == Settings::Defaults {
+            env.retain(|(k, _)| !BATCH_KEYS.contains(&k.as_str()));
+        }
+        for (k, v) in &t.service_env {
+            env.retain(|(key, _)| key != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
     }
 }
 
@@ -197,14 +244,15 @@ async fn run(args: Args) -> Result<()> {
             kafka: servers.kafka_pid(),
         },
     };
-    let outcome = phases(&ctx, &args).await;
+    let outcome = phases::run(&ctx, &args).await;
     let stopped = servers.stop().and_then(|()| {
         std::fs::remove_dir_all(&data_dir).with_context(|| format!("remove {}", data_dir.display()))
     });
-    let (phases, pre_produce_seconds) = outcome?;
+    let measured = outcome?;
     stopped?;
 
-    let mut report = Report::new(phases, args.flush_interval);
+    let mut report = Report::new(measured.phases, args.flush_interval);
+    report.peers = measured.peers;
     report.date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     report.machine = machine();
     report.load_average_at_start = load
@@ -212,7 +260,7 @@ async fn run(args: Args) -> Result<()> {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
-    report.pre_produce_seconds = pre_produce_seconds;
+    report.pre_produce_seconds = measured.pre_produce_seconds;
     report.settings = serde_json::json!({
         "events": args.events,
         "batch_size": args.batch_size,
@@ -222,12 +270,17 @@ async fn run(args: Args) -> Result<()> {
         "grpc_streams": args.streams,
         "grpc_window": args.window,
         "latency_seconds": args.latency_seconds,
+        "sync_requests": args.sync_requests,
+        "small_producers": args.small_producers,
+        "small_seconds": args.small_seconds,
+        "trickle_rate": args.trickle_rate,
+        "peer_events": args.peer_events.min(args.events),
         "service_log": args.service_log,
         "service_env": args.service_env,
     });
     println!(
         "\nsales-ingest bench, {} on {} (load average at start {}); {} events, BATCH_SIZE={}, \
-         WRITE_CONCURRENCY={}, FLUSH_INTERVAL={} s{}\n",
+         WRITE_CONCURRENCY={}, FLUSH_INTERVAL={} s (phases 6-8: the service's defaults){}\n",
         report.date,
         report.machine,
         report.load_average_at_start,
@@ -249,68 +302,6 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("write {}", json.display()))?;
     println!("JSON: {}", json.display());
     Ok(())
-}
-
-/// Phases 1, 2, 3 and 5 in order (4 is measured inside 2, 3 and 5), then phase 1
-/// again: the ratios use the first ceiling, the repeat shows how much it drifted.
-async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64)> {
-    let n = args.events;
-    eprintln!("bench: phase 1, database ceiling ({n} documents)");
-    let ceiling = ceiling::run(
-        ctx,
-        "bench_ceiling",
-        n,
-        Order::Sequential,
-        "1 database ceiling",
-    )
-    .await?;
-    eprintln!("bench: ceiling {:.0} docs/s", ceiling.events_per_second);
-    eprintln!("bench: phase 1c, the ceiling's documents in the Kafka phase's key order");
-    let partitions = ctx.tuning.partitions.max(1) as u32;
-    let key_order = ceiling::run(
-        ctx,
-        "bench_ceiling_key_order",
-        n,
-        Order::KafkaKeys { partitions },
-        "1c ceiling, Kafka key order",
-    )
-    .await?;
-    eprintln!(
-        "bench: ceiling in Kafka key order {:.0} docs/s",
-        key_order.events_per_second
-    );
-    eprintln!("bench: phase 2, Kafka -> MongoDB");
-    let (kafka, pre_produce) = kafka_phase::run(ctx, n).await?;
-    eprintln!(
-        "bench: Kafka -> MongoDB {:.0} events/s",
-        kafka.events_per_second
-    );
-    eprintln!("bench: phase 3, gRPC -> MongoDB");
-    let grpc = grpc_phase::run(ctx, n).await?;
-    eprintln!(
-        "bench: gRPC -> MongoDB {:.0} events/s",
-        grpc.events_per_second
-    );
-    let rate = kafka.events_per_second / 2.0;
-    eprintln!(
-        "bench: phase 5, latency at {rate:.0} events/s for {} s",
-        args.latency_seconds
-    );
-    let latency = latency::run(ctx, rate, args.latency_seconds).await?;
-    eprintln!("bench: the database ceiling again, to show drift over the run");
-    let again = ceiling::run(
-        ctx,
-        "bench_ceiling_again",
-        n,
-        Order::Sequential,
-        "1b ceiling again, last",
-    )
-    .await?;
-    eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
-    Ok((
-        vec![ceiling, key_order, kafka, grpc, latency, again],
-        pre_produce,
-    ))
 }
 
 /// "Debian GNU/Linux 12 (bookworm), 2 cores".

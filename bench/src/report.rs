@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::cpu::Cpu;
+use crate::{cpu::Cpu, peers::PeerResult};
 
 /// Which kind of phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -18,6 +18,12 @@ pub enum Kind {
     Kafka,
     Grpc,
     Latency,
+    /// One gRPC producer, one event per request, window 1, service defaults.
+    SyncProducer,
+    /// Many such producers at once.
+    SmallProducers,
+    /// Kafka at a low rate, service defaults.
+    Trickle,
 }
 
 /// What one phase measured.
@@ -38,6 +44,8 @@ pub struct PhaseResult {
     pub peak_rss_mib: Option<f64>,
     pub idle_rss_mib: Option<f64>,
     pub latency: Option<Latency>,
+    /// Send → ack of the gRPC producer phases.
+    pub ack: Option<AckLatency>,
     /// Documents per insert_many and ms per insert_many, on average (the service's
     /// from its /metrics; the ceiling's measured by the bench).
     pub mean_batch_size: Option<f64>,
@@ -68,6 +76,16 @@ pub struct Latency {
     /// Inside the service, received → durable (bucket upper bounds), ms, from /metrics.
     pub service_p50_bound_ms: Option<f64>,
     pub service_p99_bound_ms: Option<f64>,
+}
+
+/// Send → ack latency of one-event requests (phases 6 and 7), over every request.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AckLatency {
+    /// Concurrent producers (streams), each with one request in flight.
+    pub producers: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 impl PhaseResult {
@@ -106,6 +124,8 @@ pub struct Report {
     /// The bench's own CPU seconds per document written in phase 1.
     pub bench_cpu_s_per_doc: f64,
     pub phases: Vec<PhaseResult>,
+    /// Phase 9: the Python peers on phase 2's topic.
+    pub peers: Vec<PeerResult>,
     pub targets: Vec<Target>,
 }
 
@@ -130,7 +150,7 @@ impl Report {
                 p.service_cpu_s_per_million = Some(per_event * 1e6);
                 p.cpu_ratio_to_bench = Some(per_event / bench_per_doc);
             }
-            if p.kind != Kind::Latency {
+            if !matches!(p.kind, Kind::Latency | Kind::Trickle | Kind::SyncProducer) {
                 p.ratio_to_ceiling = Some(p.events_per_second / ceiling);
             }
         }
@@ -153,11 +173,16 @@ impl Report {
         };
         for p in phases.iter().filter(|p| !p.is_ceiling()) {
             let name = &p.phase;
-            if p.latency.is_none() {
+            let saturation = match p.kind {
+                Kind::Kafka => Some(0.8),
+                Kind::Grpc => Some(0.85),
+                _ => None,
+            };
+            if let Some(limit) = saturation {
                 add(
-                    format!("{name}: events/s ≥ 0.85 × ceiling"),
+                    format!("{name}: events/s ≥ {limit} × ceiling"),
                     p.ratio_to_ceiling,
-                    0.85,
+                    limit,
                     false,
                 );
                 add(
@@ -166,6 +191,8 @@ impl Report {
                     3.0,
                     true,
                 );
+            }
+            if matches!(p.kind, Kind::Kafka | Kind::Grpc | Kind::SmallProducers) {
                 add(
                     format!("{name}: peak RSS ≤ 150 MiB"),
                     p.peak_rss_mib,
@@ -179,15 +206,38 @@ impl Report {
                 30.0,
                 true,
             );
-            if let Some(l) = &p.latency {
-                add(
+            let ack_p99 = p.ack.as_ref().map(|a| a.p99_ms);
+            let stored_p99 = p.latency.as_ref().map(Latency::stored_p99_bound_ms);
+            match p.kind {
+                Kind::Latency => add(
                     format!(
                         "{name}: p99 produce→stored (p99 to write start + write p99) ≤ FLUSH_INTERVAL + 100 ms"
                     ),
-                    Some(l.stored_p99_bound_ms()),
+                    stored_p99,
                     flush_interval_s * 1000.0 + 100.0,
                     true,
-                );
+                ),
+                Kind::SyncProducer => {
+                    add(format!("{name}: ack p99 ≤ 10 ms"), ack_p99, 10.0, true)
+                }
+                Kind::SmallProducers => {
+                    add(
+                        format!("{name}: events/s ≥ 15,000"),
+                        Some(p.events_per_second),
+                        15_000.0,
+                        false,
+                    );
+                    add(format!("{name}: ack p99 ≤ 25 ms"), ack_p99, 25.0, true);
+                }
+                Kind::Trickle => add(
+                    format!(
+                        "{name}: p99 produce→stored (p99 to write start + write p99) ≤ 100 ms, default FLUSH_INTERVAL"
+                    ),
+                    stored_p99,
+                    100.0,
+                    true,
+                ),
+                _ => {}
             }
         }
         Self {
@@ -198,6 +248,7 @@ impl Report {
             pre_produce_seconds: 0.0,
             bench_cpu_s_per_doc: bench_per_doc,
             phases,
+            peers: Vec::new(),
             targets,
         }
     }
@@ -218,9 +269,10 @@ impl Report {
             } else {
                 opt(p.service_cpu_s_per_million, 2)
             };
-            let latency = match &p.latency {
-                Some(l) => format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms),
-                None => "–".into(),
+            let latency = match (&p.latency, &p.ack) {
+                (Some(l), _) => format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms),
+                (None, Some(a)) => format!("{:.1} / {:.1} (ack)", a.p50_ms, a.p99_ms),
+                (None, None) => "–".into(),
             };
             let _ = writeln!(
                 s,
@@ -270,12 +322,17 @@ impl Report {
                 opt(p.mean_write_ms, 1),
             );
         }
-        if let Some(l) = self.phases.iter().find_map(|p| p.latency.as_ref()) {
+        for (p, l) in self
+            .phases
+            .iter()
+            .filter_map(|p| p.latency.as_ref().map(|l| (p, l)))
+        {
             let _ = writeln!(
                 s,
-                "\nLatency: {:.0} events/s produced; produce → processed_at p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+                "\n{}: {:.0} events/s produced; produce → processed_at p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
                  insert_many mean {} ms, p99 ≤ {} ms; inside the service (received → durable) \
                  p50 ≤ {} ms, p99 ≤ {} ms, the rest is producer, broker and consumer fetch.",
+                p.phase,
                 l.target_rate,
                 l.p50_ms,
                 l.p99_ms,
@@ -286,6 +343,19 @@ impl Report {
                 opt(l.service_p99_bound_ms, 0),
             );
         }
+        for (p, a) in self
+            .phases
+            .iter()
+            .filter_map(|p| p.ack.as_ref().map(|a| (p, a)))
+        {
+            let _ = writeln!(
+                s,
+                "\n{}: {} producers, one event per request, one request in flight each; \
+                 send → ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} events/s.",
+                p.phase, a.producers, a.p50_ms, a.p99_ms, a.max_ms, p.events_per_second,
+            );
+        }
+        crate::peers::render(&mut s, &self.phases, &self.peers);
         s.push_str("\nTargets:\n\n");
         for t in &self.targets {
             let _ = writeln!(

@@ -1,0 +1,127 @@
+//! The order of the run's phases and what each is given: the ceiling first (the
+//! ratios use it), the service phases, the peers, and the ceiling again last.
+use anyhow::Result;
+
+use crate::{
+    ceiling::{self, Order},
+    grpc_phase, kafka_phase, latency, peers, producers_phase,
+    report::{Kind, PhaseResult},
+    Args, Ctx, Settings,
+};
+
+/// What [`run`] measured.
+pub struct Measured {
+    pub phases: Vec<PhaseResult>,
+    pub peers: Vec<peers::PeerResult>,
+    pub pre_produce_seconds: f64,
+}
+
+/// Phases 1, 1c, 2, 3, 5, 6, 7, 8 and 9 in order (4 is measured inside the service
+/// phases), then phase 1 again: the ratios use the first ceiling, the repeat shows how
+/// much it drifted.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
+    let n = args.events;
+    eprintln!("bench: phase 1, database ceiling ({n} documents)");
+    let ceiling = ceiling::run(
+        ctx,
+        "bench_ceiling",
+        n,
+        Order::Sequential,
+        "1 database ceiling",
+    )
+    .await?;
+    eprintln!("bench: ceiling {:.0} docs/s", ceiling.events_per_second);
+    eprintln!("bench: phase 1c, the ceiling's documents in the Kafka phase's key order");
+    let partitions = ctx.tuning.partitions.max(1) as u32;
+    let key_order = ceiling::run(
+        ctx,
+        "bench_ceiling_key_order",
+        n,
+        Order::KafkaKeys { partitions },
+        "1c ceiling, Kafka key order",
+    )
+    .await?;
+    eprintln!(
+        "bench: ceiling in Kafka key order {:.0} docs/s",
+        key_order.events_per_second
+    );
+    eprintln!("bench: phase 2, Kafka -> MongoDB");
+    let (kafka, kafka_topic, pre_produce) = kafka_phase::run(ctx, n).await?;
+    eprintln!(
+        "bench: Kafka -> MongoDB {:.0} events/s",
+        kafka.events_per_second
+    );
+    eprintln!("bench: phase 3, gRPC -> MongoDB");
+    let grpc = grpc_phase::run(ctx, n).await?;
+    eprintln!(
+        "bench: gRPC -> MongoDB {:.0} events/s",
+        grpc.events_per_second
+    );
+    let rate = kafka.events_per_second / 2.0;
+    eprintln!(
+        "bench: phase 5, latency at {rate:.0} events/s for {} s",
+        args.latency_seconds
+    );
+    let latency = latency::run(
+        ctx,
+        &latency::Paced {
+            label: "5 latency (Kafka, half rate)",
+            kind: Kind::Latency,
+            key: "latency",
+            rate,
+            seconds: args.latency_seconds,
+            settings: Settings::Bench,
+        },
+    )
+    .await?;
+    eprintln!(
+        "bench: phase 6, one synchronous producer, {} requests, service defaults",
+        args.sync_requests
+    );
+    let sync = producers_phase::run(ctx, &producers_phase::Load::sync(args.sync_requests)).await?;
+    eprintln!(
+        "bench: phase 7, {} small producers for {} s, service defaults",
+        args.small_producers, args.small_seconds
+    );
+    let small = producers_phase::run(
+        ctx,
+        &producers_phase::Load::small(args.small_producers, args.small_seconds),
+    )
+    .await?;
+    eprintln!(
+        "bench: phase 8, Kafka trickle at {} events/s for {} s, service defaults",
+        args.trickle_rate, args.small_seconds
+    );
+    let trickle = latency::run(
+        ctx,
+        &latency::Paced {
+            label: "8 Kafka trickle (defaults)",
+            kind: Kind::Trickle,
+            key: "trickle",
+            rate: args.trickle_rate,
+            seconds: args.small_seconds,
+            settings: Settings::Defaults,
+        },
+    )
+    .await?;
+    let peer_events = args.peer_events.min(n);
+    eprintln!("bench: phase 9, Python peers, {peer_events} events each from {kafka_topic}");
+    let peers = peers::run_all(ctx, &kafka_topic, peer_events).await?;
+    eprintln!("bench: the database ceiling again, to show drift over the run");
+    let again = ceiling::run(
+        ctx,
+        "bench_ceiling_again",
+        n,
+        Order::Sequential,
+        "1b ceiling again, last",
+    )
+    .await?;
+    eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
+    Ok(Measured {
+        phases: vec![
+            ceiling, key_order, kafka, grpc, latency, sync, small, trickle, again,
+        ],
+        peers,
+        pre_produce_seconds: pre_produce,
+    })
+}
