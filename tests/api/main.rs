@@ -5,6 +5,7 @@ mod config;
 mod dayops;
 mod deploy;
 mod faults;
+mod formats;
 mod grpc;
 mod helpers;
 mod honest;
