@@ -118,7 +118,14 @@ impl Registry {
         }
         let mut attempt = 0;
         loop {
-            match self.fetch(id).await {
+            // While the registry is down, `stop` also cuts a request short, so a
+            // shutdown does not wait out request timeouts event by event.
+            let down = !self.state.get().is_up();
+            let fetched = tokio::select! {
+                fetched = self.fetch(id) => fetched,
+                _ = stop.cancelled(), if down => return None,
+            };
+            match fetched {
                 Ok(found) => {
                     self.state.set(State::Up);
                     let cached = match &found {
@@ -167,10 +174,7 @@ impl Registry {
             request = request.basic_auth(user, password);
         }
         // The error text of reqwest carries the URL, which holds no credentials here.
-        let response = request
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
+        let response = request.send().await.map_err(|e| chain(&e.without_url()))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             self.metrics.schema_registry_request("not_found");
@@ -189,6 +193,18 @@ impl Registry {
             &body.schema,
         ))))
     }
+}
+
+/// An error and its causes, `: `-separated ("error sending request: … Connection
+/// refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

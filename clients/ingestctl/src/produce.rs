@@ -166,3 +166,30 @@ pub async fn run(plan: ProducePlan) -> Result<ProduceSummary, CtlError> {
         messages_per_second: rate(done.delivered, elapsed),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use sales_ingest::format::{self, json};
+
+    use super::*;
+
+    #[test]
+    fn each_format_is_read_back_by_the_server_as_that_format() {
+        let e = SalesEvent {
+            sku: "SKU-1".into(),
+            qty: 2,
+            price: 9.99,
+            ts: "2026-11-25T10:00:00Z".into(),
+            event_id: "ev-1".into(),
+        };
+        let pb = ValueFormat::Protobuf.encode(&e, 7);
+        assert_eq!(format::detect(&pb), format::ValueFormat::Protobuf);
+        let framed = ValueFormat::Confluent.encode(&e, 7);
+        assert_eq!(format::detect(&framed), format::ValueFormat::Confluent);
+        let f = confluent::parse(&framed).unwrap();
+        assert_eq!((f.schema_id, f.indexes, f.payload), (7, vec![0], &pb[..]));
+        let text = ValueFormat::Json.encode(&e, 7);
+        assert_eq!(format::detect(&text), format::ValueFormat::Json);
+        assert_eq!(json::parse(&text).unwrap(), e);
+    }
+}
