@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::{
     config::Config,
     deps::{self, Dependencies, State, StateWriter},
+    format::{Registry, ValueDecoder},
     grpc::{self, admin::Admin, ingest::Ingest},
     health::Health,
     http, kafka_client,
@@ -45,11 +46,12 @@ struct StateWriters {
     mongodb_writes: StateWriter,
     dead_letters: StateWriter,
     kafka: Option<StateWriter>,
+    schema_registry: Option<StateWriter>,
     deps: Dependencies,
 }
 
 impl StateWriters {
-    fn new(kafka: bool) -> Self {
+    fn new(kafka: bool, registry: bool) -> Self {
         let (mongodb_reachable, reach) =
             deps::state("mongodb", State::Down("not checked yet".into()));
         let (mongodb_writes, writes) = deps::state("mongodb writes", State::Up);
@@ -60,16 +62,25 @@ impl StateWriters {
         } else {
             (None, None)
         };
+        let (schema_registry, registry_r) = match registry {
+            true => {
+                let (w, r) = deps::state("schema registry", State::Up);
+                (Some(w), Some(r))
+            }
+            false => (None, None),
+        };
         StateWriters {
             mongodb_reachable,
             mongodb_writes,
             dead_letters,
             kafka,
+            schema_registry,
             deps: Dependencies {
                 mongodb_reachable: reach,
                 mongodb_writes: writes,
                 dead_letters: letters,
                 kafka: kafka_r,
+                schema_registry: registry_r,
             },
         }
     }
@@ -123,7 +134,10 @@ impl Application {
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let http_listener = TcpListener::bind(config.http_addr).await?;
         let metrics = Arc::new(Metrics::new());
-        let writers = StateWriters::new(config.kafka_enabled);
+        let writers = StateWriters::new(
+            config.kafka_enabled,
+            config.kafka_enabled && config.schema_registry_url.is_some(),
+        );
         let admin_paused = watch::channel(false);
         let stats = Arc::new(Stats::new(
             metrics.clone(),
@@ -218,11 +232,22 @@ impl Application {
                 config.dlq_max_attempts,
             ),
         };
+        let values = ValueDecoder {
+            format: config.kafka_value_format,
+            registry: writers.schema_registry.map(|state| {
+                Arc::new(Registry::new(
+                    config.schema_registry(),
+                    state,
+                    metrics.clone(),
+                ))
+            }),
+        };
         let pipeline_cfg = PipelineConfig {
             batch_size: config.batch_size as usize,
             flush_interval: config.flush_interval(),
             write_concurrency: config.write_concurrency as usize,
             rules: config.rules(),
+            values: values.clone(),
         };
         {
             let (metrics, s) = (metrics.clone(), shutdown.clone());
@@ -260,6 +285,7 @@ impl Application {
                 group: config.kafka_group_id.clone(),
             }),
             tx: tx.clone(),
+            values,
             stats: stats.clone(),
             stop: shutdown.requested.clone(),
             tasks: tasks.clone(),

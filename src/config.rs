@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
+    format::{RegistrySettings, ValueFormat},
     sink::document::DocumentFormat,
     validate::{self, NaiveTs, Rules},
 };
@@ -76,9 +77,23 @@ pub struct Config {
     /// (e.g. `fetch.max.bytes=52428800,client.id=ingest-1`); applied last.
     #[arg(long, env = "KAFKA_PROPERTIES", value_parser = parse_properties, default_value = "", hide_default_value = true)]
     pub kafka_properties: Properties,
+    /// How Kafka values are read: `auto` (detect each: Confluent framing, JSON or bare
+    /// Protobuf), or one format pinned: `protobuf`, `confluent` or `json`.
+    #[arg(long, env = "KAFKA_VALUE_FORMAT", value_enum, default_value_t = ValueFormat::Auto)]
+    pub kafka_value_format: ValueFormat,
+    /// Confluent Schema Registry URL; unset reads Confluent-framed values as SalesEvents
+    /// without a lookup (message index [0] only).
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_parser = http_url)]
+    pub schema_registry_url: Option<MaskedUrl>,
+    /// Schema registry user name (HTTP basic auth).
+    #[arg(long, env = "SCHEMA_REGISTRY_USERNAME")]
+    pub schema_registry_username: Option<String>,
+    /// Schema registry password (masked in logs).
+    #[arg(long, env = "SCHEMA_REGISTRY_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub schema_registry_password: Option<SecretString>,
     /// MongoDB connection string (credentials allowed; they are masked in logs).
     #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017", value_parser = mongodb_url)]
-    pub mongodb_url: MongoUrl,
+    pub mongodb_url: MaskedUrl,
     /// Database the events are stored in.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "sales_db", value_parser = non_empty)]
     pub mongodb_database: String,
@@ -210,6 +225,19 @@ impl Config {
         }
     }
 
+    /// Where the schema registry is and how to log in (SCHEMA_REGISTRY_*).
+    pub fn schema_registry(&self) -> RegistrySettings {
+        RegistrySettings {
+            url: self
+                .schema_registry_url
+                .as_deref()
+                .unwrap_or_default()
+                .to_string(),
+            username: self.schema_registry_username.clone(),
+            password: self.schema_registry_password.clone(),
+        }
+    }
+
     /// SHUTDOWN_TIMEOUT as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_timeout)
@@ -292,120 +320,26 @@ impl fmt::Debug for Properties {
     }
 }
 
-/// A MongoDB connection string; `Debug` masks its password.
+/// A connection URL (MongoDB, the schema registry); `Debug` masks its password.
 #[derive(Clone, PartialEq)]
-pub struct MongoUrl(pub String);
+pub struct MaskedUrl(pub String);
 
-impl fmt::Debug for MongoUrl {
+impl fmt::Debug for MaskedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&mask_url_password(&self.0))
     }
 }
 
-impl std::ops::Deref for MongoUrl {
+impl std::ops::Deref for MaskedUrl {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
     }
 }
 
-fn mongodb_url(s: &str) -> Result<MongoUrl, String> {
-    Ok(MongoUrl(s.to_string()))
-}
-
-/// A secret, with surrounding whitespace (a file's trailing newline) trimmed once here.
-fn secret(s: &str) -> Result<SecretString, String> {
-    Ok(SecretString::from(s.trim().to_string()))
-}
-
-/// A legal Kafka topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
-fn topic_name(s: &str) -> Result<String, String> {
-    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if s.is_empty() || s.len() > 249 || s == "." || s == ".." || !s.chars().all(legal) {
-        return Err(format!(
-            "`{s}` is not a Kafka topic name (1 to 249 characters of a-z, A-Z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
-        ));
-    }
-    Ok(s.to_string())
-}
-
-fn parse_properties(s: &str) -> Result<Properties, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                Ok((k.trim().to_string(), v.trim().to_string()))
-            }
-            _ => Err(format!("`{pair}` is not key=value")),
-        })
-        .collect::<Result<_, _>>()
-        .map(Properties)
-}
-
-/// Replaces the password of a `mongodb://user:password@host` URL with `****`.
-pub fn mask_url_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:****{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
-}
-
-fn log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::builder()
-        .parse(s)
-        .map(|_| s.to_string())
-        .map_err(|e| format!("`{s}` is not a log filter: {e}"))
-}
-
-fn non_empty(s: &str) -> Result<String, String> {
-    if s.trim().is_empty() {
-        Err("must not be empty".into())
-    } else {
-        Ok(s.to_string())
-    }
-}
-
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` must be greater than 0 and at most 86400"))
-    }
-}
-
-/// A finite price limit of at least 0.
-fn max_price(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a finite number of at least 0")),
-    }
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(format!("`{s}` is not a boolean (true/false)")),
-    }
-}
+mod values;
+pub use values::mask_url_password;
+use values::*;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The state of each dependency, one owner per state: the MongoDB probe owns
 //! "MongoDB reachable", the batch writer owns "MongoDB writes", the dead-letter sender
-//! owns "dead letters", the Kafka probe owns "Kafka reachable". A `StateWriter` cannot be cloned, so each state has exactly one
+//! owns "dead letters", the Kafka probe owns "Kafka reachable", the schema registry
+//! client owns "schema registry". A `StateWriter` cannot be cloned, so each state has exactly one
 //! writer; health and GetStats read them through `StateReader`s and derive their
 //! verdict from all of them.
 use tokio::sync::watch;
@@ -80,6 +81,8 @@ pub struct Dependencies {
     pub dead_letters: StateReader,
     /// None when Kafka is disabled.
     pub kafka: Option<StateReader>,
+    /// None when no schema registry is configured.
+    pub schema_registry: Option<StateReader>,
 }
 
 impl Dependencies {
@@ -98,6 +101,11 @@ impl Dependencies {
         self.kafka.as_ref().map(|k| k.borrow().clone())
     }
 
+    /// The schema registry as its lookups last found it; None when not configured.
+    pub fn schema_registry(&self) -> Option<State> {
+        self.schema_registry.as_ref().map(|r| r.borrow().clone())
+    }
+
     /// Whether refused events can be dead-lettered.
     pub fn dead_letters(&self) -> State {
         self.dead_letters.borrow().clone()
@@ -108,6 +116,7 @@ impl Dependencies {
         self.mongodb().is_up()
             && self.dead_letters().is_up()
             && self.kafka().is_none_or(|k| k.is_up())
+            && self.schema_registry().is_none_or(|r| r.is_up())
     }
 
     /// States that are always up, for tests of the parts that read them.
@@ -117,6 +126,7 @@ impl Dependencies {
             mongodb_writes: state("mongodb writes", State::Up).1,
             dead_letters: state("dead letters", State::Up).1,
             kafka: kafka.then(|| state("kafka", State::Up).1),
+            schema_registry: None,
         }
     }
 }
@@ -134,6 +144,7 @@ mod tests {
             mongodb_writes: writes_r,
             dead_letters: state("dead letters", State::Up).1,
             kafka: None,
+            schema_registry: None,
         };
         assert!(!deps.all_up());
         assert!(reach.set(State::Up));
@@ -156,6 +167,7 @@ mod tests {
             mongodb_writes: writes,
             dead_letters: state("dead letters", State::Up).1,
             kafka: Some(kafka_r),
+            schema_registry: None,
         };
         assert!(!deps.all_up());
         kafka.set(State::Up);

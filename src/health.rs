@@ -1,6 +1,6 @@
 //! Health: the service is SERVING while MongoDB takes writes and answers pings, dead
-//! letters can be stored, Kafka is reachable when it is enabled, and no shutdown is
-//! under way. The verdict is derived from the dependency states (`deps`), each of
+//! letters can be stored, Kafka is reachable when it is enabled, the schema registry
+//! answers when one is configured, and no shutdown is under way. The verdict is derived from the dependency states (`deps`), each of
 //! which has one writer. This task publishes it to the gRPC Health service for `""`,
 //! `ingest.v1.IngestAdmin` and `ingest.v1.IngestEvents`, and to the `dependency_up`
 //! gauges; `/health` answers with the same published verdict and says which
@@ -49,6 +49,9 @@ pub struct HealthReport {
     pub mongodb: &'static str,
     pub kafka: &'static str,
     pub dead_letters: &'static str,
+    /// `up`, `down`, or absent when no schema registry is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<&'static str>,
     /// Why MongoDB is down, when it is (failing writes win over a working ping).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongodb_error: Option<String>,
@@ -56,6 +59,8 @@ pub struct HealthReport {
     pub kafka_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letters_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry_error: Option<String>,
     pub shutting_down: bool,
 }
 
@@ -97,6 +102,7 @@ impl Health {
         let mongodb = self.deps.mongodb();
         let kafka = self.deps.kafka();
         let dead_letters = self.deps.dead_letters();
+        let registry = self.deps.schema_registry();
         HealthReport {
             status: if self.published() {
                 "serving"
@@ -109,6 +115,8 @@ impl Health {
             mongodb_error: mongodb.error().map(str::to_string),
             kafka_error: kafka.as_ref().and_then(State::error).map(str::to_string),
             dead_letters_error: dead_letters.error().map(str::to_string),
+            schema_registry: registry.as_ref().map(word),
+            schema_registry_error: registry.as_ref().and_then(State::error).map(str::to_string),
             shutting_down: self.shutting_down.load(Ordering::SeqCst),
         }
     }

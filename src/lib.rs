@@ -22,6 +22,7 @@ pub mod batcher;
 pub mod config;
 pub mod deps;
 pub mod event;
+pub mod format;
 pub mod grpc;
 pub mod health;
 pub mod http;

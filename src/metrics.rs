@@ -76,6 +76,7 @@ pub struct Metrics {
     paused: IntGauge,
     up: IntGaugeVec,
     dead_letters: IntCounterVec,
+    schema_registry: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: T) -> T {
@@ -184,6 +185,15 @@ impl Metrics {
             "Events written to a dead-letter destination",
             &["destination"],
         );
+        let schema_registry = counter_vec(
+            &r,
+            "schema_registry_requests_total",
+            "Schema registry lookups, by result (found, not_found, error)",
+            &["result"],
+        );
+        for result in ["found", "not_found", "error"] {
+            schema_registry.with_label_values(&[result]);
+        }
         Metrics {
             processed,
             rejected_by_reason,
@@ -223,6 +233,7 @@ impl Metrics {
             ),
             up,
             dead_letters,
+            schema_registry,
             registry: r,
         }
     }
@@ -254,6 +265,12 @@ impl Metrics {
     /// A dead letter made durable at `destination` ("kafka" or "mongodb").
     pub fn dead_letter_delivered(&self, destination: &'static str) {
         self.dead_letters.with_label_values(&[destination]).inc();
+    }
+
+    /// A schema registry lookup ended with `result`: "found", "not_found" or "error"
+    /// (the registry unreachable or failing; the lookup is retried).
+    pub fn schema_registry_request(&self, result: &'static str) {
+        self.schema_registry.with_label_values(&[result]).inc();
     }
 
     /// Events waiting in the pipeline queue.

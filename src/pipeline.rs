@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     batcher::Batcher,
     event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
+    format::ValueDecoder,
     metrics::Metrics,
     validate::{Rules, ValidEvent},
 };
@@ -38,13 +39,15 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// Pipeline tuning.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct PipelineConfig {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub write_concurrency: usize,
     /// The validator's limits and timestamp policy.
     pub rules: Rules,
+    /// How Kafka values are unwrapped before validation (`KAFKA_VALUE_FORMAT`).
+    pub values: ValueDecoder,
 }
 
 /// A refused event waiting for its dead letter to be durable before it is acked.
@@ -64,6 +67,8 @@ struct Pipeline<S> {
     refused: Vec<Refused>,
     batch_size: usize,
     rules: Rules,
+    values: ValueDecoder,
+    stop: CancellationToken,
 }
 
 /// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
@@ -84,6 +89,8 @@ pub async fn run<S: Sink>(
         refused: Vec::new(),
         batch_size,
         rules: cfg.rules,
+        values: cfg.values,
+        stop: stop.clone(),
     };
     let mut closing = false;
     loop {
@@ -128,7 +135,17 @@ impl<S: Sink> Pipeline<S> {
             received,
             trace,
         } = item;
-        match self.rules.decode(&payload) {
+        let checked = if is_kafka_value(&ack) {
+            // Waits while the schema registry cannot answer; given up only at stop,
+            // leaving the event unresolved (its offset is not committed).
+            match self.values.decode(&payload, &self.rules, &self.stop).await {
+                Some(checked) => checked,
+                None => return,
+            }
+        } else {
+            self.rules.decode(&payload)
+        };
+        match checked {
             Ok(event) => {
                 let pending = Pending {
                     id: document_id(&event, &ack),
@@ -215,6 +232,16 @@ impl<S: Sink> Pipeline<S> {
                 ack.resolve(outcome);
             }
         });
+    }
+}
+
+/// Whether the event is a Kafka value (consumed, or a re-driven Kafka dead letter), read
+/// in `KAFKA_VALUE_FORMAT`; gRPC events are Protobuf only.
+fn is_kafka_value(ack: &Ack) -> bool {
+    match ack {
+        Ack::Kafka(_) => true,
+        Ack::Grpc(_) => false,
+        Ack::Redrive(r) => matches!(r.origin, Origin::Kafka { .. }),
     }
 }
 

@@ -84,6 +84,7 @@ fn start_with(batch_size: usize, flush: Duration, slots: usize, write_time: Dura
         flush_interval: flush,
         write_concurrency: slots,
         rules: crate::validate::Rules::DEFAULT,
+        values: Default::default(),
     };
     let done = tokio::spawn(run(rx, sink.clone(), metrics, cfg, stop.clone()));
     Harness {

@@ -44,6 +44,11 @@ pub enum Reason {
     InvalidTs,
     EventIdTooLong,
     ReservedEventId,
+    /// A Confluent-framed Kafka value whose schema id the schema registry does not know.
+    UnknownSchema,
+    /// A Confluent-framed Kafka value whose schema message does not decode as a
+    /// SalesEvent.
+    IncompatibleSchema,
 }
 
 impl Reason {
@@ -61,7 +66,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+    /// A rejection with `reason` and `detail`.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),
@@ -106,6 +112,12 @@ pub fn decode(bytes: &[u8]) -> Result<ValidEvent, Rejection> {
     Rules::DEFAULT.decode(bytes)
 }
 
+/// Decodes Protobuf bytes into a SalesEvent; a decode error is `malformed`.
+pub fn decode_protobuf(bytes: &[u8]) -> Result<SalesEvent, Rejection> {
+    SalesEvent::decode(bytes)
+        .map_err(|e| Rejection::new(Reason::Malformed, format!("protobuf decode: {e}")))
+}
+
 /// Validates a decoded event with the default rules.
 pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
     Rules::DEFAULT.validate(event)
@@ -124,9 +136,7 @@ impl Rules {
 
     /// Decodes Protobuf bytes, then validates.
     pub fn decode(&self, bytes: &[u8]) -> Result<ValidEvent, Rejection> {
-        let event = SalesEvent::decode(bytes)
-            .map_err(|e| Rejection::new(Reason::Malformed, format!("protobuf decode: {e}")))?;
-        self.validate(event)
+        self.validate(decode_protobuf(bytes)?)
     }
 
     /// Validates a decoded event, field by field in wire order.

@@ -159,3 +159,36 @@ fn masking_leaves_urls_without_password_alone() {
     assert_eq!(mask_url_password("mongodb://u@h"), "mongodb://u@h");
     assert_eq!(mask_url_password("plain"), "plain");
 }
+
+#[test]
+fn value_formats_and_the_schema_registry() {
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.kafka_value_format, ValueFormat::Auto);
+    assert!(c.schema_registry_url.is_none());
+    for (arg, want) in [
+        ("protobuf", ValueFormat::Protobuf),
+        ("confluent", ValueFormat::Confluent),
+        ("json", ValueFormat::Json),
+    ] {
+        let c = parse(&[format!("--kafka-value-format={arg}").as_str()]).unwrap();
+        assert_eq!(c.kafka_value_format, want);
+    }
+    let err = parse(&["--kafka-value-format=xml"]).unwrap_err();
+    assert!(err.to_string().contains("KAFKA_VALUE_FORMAT"), "{err}");
+    let err = parse(&["--schema-registry-url=registry:8081"]).unwrap_err();
+    assert!(err.to_string().contains("SCHEMA_REGISTRY_URL"), "{err}");
+    let c = parse(&[
+        "--schema-registry-url=https://reader:hunter2@registry:8081",
+        "--schema-registry-username=reader",
+        "--schema-registry-password=s3cret-pw",
+    ])
+    .unwrap();
+    let logged = format!("{c:?}");
+    assert!(
+        !logged.contains("hunter2") && !logged.contains("s3cret-pw"),
+        "{logged}"
+    );
+    let r = c.schema_registry();
+    assert_eq!(r.url, "https://reader:hunter2@registry:8081");
+    assert_eq!(r.username.as_deref(), Some("reader"));
+}

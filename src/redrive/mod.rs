@@ -33,10 +33,11 @@ pub use plan::{plan, Plan};
 
 use crate::{
     event::{Ack, Incoming, Origin, RedriveAck, RequestAck},
+    format::ValueDecoder,
     pipeline::coordinate_id,
     proto::ingest::v1::{RedriveProgress, RedriveRequest},
     stats::Stats,
-    validate::{self, ValidEvent},
+    validate::{self, Rules, ValidEvent},
 };
 
 /// Dead letters handed to the pipeline at once; their outcomes are awaited together.
@@ -81,6 +82,8 @@ pub struct Redriver {
     pub dlq_collection: String,
     pub topic: Option<TopicSource>,
     pub tx: mpsc::Sender<Incoming>,
+    /// Reads Kafka values in `KAFKA_VALUE_FORMAT`, as the pipeline does.
+    pub values: ValueDecoder,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
@@ -152,6 +155,23 @@ impl Redriver {
         Ok(())
     }
 
+    /// Re-validates a payload as its source did: a Kafka value in the configured value
+    /// format, a gRPC event as Protobuf.
+    async fn revalidate(
+        &self,
+        letter: &Letter,
+    ) -> Result<Result<ValidEvent, &'static str>, Status> {
+        if !matches!(letter.origin, Some(Origin::Kafka { .. })) {
+            return Ok(validate::decode(&letter.payload).map_err(|r| r.reason.code()));
+        }
+        let checked = self
+            .values
+            .decode(&letter.payload, &Rules::DEFAULT, &self.stop)
+            .await
+            .ok_or_else(stopping)?;
+        Ok(checked.map_err(|r| r.reason.code()))
+    }
+
     /// Re-validates a chunk and re-drives its valid dead letters (in a dry run, looks
     /// up which would be duplicates); returns the collection ids to mark.
     async fn chunk(
@@ -168,7 +188,7 @@ impl Redriver {
             progress.examined += 1;
             let checked = match letter.problem {
                 Some(problem) => Err(problem),
-                None => validate::decode(&letter.payload).map_err(|r| r.reason.code()),
+                None => self.revalidate(&letter).await?,
             };
             match (checked, letter.origin.clone()) {
                 (Err(reason), _) => count(progress, reason),

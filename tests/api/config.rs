@@ -30,6 +30,8 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
         ("KAFKA_PROPERTIES", "no.such.property=1"),
         ("KAFKA_PROPERTIES", "fetch.max.bytes"),
         ("GRPC_MAX_STREAMS", "0"),
+        ("KAFKA_VALUE_FORMAT", "xml"),
+        ("SCHEMA_REGISTRY_URL", "registry:8081"),
     ] {
         let (code, stderr) = run_with(&[
             (var, value),

@@ -6,6 +6,7 @@ mod dayops;
 mod dead_letters;
 mod deploy;
 mod faults;
+mod formats;
 mod grpc;
 mod helpers;
 mod honest;

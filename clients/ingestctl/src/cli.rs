@@ -2,7 +2,11 @@
 //! subcommand per task.
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::{events::InvalidShare, produce::ProducePlan, stream::StreamPlan};
+use crate::{
+    events::InvalidShare,
+    produce::{ProducePlan, ValueFormat},
+    stream::StreamPlan,
+};
 
 /// Operate and load-test a sales-ingest server.
 #[derive(Debug, Parser)]
@@ -207,6 +211,17 @@ pub struct ProduceArgs {
     /// Seconds a message may wait for delivery before it counts as failed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// Value format: protobuf (a bare SalesEvent), confluent (Schema Registry framing
+    /// around one) or json (the proto3 JSON mapping).
+    #[arg(long, value_enum, default_value_t = ValueFormat::Protobuf)]
+    pub format: ValueFormat,
+    /// Schema id written into Confluent framing.
+    #[arg(long, default_value_t = 1)]
+    pub schema_id: u32,
+    /// Send this exact value `--count` times instead of generated events (to try the
+    /// server's refusals by hand, e.g. `--raw-value 'not an event'`).
+    #[arg(long)]
+    pub raw_value: Option<String>,
 }
 
 fn non_negative(s: &str) -> Result<f64, String> {
@@ -251,6 +266,9 @@ impl ProduceArgs {
             topic: self.topic.clone(),
             timeout_secs: self.timeout,
             generator: self.gen.generator(),
+            format: self.format,
+            schema_id: self.schema_id,
+            raw_value: self.raw_value.clone(),
         }
     }
 }

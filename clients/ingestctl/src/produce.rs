@@ -1,5 +1,6 @@
-//! `ingestctl produce`: publishes the run's events, Protobuf-encoded and keyed by
-//! event id, to a Kafka topic, and waits for every delivery report. When librdkafka's
+//! `ingestctl produce`: publishes the run's events, keyed by event id and encoded in
+//! one of the server's Kafka value formats (bare Protobuf, Confluent framing, JSON), to
+//! a Kafka topic, and waits for every delivery report. When librdkafka's
 //! queue is full it waits for earlier deliveries instead of failing.
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use rdkafka::{
     producer::{future_producer::OwnedDeliveryResult, FutureProducer, FutureRecord},
     ClientConfig,
 };
+
+use sales_ingest::{format::confluent, proto::sales::v1::SalesEvent};
 
 use crate::{
     error::CtlError,
@@ -27,6 +30,40 @@ pub struct ProducePlan {
     pub topic: String,
     pub timeout_secs: u64,
     pub generator: Generator,
+    pub format: ValueFormat,
+    /// The schema id written into Confluent framing.
+    pub schema_id: u32,
+    /// A value sent as it is instead of each generated event (to try refusals by hand).
+    pub raw_value: Option<String>,
+}
+
+/// How each event is encoded: the Kafka value formats the server reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValueFormat {
+    /// A bare serialized SalesEvent.
+    Protobuf,
+    /// Confluent Schema Registry framing (magic byte, schema id, index [0]) around one.
+    Confluent,
+    /// The proto3 JSON mapping (`eventId`).
+    Json,
+}
+
+impl ValueFormat {
+    /// The event as a Kafka value in this format.
+    pub fn encode(self, event: &SalesEvent, schema_id: u32) -> Vec<u8> {
+        match self {
+            ValueFormat::Protobuf => event.encode_to_vec(),
+            ValueFormat::Confluent => confluent::frame(schema_id, &[0], &event.encode_to_vec()),
+            ValueFormat::Json => serde_json::to_vec(&serde_json::json!({
+                "sku": event.sku,
+                "qty": event.qty,
+                "price": event.price,
+                "ts": event.ts,
+                "eventId": event.event_id,
+            }))
+            .expect("a JSON object serializes"),
+        }
+    }
 }
 
 fn producer(plan: &ProducePlan) -> Result<FutureProducer, CtlError> {
@@ -75,7 +112,10 @@ pub async fn run(plan: ProducePlan) -> Result<ProduceSummary, CtlError> {
     let mut done = Deliveries::default();
     for i in 0..plan.count {
         let event = plan.generator.event(i);
-        let payload = event.encode_to_vec();
+        let payload = match &plan.raw_value {
+            Some(raw) => raw.clone().into_bytes(),
+            None => plan.format.encode(&event, plan.schema_id),
+        };
         loop {
             let record = FutureRecord::to(&plan.topic)
                 .key(event.event_id.as_str())
@@ -125,4 +165,31 @@ pub async fn run(plan: ProducePlan) -> Result<ProduceSummary, CtlError> {
         elapsed_seconds: elapsed,
         messages_per_second: rate(done.delivered, elapsed),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sales_ingest::format::{self, json};
+
+    use super::*;
+
+    #[test]
+    fn each_format_is_read_back_by_the_server_as_that_format() {
+        let e = SalesEvent {
+            sku: "SKU-1".into(),
+            qty: 2,
+            price: 9.99,
+            ts: "2026-11-25T10:00:00Z".into(),
+            event_id: "ev-1".into(),
+        };
+        let pb = ValueFormat::Protobuf.encode(&e, 7);
+        assert_eq!(format::detect(&pb), format::ValueFormat::Protobuf);
+        let framed = ValueFormat::Confluent.encode(&e, 7);
+        assert_eq!(format::detect(&framed), format::ValueFormat::Confluent);
+        let f = confluent::parse(&framed).unwrap();
+        assert_eq!((f.schema_id, f.indexes, f.payload), (7, vec![0], &pb[..]));
+        let text = ValueFormat::Json.encode(&e, 7);
+        assert_eq!(format::detect(&text), format::ValueFormat::Json);
+        assert_eq!(json::parse(&text).unwrap(), e);
+    }
 }

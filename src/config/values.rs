@@ -1,0 +1,117 @@
+//! The value parsers of the settings: each turns one variable's text into its value or
+//! into the message clap prints after the variable's name (exit 2).
+use secrecy::SecretString;
+
+use super::{MaskedUrl, Properties};
+
+pub(super) fn mongodb_url(s: &str) -> Result<MaskedUrl, String> {
+    Ok(MaskedUrl(s.to_string()))
+}
+
+/// An `http://` or `https://` URL with a host.
+pub(super) fn http_url(s: &str) -> Result<MaskedUrl, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(MaskedUrl(s.to_string())),
+        _ => Err(format!(
+            "`{}` is not an http:// or https:// URL",
+            mask_url_password(s)
+        )),
+    }
+}
+
+/// A secret, with surrounding whitespace (a file's trailing newline) trimmed once here.
+pub(super) fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.trim().to_string()))
+}
+
+/// A legal Kafka topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+pub(super) fn topic_name(s: &str) -> Result<String, String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if s.is_empty() || s.len() > 249 || s == "." || s == ".." || !s.chars().all(legal) {
+        return Err(format!(
+            "`{s}` is not a Kafka topic name (1 to 249 characters of a-z, A-Z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+pub(super) fn parse_properties(s: &str) -> Result<Properties, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!("`{pair}` is not key=value")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Properties)
+}
+
+/// Replaces the password of a `mongodb://user:password@host` URL with `****`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:****{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+pub(super) fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("`{s}` is not a log filter: {e}"))
+}
+
+pub(super) fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+pub(super) fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be greater than 0 and at most 86400"))
+    }
+}
+
+/// A finite price limit of at least 0.
+pub(super) fn max_price(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a finite number of at least 0")),
+    }
+}
+
+pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not a boolean (true/false)")),
+    }
+}

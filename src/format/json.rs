@@ -1,0 +1,173 @@
+//! A `SalesEvent` in the proto3 JSON mapping: one object whose keys are the
+//! lowerCamelCase JSON names or the proto field names (`eventId` or `event_id`);
+//! `qty` a number or a numeric string, `price` a number (or the mapping's strings,
+//! `"NaN"` and `"Infinity"` among them, which the validator then refuses); `null` is
+//! the field's default. Unknown keys are ignored, as the Protobuf decoder ignores
+//! unknown fields. Anything else is an error whose text becomes the `malformed` detail.
+use serde_json::{Map, Value};
+
+use crate::proto::sales::v1::SalesEvent;
+
+/// Parses a JSON SalesEvent.
+pub fn parse(bytes: &[u8]) -> Result<SalesEvent, String> {
+    let object: Map<String, Value> =
+        serde_json::from_slice(bytes).map_err(|e| format!("json: {e}"))?;
+    let mut event = SalesEvent::default();
+    let mut seen = [false; 5];
+    for (key, value) in &object {
+        let field = match key.as_str() {
+            "sku" => 0,
+            "qty" => 1,
+            "price" => 2,
+            "ts" => 3,
+            "eventId" | "event_id" => 4,
+            _ => continue,
+        };
+        if std::mem::replace(&mut seen[field], true) {
+            return Err(format!("json: field {key:?} is given twice"));
+        }
+        if value.is_null() {
+            continue;
+        }
+        let wrong = |expected: &str| format!("json: field {key:?} must be {expected}, not {value}");
+        match field {
+            0 => event.sku = string(value).ok_or_else(|| wrong("a string"))?,
+            1 => event.qty = int32(value).ok_or_else(|| wrong("an int32 number or string"))?,
+            2 => event.price = double(value).ok_or_else(|| wrong("a number"))?,
+            3 => event.ts = string(value).ok_or_else(|| wrong("a string"))?,
+            _ => event.event_id = string(value).ok_or_else(|| wrong("a string"))?,
+        }
+    }
+    Ok(event)
+}
+
+fn string(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// An int32: an integral number (`3`, `3.0`, `3e0`) or a string holding one.
+fn int32(v: &Value) -> Option<i32> {
+    let n = match v {
+        Value::Number(n) => n.as_i64().or_else(|| integral(n.as_f64()?))?,
+        Value::String(s) => {
+            let s = s.as_str();
+            match s.parse::<i64>() {
+                Ok(n) => n,
+                Err(_) => integral(s.parse::<f64>().ok().filter(|_| is_plain_number(s))?)?,
+            }
+        }
+        _ => return None,
+    };
+    i32::try_from(n).ok()
+}
+
+fn integral(f: f64) -> Option<i64> {
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e18).then_some(f as i64)
+}
+
+/// A double: a number, or a string with a number or `NaN`, `Infinity`, `-Infinity`.
+fn double(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            s if is_plain_number(s) => s.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A JSON-style number (no surrounding space, no `inf`/`nan` words Rust also parses).
+fn is_plain_number(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(id_key: &str) -> String {
+        format!(
+            r#"{{"sku": "SKU-1", "qty": 2, "price": 9.99, "ts": "2026-11-25T10:00:00Z", "{id_key}": "e-1"}}"#
+        )
+    }
+
+    #[test]
+    fn both_field_name_styles_are_read() {
+        for key in ["eventId", "event_id"] {
+            let e = parse(full(key).as_bytes()).unwrap();
+            assert_eq!(
+                e,
+                SalesEvent {
+                    sku: "SKU-1".into(),
+                    qty: 2,
+                    price: 9.99,
+                    ts: "2026-11-25T10:00:00Z".into(),
+                    event_id: "e-1".into(),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn both_names_at_once_are_refused() {
+        let err = parse(br#"{"eventId": "a", "event_id": "b"}"#).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn qty_may_be_a_numeric_string_and_price_a_mapped_string() {
+        let e = parse(br#"{"qty": "7", "price": "1.5"}"#).unwrap();
+        assert_eq!((e.qty, e.price), (7, 1.5));
+        assert_eq!(parse(br#"{"qty": 7.0}"#).unwrap().qty, 7);
+        assert_eq!(parse(br#"{"qty": "7e0"}"#).unwrap().qty, 7);
+        assert_eq!(parse(br#"{"qty": -3}"#).unwrap().qty, -3);
+        assert!(parse(br#"{"price": "NaN"}"#).unwrap().price.is_nan());
+        assert_eq!(
+            parse(br#"{"price": "-Infinity"}"#).unwrap().price,
+            f64::NEG_INFINITY
+        );
+    }
+
+    #[test]
+    fn nulls_and_unknown_keys_leave_defaults() {
+        let e = parse(br#"{"sku": null, "colour": "red", "qty": 1}"#).unwrap();
+        assert_eq!(e.sku, "");
+        assert_eq!(e.qty, 1);
+        assert_eq!(parse(b" {} ").unwrap(), SalesEvent::default());
+    }
+
+    #[test]
+    fn wrong_types_are_errors_naming_the_field() {
+        for (json, field) in [
+            (r#"{"sku": 5}"#, "sku"),
+            (r#"{"qty": "seven"}"#, "qty"),
+            (r#"{"qty": 1.5}"#, "qty"),
+            (r#"{"qty": 3000000000}"#, "qty"),
+            (r#"{"qty": " 7"}"#, "qty"),
+            (r#"{"qty": true}"#, "qty"),
+            (r#"{"price": "cheap"}"#, "price"),
+            (r#"{"price": "inf"}"#, "price"),
+            (r#"{"price": [1]}"#, "price"),
+            (r#"{"ts": 1764064800}"#, "ts"),
+            (r#"{"eventId": {}}"#, "eventId"),
+        ] {
+            let err = parse(json.as_bytes()).unwrap_err();
+            assert!(err.contains(&format!("{field:?}")), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn broken_json_reports_the_parse_error() {
+        let err = parse(br#"{"sku": "SKU-1", "qty": "#).unwrap_err();
+        assert!(err.starts_with("json: "), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+        assert!(parse(b"[1, 2]").unwrap_err().contains("json"));
+        assert!(parse(br#"{"sku": "a"} trailing"#).is_err());
+    }
+}
