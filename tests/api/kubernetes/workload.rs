@@ -223,8 +223,12 @@ fn the_resources_cover_the_benchmark_figures() {
     let figures = bench_figures();
     assert!(figures.len() >= 3, "{figures:?}");
     let peak_rss = figures.iter().map(|f| f.2).fold(0.0, f64::max);
-    let cpu_per_million = figures.iter().map(|f| f.1).fold(0.0, f64::max);
-    let best_rate = figures.iter().map(|f| f.0).fold(0.0, f64::max);
+    // Cores each phase kept busy: its rate at its CPU per event (small batches cost
+    // more per event, saturation more events).
+    let busiest = figures
+        .iter()
+        .map(|f| (f.0 * f.1 / 1e6, f.0, f.1))
+        .fold((0.0, 0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a });
     let c = container();
     let r = &c["resources"];
     let (req_mem, lim_mem) = (
@@ -241,18 +245,16 @@ fn the_resources_cover_the_benchmark_figures() {
         lim_mem >= 2.0 * peak_rss,
         "memory limit {lim_mem} MiB < 2 x peak RSS"
     );
-    // CPU: the request sustains the fastest measured rate at the costliest measured
-    // CPU per event, and the limit four times that.
-    let request_rate = req_cpu * 1e6 / cpu_per_million;
+    // CPU: the request covers the busiest measured phase, the limit four times that.
+    let (cores, rate, cpu_per_million) = busiest;
     assert!(
-        request_rate >= best_rate,
-        "a {req_cpu}-core request sustains {request_rate:.0} events/s < {best_rate} measured"
+        req_cpu >= cores,
+        "a {req_cpu}-core request < the {cores:.2} cores of {rate}/s at {cpu_per_million} CPU-s/1M"
     );
     assert!(lim_cpu >= 4.0 * req_cpu);
     eprintln!(
-        "KUBERNETES resources: request {req_cpu} cores = {request_rate:.0} events/s at \
-         {cpu_per_million} CPU-s/1M (best measured {best_rate}/s); memory {req_mem}/{lim_mem} MiB \
-         for a peak of {peak_rss} MiB"
+        "KUBERNETES resources: request {req_cpu} cores >= {cores:.2} cores ({rate}/s at \
+         {cpu_per_million} CPU-s/1M); memory {req_mem}/{lim_mem} MiB for a peak of {peak_rss} MiB"
     );
 }
 
