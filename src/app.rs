@@ -208,7 +208,8 @@ impl Application {
                 writers.mongodb_writes,
                 config.max_retries,
                 config.document_format,
-            ),
+            )
+            .with_mode(config.write_mode),
             dead_letters: DeadLetters::new(
                 dlq_producer.map(|p| (p, config.dlq_topic())),
                 &db,
@@ -223,6 +224,7 @@ impl Application {
             flush_interval: config.flush_interval(),
             write_concurrency: config.write_concurrency as usize,
             rules: config.rules(),
+            write_mode: config.write_mode,
         };
         {
             let (metrics, s) = (metrics.clone(), shutdown.clone());

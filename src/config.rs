@@ -1,24 +1,19 @@
 //! Configuration: every setting is an environment variable (the Python service's names
 //! kept) and the same as a CLI flag. Parsing is validation: a value that is out of range
 //! stops start-up with a message naming the variable (exit code 2, clap's usage code).
-use std::{fmt, net::SocketAddr, time::Duration};
+mod values;
 
-use clap::{Parser, ValueEnum};
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use values::{mask_url_password, LogFormat, MongoUrl, Properties};
+
 use crate::{
-    sink::document::DocumentFormat,
+    sink::{document::DocumentFormat, upsert::WriteMode},
     validate::{self, NaiveTs, Rules},
 };
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// sales-ingest: Kafka and gRPC SalesEvents into MongoDB, in batches, exactly once.
 #[derive(Clone, Debug, Parser)]
@@ -87,6 +82,10 @@ pub struct Config {
     /// service's types: ts as the string sent, processed_at as epoch seconds).
     #[arg(long, env = "DOCUMENT_FORMAT", value_enum, default_value_t = DocumentFormat::Typed)]
     pub document_format: DocumentFormat,
+    /// A later event with a stored event_id: `insert` keeps the stored document (a
+    /// duplicate), `upsert` replaces it (a correction).
+    #[arg(long, env = "WRITE_MODE", value_enum, default_value_t = WriteMode::Insert)]
+    pub write_mode: WriteMode,
     /// Events per MongoDB write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
@@ -269,41 +268,6 @@ impl Config {
     }
 }
 
-/// librdkafka properties given as `key=value,key=value`; `Debug` masks the values of
-/// secret-looking keys.
-#[derive(Clone, Default, PartialEq)]
-pub struct Properties(pub Vec<(String, String)>);
-
-impl fmt::Debug for Properties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secret = |k: &str| ["password", "secret", "key"].iter().any(|s| k.contains(s));
-        f.debug_map()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|(k, v)| (k, if secret(k) { "****" } else { v.as_str() })),
-            )
-            .finish()
-    }
-}
-
-/// A MongoDB connection string; `Debug` masks its password.
-#[derive(Clone, PartialEq)]
-pub struct MongoUrl(pub String);
-
-impl fmt::Debug for MongoUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&mask_url_password(&self.0))
-    }
-}
-
-impl std::ops::Deref for MongoUrl {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
 fn mongodb_url(s: &str) -> Result<MongoUrl, String> {
     Ok(MongoUrl(s.to_string()))
 }
@@ -336,27 +300,6 @@ fn parse_properties(s: &str) -> Result<Properties, String> {
         })
         .collect::<Result<_, _>>()
         .map(Properties)
-}
-
-/// Replaces the password of a `mongodb://user:password@host` URL with `****`.
-pub fn mask_url_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:****{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
 }
 
 fn log_filter(s: &str) -> Result<String, String> {

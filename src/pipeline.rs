@@ -10,6 +10,10 @@
 //! while every slot is busy the batch keeps filling up to `BATCH_SIZE`. `FLUSH_INTERVAL`
 //! bounds how long an event may wait, and is never the usual wait. On stop the loop
 //! closes the channel, drains it, flushes and waits for every task before returning.
+//!
+//! With `WRITE_MODE=upsert` a batch holding an event id that an earlier batch still in
+//! flight holds waits for that batch, so the last event per id in source order is the
+//! one written last (`sink::upsert::InFlight`).
 use std::{future::Future, sync::Arc, time::Duration};
 
 use mongodb::bson::oid::ObjectId;
@@ -24,6 +28,7 @@ use crate::{
     batcher::Batcher,
     event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     metrics::Metrics,
+    sink::upsert::{InFlight, WriteMode},
     validate::{Rules, ValidEvent},
 };
 
@@ -45,6 +50,8 @@ pub struct PipelineConfig {
     pub write_concurrency: usize,
     /// The validator's limits and timestamp policy.
     pub rules: Rules,
+    /// `WRITE_MODE`: in `upsert`, writes of one id keep their source order.
+    pub write_mode: WriteMode,
 }
 
 /// A refused event waiting for its dead letter to be durable before it is acked.
@@ -64,6 +71,8 @@ struct Pipeline<S> {
     refused: Vec<Refused>,
     batch_size: usize,
     rules: Rules,
+    /// Batches in flight by event id (`WRITE_MODE=upsert` only).
+    in_flight: Option<InFlight>,
 }
 
 /// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
@@ -84,6 +93,7 @@ pub async fn run<S: Sink>(
         refused: Vec::new(),
         batch_size,
         rules: cfg.rules,
+        in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
     };
     let mut closing = false;
     loop {
@@ -182,10 +192,24 @@ impl<S: Sink> Pipeline<S> {
 
     async fn spawn_write(&mut self, batch: Vec<Pending>) {
         let permit = self.slot().await;
+        let mut turn = self.in_flight.as_mut().map(|f| {
+            f.register(
+                batch
+                    .iter()
+                    .filter(|p| !p.event.event_id.is_empty())
+                    .map(|p| p.id.as_str()),
+            )
+        });
         let (sink, metrics) = (self.sink.clone(), self.metrics.clone());
         self.tasks.spawn(async move {
             let size = batch.len();
+            if let Some(turn) = &mut turn {
+                turn.wait().await;
+            }
             let results = sink.write(batch).await;
+            if let Some(turn) = turn {
+                let _ = turn.done.send(true);
+            }
             drop(permit);
             metrics.batch_written(size);
             let done = std::time::Instant::now();

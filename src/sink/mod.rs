@@ -4,6 +4,7 @@ pub mod dead_letter;
 pub mod document;
 pub mod mongo;
 pub mod retry;
+pub mod upsert;
 
 use crate::{
     event::{DeadLetter, Outcome, Pending},
@@ -12,6 +13,7 @@ use crate::{
 
 pub use dead_letter::DeadLetters;
 pub use mongo::{DocResult, MongoWriter};
+pub use upsert::WriteMode;
 
 /// MongoDB writer plus dead letters.
 pub struct Store {
@@ -30,6 +32,7 @@ impl Sink for Store {
                 let outcome = match result {
                     DocResult::Stored => Outcome::Stored,
                     DocResult::Duplicate => Outcome::Duplicate,
+                    DocResult::Updated => Outcome::Updated,
                     DocResult::Failed(message) | DocResult::Retry(message) => {
                         letters.push(DeadLetter {
                             payload: pending.payload.clone(),

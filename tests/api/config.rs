@@ -30,6 +30,7 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
         ("KAFKA_PROPERTIES", "no.such.property=1"),
         ("KAFKA_PROPERTIES", "fetch.max.bytes"),
         ("GRPC_MAX_STREAMS", "0"),
+        ("WRITE_MODE", "merge"),
     ] {
         let (code, stderr) = run_with(&[
             (var, value),
@@ -90,6 +91,7 @@ fn help_lists_every_variable_with_defaults() {
         "BATCH_SIZE",
         "FLUSH_INTERVAL",
         "MAX_RETRIES",
+        "WRITE_MODE",
         "GRPC_ADDR",
         "HTTP_ADDR",
         "ADMIN_TOKEN",

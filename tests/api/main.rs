@@ -21,4 +21,5 @@ mod security;
 mod startup;
 mod status_page;
 mod tools;
+mod upsert;
 mod write_health;
