@@ -6,7 +6,8 @@
 //! 1. the database ceiling: pre-built documents written as the service writes them
 //!    ([`ceiling`]), and the bench's own CPU per document;
 //! 2. Kafka → MongoDB with the release service as a separate process ([`kafka_phase`]);
-//! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]);
+//! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]), then the same with
+//!    `WRITE_MODE=upsert` and half the events corrections ([`upsert_phase`]);
 //! 4. the service's CPU per event and resident memory (idle and peak) in each;
 //! 5. produce → stored latency at half phase 2's rate ([`latency`]).
 //!
@@ -24,6 +25,7 @@ mod kafka_phase;
 mod latency;
 mod metrics;
 mod report;
+mod upsert_phase;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -81,6 +83,9 @@ struct Args {
     /// QUEUE_CAPACITY=100000 to look into a phase); printed with the results.
     #[arg(long = "service-env", value_parser = parse_key_value)]
     service_env: Vec<(String, String)>,
+    /// Run only phase 3 and the upsert phase, and print how they compare.
+    #[arg(long)]
+    upsert_only: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -203,6 +208,10 @@ async fn run(args: Args) -> Result<()> {
     });
     let (phases, pre_produce_seconds) = outcome?;
     stopped?;
+    if args.upsert_only {
+        println!("{}", upsert_phase::compare(&phases[0], &phases[1]));
+        return Ok(());
+    }
 
     let mut report = Report::new(phases, args.flush_interval);
     report.date = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -255,6 +264,10 @@ async fn run(args: Args) -> Result<()> {
 /// again: the ratios use the first ceiling, the repeat shows how much it drifted.
 async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64)> {
     let n = args.events;
+    if args.upsert_only {
+        let grpc = grpc_phase::run(ctx, n).await?;
+        return Ok((vec![grpc, upsert_phase::run(ctx, n).await?], 0.0));
+    }
     eprintln!("bench: phase 1, database ceiling ({n} documents)");
     let ceiling = ceiling::run(
         ctx,
@@ -291,6 +304,8 @@ async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64
         "bench: gRPC -> MongoDB {:.0} events/s",
         grpc.events_per_second
     );
+    eprintln!("bench: phase 3u, gRPC -> MongoDB with WRITE_MODE=upsert");
+    let upsert = upsert_phase::run(ctx, n).await?;
     let rate = kafka.events_per_second / 2.0;
     eprintln!(
         "bench: phase 5, latency at {rate:.0} events/s for {} s",
@@ -308,7 +323,7 @@ async fn phases(ctx: &Ctx, args: &Args) -> Result<(Vec<report::PhaseResult>, f64
     .await?;
     eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
     Ok((
-        vec![ceiling, key_order, kafka, grpc, latency, again],
+        vec![ceiling, key_order, kafka, grpc, upsert, latency, again],
         pre_produce,
     ))
 }

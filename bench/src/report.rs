@@ -17,6 +17,8 @@ pub enum Kind {
     CeilingKeyOrder,
     Kafka,
     Grpc,
+    /// Phase 3 with `WRITE_MODE=upsert`, half corrections.
+    Upsert,
     Latency,
 }
 
@@ -153,7 +155,7 @@ impl Report {
         };
         for p in phases.iter().filter(|p| !p.is_ceiling()) {
             let name = &p.phase;
-            if p.latency.is_none() {
+            if p.latency.is_none() && p.kind != Kind::Upsert {
                 add(
                     format!("{name}: events/s ≥ 0.85 × ceiling"),
                     p.ratio_to_ceiling,
@@ -189,6 +191,17 @@ impl Report {
                     true,
                 );
             }
+        }
+        let of = |k| phases.iter().find(|p| p.kind == k);
+        if let (Some(i), Some(u)) = (of(Kind::Grpc), of(Kind::Upsert)) {
+            let per = crate::upsert_phase::write_ms_per_event;
+            let ratio = per(u).zip(per(i)).map(|(u, i)| u / i);
+            add(
+                format!("{}: write time per event ≤ 1.5 × phase 3's", u.phase),
+                ratio,
+                1.5,
+                true,
+            );
         }
         Self {
             date: String::new(),
@@ -269,6 +282,10 @@ impl Report {
                 opt(p.mean_batch_size, 0),
                 opt(p.mean_write_ms, 1),
             );
+        }
+        let of = |k| self.phases.iter().find(|p| p.kind == k);
+        if let (Some(i), Some(u)) = (of(Kind::Grpc), of(Kind::Upsert)) {
+            s.push_str(&crate::upsert_phase::compare(i, u));
         }
         if let Some(l) = self.phases.iter().find_map(|p| p.latency.as_ref()) {
             let _ = writeln!(
