@@ -222,7 +222,8 @@ impl Application {
                 writers.mongodb_writes,
                 config.max_retries,
                 config.document_format,
-            ),
+            )
+            .with_mode(config.write_mode),
             dead_letters: DeadLetters::new(
                 dlq_producer.map(|p| (p, config.dlq_topic())),
                 &db,
@@ -248,6 +249,7 @@ impl Application {
             write_concurrency: config.write_concurrency as usize,
             rules: config.rules(),
             values: values.clone(),
+            write_mode: config.write_mode,
         };
         {
             let (metrics, s) = (metrics.clone(), shutdown.clone());

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     format::{RegistrySettings, ValueFormat},
-    sink::document::DocumentFormat,
+    sink::{document::DocumentFormat, upsert::WriteMode},
     validate::{self, NaiveTs, Rules},
 };
 
@@ -107,6 +107,10 @@ pub struct Config {
     /// service's types: ts as the string sent, processed_at as epoch seconds).
     #[arg(long, env = "DOCUMENT_FORMAT", value_enum, default_value_t = DocumentFormat::Typed)]
     pub document_format: DocumentFormat,
+    /// A later event with a stored event_id: `insert` keeps the stored document (a
+    /// duplicate), `upsert` replaces it (a correction).
+    #[arg(long, env = "WRITE_MODE", value_enum, default_value_t = WriteMode::Insert)]
+    pub write_mode: WriteMode,
     /// Events per MongoDB write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,

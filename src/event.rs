@@ -43,8 +43,11 @@ impl Source {
 pub enum Outcome {
     /// Newly stored in MongoDB.
     Stored,
-    /// Its `_id` was already stored.
+    /// Its `_id` was already stored (`WRITE_MODE=insert`, or an event without an id).
     Duplicate,
+    /// It replaced the stored document of its id (`WRITE_MODE=upsert`), or a later event
+    /// of the same id in the same write superseded it.
+    Updated,
     /// Refused by the validator and dead-lettered.
     Rejected(Rejection),
     /// Refused for good by MongoDB (not a duplicate, not transient) and dead-lettered,
@@ -58,7 +61,7 @@ impl Outcome {
         match self {
             Outcome::Rejected(r) => Some((r.reason.into(), &r.detail)),
             Outcome::Failed(detail) => Some((WRITE_FAILED, detail)),
-            Outcome::Stored | Outcome::Duplicate => None,
+            Outcome::Stored | Outcome::Duplicate | Outcome::Updated => None,
         }
     }
 }
@@ -251,6 +254,7 @@ impl RequestAck {
         match &outcome {
             Outcome::Stored => inner.ack.accepted += 1,
             Outcome::Duplicate => inner.ack.duplicates += 1,
+            Outcome::Updated => inner.ack.updated += 1,
             refused => {
                 let (reason, detail) = refused.refusal().expect("a refused outcome");
                 inner.ack.rejected.push(pb::Rejection {

@@ -24,6 +24,7 @@ pub enum Status {
     Duplicate,
     Rejected,
     Failed,
+    Updated,
 }
 
 impl Status {
@@ -33,6 +34,7 @@ impl Status {
             Outcome::Duplicate => Status::Duplicate,
             Outcome::Rejected(_) => Status::Rejected,
             Outcome::Failed(_) => Status::Failed,
+            Outcome::Updated => Status::Updated,
         }
     }
 }
@@ -62,7 +64,7 @@ pub enum Dependency {
 pub struct Metrics {
     registry: Registry,
     /// `sales_events_processed_total` by [source][status], fetched once for the hot path.
-    processed: [[IntCounter; 4]; 2],
+    processed: [[IntCounter; 5]; 2],
     rejected_by_reason: IntCounterVec,
     pub(crate) per_second: Gauge,
     lag_ms: IntGauge,
@@ -115,7 +117,7 @@ impl Metrics {
         let processed_vec = counter_vec(
             &r,
             "sales_events_processed_total",
-            "Events processed, by outcome (stored, duplicate, rejected, failed) and source",
+            "Events processed, by outcome (stored, duplicate, rejected, failed, updated) and source",
             &["status", "source"],
         );
         let processed = [Source::Kafka, Source::Grpc].map(|source| {
@@ -124,6 +126,7 @@ impl Metrics {
                 Status::Duplicate,
                 Status::Rejected,
                 Status::Failed,
+                Status::Updated,
             ]
             .map(|st| processed_vec.with_label_values(&[st.into(), source.as_str()]))
         });
@@ -304,8 +307,8 @@ impl Metrics {
         self.up.with_label_values(&[label]).set(up as i64);
     }
 
-    /// Counts of one source: (stored, duplicate, rejected, failed).
-    pub fn counts(&self, source: Source) -> [u64; 4] {
+    /// Counts of one source: (stored, duplicate, rejected, failed, updated).
+    pub fn counts(&self, source: Source) -> [u64; 5] {
         self.processed[source as usize].each_ref().map(|c| c.get())
     }
 
@@ -366,8 +369,9 @@ mod tests {
         };
         m.event_resolved(Source::Grpc, &Outcome::Rejected(bad), t);
         m.event_resolved(Source::Kafka, &Outcome::Failed("too big".into()), t);
-        assert_eq!(m.counts(Source::Kafka), [1, 0, 0, 1]);
-        assert_eq!(m.counts(Source::Grpc), [0, 1, 1, 0]);
+        m.event_resolved(Source::Grpc, &Outcome::Updated, t);
+        assert_eq!(m.counts(Source::Kafka), [1, 0, 0, 1, 0]);
+        assert_eq!(m.counts(Source::Grpc), [0, 1, 1, 0, 1]);
         let reasons: Vec<_> = m.rejected_by_reason().collect();
         assert_eq!(reasons, [("invalid_qty", 1), ("write_failed", 1)]);
         let text = m.render();
@@ -375,6 +379,8 @@ mod tests {
             text.contains(r#"sales_events_processed_total{source="grpc",status="duplicate"} 1"#)
         );
         assert!(text.contains(r#"sales_events_processed_total{source="kafka",status="failed"} 1"#));
+        assert!(text.contains(r#"sales_events_processed_total{source="grpc",status="updated"} 1"#));
+        assert!(text.contains(r#"sales_events_processed_total{source="kafka",status="updated"} 0"#));
         assert!(text.contains(r#"sales_events_rejected_total{reason="invalid_qty"} 1"#));
     }
 

@@ -10,6 +10,10 @@
 //! while every slot is busy the batch keeps filling up to `BATCH_SIZE`. `FLUSH_INTERVAL`
 //! bounds how long an event may wait, and is never the usual wait. On stop the loop
 //! closes the channel, drains it, flushes and waits for every task before returning.
+//!
+//! With `WRITE_MODE=upsert` a batch holding an event id that an earlier batch still in
+//! flight holds waits for that batch, so the last event per id in source order is the
+//! one written last (`sink::upsert::InFlight`).
 use std::{future::Future, sync::Arc, time::Duration};
 
 use mongodb::bson::oid::ObjectId;
@@ -25,6 +29,7 @@ use crate::{
     event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     format::ValueDecoder,
     metrics::Metrics,
+    sink::upsert::{InFlight, WriteMode},
     validate::{Rules, ValidEvent},
 };
 
@@ -48,6 +53,8 @@ pub struct PipelineConfig {
     pub rules: Rules,
     /// How Kafka values are unwrapped before validation (`KAFKA_VALUE_FORMAT`).
     pub values: ValueDecoder,
+    /// `WRITE_MODE`: in `upsert`, writes of one id keep their source order.
+    pub write_mode: WriteMode,
 }
 
 /// A refused event waiting for its dead letter to be durable before it is acked.
@@ -69,6 +76,8 @@ struct Pipeline<S> {
     rules: Rules,
     values: ValueDecoder,
     stop: CancellationToken,
+    /// Batches in flight by event id (`WRITE_MODE=upsert` only).
+    in_flight: Option<InFlight>,
 }
 
 /// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
@@ -91,6 +100,7 @@ pub async fn run<S: Sink>(
         rules: cfg.rules,
         values: cfg.values,
         stop: stop.clone(),
+        in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
     };
     let mut closing = false;
     loop {
@@ -201,10 +211,24 @@ impl<S: Sink> Pipeline<S> {
 
     async fn spawn_write(&mut self, batch: Vec<Pending>) {
         let permit = self.slot().await;
+        let mut turn = self.in_flight.as_mut().map(|f| {
+            f.register(
+                batch
+                    .iter()
+                    .filter(|p| !p.event.event_id.is_empty())
+                    .map(|p| p.id.as_str()),
+            )
+        });
         let (sink, metrics) = (self.sink.clone(), self.metrics.clone());
         self.tasks.spawn(async move {
             let size = batch.len();
+            if let Some(turn) = &mut turn {
+                turn.wait().await;
+            }
             let results = sink.write(batch).await;
+            if let Some(turn) = turn {
+                let _ = turn.done.send(true);
+            }
             drop(permit);
             metrics.batch_written(size);
             let done = std::time::Instant::now();

@@ -70,6 +70,16 @@ struct Harness {
 }
 
 fn start_with(batch_size: usize, flush: Duration, slots: usize, write_time: Duration) -> Harness {
+    start_in(batch_size, flush, slots, write_time, WriteMode::Insert)
+}
+
+fn start_in(
+    batch_size: usize,
+    flush: Duration,
+    slots: usize,
+    write_time: Duration,
+    write_mode: WriteMode,
+) -> Harness {
     let (tx, rx) = mpsc::channel(1000);
     let sink = Arc::new(MemorySink {
         write_time,
@@ -85,6 +95,7 @@ fn start_with(batch_size: usize, flush: Duration, slots: usize, write_time: Dura
         write_concurrency: slots,
         rules: crate::validate::Rules::DEFAULT,
         values: Default::default(),
+        write_mode,
     };
     let done = tokio::spawn(run(rx, sink.clone(), metrics, cfg, stop.clone()));
     Harness {
@@ -301,4 +312,27 @@ async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() 
         24,
         "a gRPC event without an id gets an ObjectId"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_upsert_mode_a_batch_waits_for_an_earlier_batch_writing_the_same_id() {
+    let write = Duration::from_millis(100);
+    for (mode, second_starts) in [(WriteMode::Insert, 0), (WriteMode::Upsert, 100)] {
+        let h = start_in(2, Duration::from_secs(5), 4, write, mode);
+        let t0 = Instant::now();
+        // Three batches of two: the third repeats an id of the first.
+        let events = [0, 1, 2, 3, 0, 4].map(event).to_vec();
+        let ack = send_request(&h.tx, 1, events).await;
+        let ack = ack.await.unwrap().unwrap();
+        assert_eq!(ack.accepted + ack.duplicates, 6, "{mode:?}");
+        let starts: Vec<u64> = h
+            .sink
+            .batches
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| (*at - t0).as_millis() as u64)
+            .collect();
+        assert_eq!(starts, vec![0, 0, second_starts], "{mode:?}");
+    }
 }

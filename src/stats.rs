@@ -128,12 +128,13 @@ impl Stats {
     }
 
     fn counts(&self, source: Source) -> SourceCounts {
-        let [stored, duplicate, rejected, failed] = self.metrics.counts(source);
+        let [stored, duplicate, rejected, failed, updated] = self.metrics.counts(source);
         SourceCounts {
             stored,
             duplicate,
             rejected,
             failed,
+            updated,
         }
     }
 
@@ -167,6 +168,7 @@ impl Stats {
             events_duplicate: kafka.duplicate + grpc.duplicate,
             events_rejected: kafka.rejected + grpc.rejected,
             events_failed: kafka.failed + grpc.failed,
+            events_updated: kafka.updated + grpc.updated,
             kafka: Some(kafka),
             grpc: Some(grpc),
             batches_written: self.metrics.batches_written(),

@@ -6,7 +6,8 @@
 //! 1. the database ceiling: pre-built documents written as the service writes them
 //!    ([`ceiling`]), and the bench's own CPU per document;
 //! 2. Kafka → MongoDB with the release service as a separate process ([`kafka_phase`]);
-//! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]);
+//! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]), then the same with
+//!    `WRITE_MODE=upsert` and half the events corrections ([`upsert_phase`]);
 //! 4. the service's CPU per event and resident memory (idle and peak) in each;
 //! 5. produce → stored latency at half phase 2's rate ([`latency`]);
 //! 6. one synchronous gRPC producer and 7. 64 small ones ([`producers_phase`]), and
@@ -32,6 +33,7 @@ mod peers;
 mod phases;
 mod producers_phase;
 mod report;
+mod upsert_phase;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -105,6 +107,9 @@ pub struct Args {
     /// QUEUE_CAPACITY=100000 to look into a phase); printed with the results.
     #[arg(long = "service-env", value_parser = parse_key_value)]
     pub service_env: Vec<(String, String)>,
+    /// Run only phase 3 and the upsert phase, and print how they compare.
+    #[arg(long)]
+    pub upsert_only: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -250,6 +255,13 @@ async fn run(args: Args) -> Result<()> {
     });
     let measured = outcome?;
     stopped?;
+    if args.upsert_only {
+        println!(
+            "{}",
+            upsert_phase::compare(&measured.phases[0], &measured.phases[1])
+        );
+        return Ok(());
+    }
 
     let mut report = Report::new(measured.phases, args.flush_interval);
     report.peers = measured.peers;

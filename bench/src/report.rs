@@ -17,6 +17,8 @@ pub enum Kind {
     CeilingKeyOrder,
     Kafka,
     Grpc,
+    /// Phase 3 with `WRITE_MODE=upsert`, half corrections.
+    Upsert,
     Latency,
     /// One gRPC producer, one event per request, window 1, service defaults.
     SyncProducer,
@@ -240,6 +242,17 @@ impl Report {
                 _ => {}
             }
         }
+        let of = |k| phases.iter().find(|p| p.kind == k);
+        if let (Some(i), Some(u)) = (of(Kind::Grpc), of(Kind::Upsert)) {
+            let per = crate::upsert_phase::write_ms_per_event;
+            let ratio = per(u).zip(per(i)).map(|(u, i)| u / i);
+            add(
+                format!("{}: write time per event ≤ 1.5 × phase 3's", u.phase),
+                ratio,
+                1.5,
+                true,
+            );
+        }
         Self {
             date: String::new(),
             machine: String::new(),
@@ -321,6 +334,10 @@ impl Report {
                 opt(p.mean_batch_size, 0),
                 opt(p.mean_write_ms, 1),
             );
+        }
+        let of = |k| self.phases.iter().find(|p| p.kind == k);
+        if let (Some(i), Some(u)) = (of(Kind::Grpc), of(Kind::Upsert)) {
+            s.push_str(&crate::upsert_phase::compare(i, u));
         }
         for (p, l) in self
             .phases

@@ -3,7 +3,7 @@
 ingest.v1.IngestEvents/Stream in requests of --batch-size events and prints each ack as
 one JSON line on stdout, in order:
 
-    {"seq": 1, "accepted": 9, "duplicates": 0, "rejected": [{"index": 6, "reason": "missing_sku", "detail": "..."}]}
+    {"seq": 1, "accepted": 9, "duplicates": 0, "updated": 0, "rejected": [{"index": 6, "reason": "missing_sku", "detail": "..."}]}
 
 A summary goes to stderr. Exit 0 when every request was acknowledged, 1 otherwise.
 
@@ -84,24 +84,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     expected = (args.count + args.batch_size - 1) // args.batch_size
-    totals = {"acks": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
+    totals = {"acks": 0, "accepted": 0, "duplicates": 0, "updated": 0, "rejected": 0}
     with grpc.insecure_channel(args.target) as channel:
         stub = ingest_pb2_grpc.IngestEventsStub(channel)
         try:
             for ack in stub.Stream(requests(args), timeout=args.timeout):
                 rejected = [{"index": r.index, "reason": r.reason, "detail": r.detail} for r in ack.rejected]
                 print(json.dumps({"seq": ack.seq, "accepted": ack.accepted,
-                                  "duplicates": ack.duplicates, "rejected": rejected}), flush=True)
+                                  "duplicates": ack.duplicates, "updated": ack.updated,
+                                  "rejected": rejected}), flush=True)
                 totals["acks"] += 1
                 totals["accepted"] += ack.accepted
                 totals["duplicates"] += ack.duplicates
+                totals["updated"] += ack.updated
                 totals["rejected"] += len(rejected)
         except grpc.RpcError as e:
             print(f"producer: stream failed: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
     print(f"producer: {args.count} events in {expected} requests to {args.target}: "
           f"{totals['acks']} acks, accepted {totals['accepted']}, duplicates {totals['duplicates']}, "
-          f"rejected {totals['rejected']}", file=sys.stderr)
+          f"rejected {totals['rejected']}, updated {totals['updated']}", file=sys.stderr)
     return 0 if totals["acks"] == expected else 1
 
 

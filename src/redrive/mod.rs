@@ -235,6 +235,7 @@ impl Redriver {
             .map_err(|why| Status::unavailable(format!("re-drive interrupted: {why}")))?;
         progress.stored += u64::from(ack.accepted);
         progress.duplicates += u64::from(ack.duplicates);
+        progress.updated += u64::from(ack.updated);
         for r in &ack.rejected {
             count(progress, &r.reason);
         }

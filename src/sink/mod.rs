@@ -4,6 +4,7 @@ pub mod dead_letter;
 pub mod document;
 pub mod mongo;
 pub mod retry;
+pub mod upsert;
 
 use opentelemetry::{
     trace::{Span, SpanKind},
@@ -18,6 +19,7 @@ use crate::{
 
 pub use dead_letter::DeadLetters;
 pub use mongo::{DocResult, MongoWriter};
+pub use upsert::WriteMode;
 
 /// MongoDB writer plus dead letters.
 pub struct Store {
@@ -35,6 +37,7 @@ impl Sink for Store {
             span.set_attributes([
                 KeyValue::new("ingest.stored", count(|r| *r == DocResult::Stored)),
                 KeyValue::new("ingest.duplicates", count(|r| *r == DocResult::Duplicate)),
+                KeyValue::new("ingest.updated", count(|r| *r == DocResult::Updated)),
                 KeyValue::new(
                     "ingest.failed",
                     count(|r| matches!(r, DocResult::Failed(_) | DocResult::Retry(_))),
@@ -50,6 +53,7 @@ impl Sink for Store {
                 let outcome = match result {
                     DocResult::Stored => Outcome::Stored,
                     DocResult::Duplicate => Outcome::Duplicate,
+                    DocResult::Updated => Outcome::Updated,
                     DocResult::Failed(message) | DocResult::Retry(message) => {
                         letters.push(DeadLetter {
                             payload: pending.payload.clone(),

@@ -7,6 +7,8 @@
 //! backoff until every document has a final answer. The writer owns the "MongoDB
 //! writes" dependency state: down after `MAX_RETRIES` failed attempts in a row, up at
 //! the next success. Also the MongoDB probe (reachability) and the start-up indexes.
+//! With `WRITE_MODE=upsert` the duplicates that carry an event id are then replaced
+//! (`sink::upsert`).
 use std::{sync::Arc, time::Duration};
 
 use mongodb::{
@@ -22,7 +24,10 @@ use crate::{
     deps::{State, StateWriter},
     event::Pending,
     metrics::{Metrics, WriteStatus},
-    sink::retry::backoff,
+    sink::{
+        retry::backoff,
+        upsert::{self, WriteMode},
+    },
 };
 
 pub use super::document::{to_document, DocumentFormat};
@@ -48,6 +53,8 @@ pub const TRANSIENT_CODES: [i32; 15] = [
 pub enum DocResult {
     Stored,
     Duplicate,
+    /// Replaced the stored document of its id, or superseded within its batch.
+    Updated,
     /// Refused for good, with the server's message.
     Failed(String),
     /// A transient refusal: the document is written again.
@@ -124,11 +131,13 @@ pub async fn client(url: &str) -> Result<Client, mongodb::error::Error> {
 
 /// Writes batches to the events collection; the one writer of "MongoDB writes".
 pub struct MongoWriter {
+    db: Database,
     coll: Collection<RawDocumentBuf>,
     metrics: Arc<Metrics>,
     state: StateWriter,
     max_retries: u32,
     format: DocumentFormat,
+    mode: WriteMode,
 }
 
 impl MongoWriter {
@@ -142,12 +151,20 @@ impl MongoWriter {
         format: DocumentFormat,
     ) -> Self {
         Self {
+            db: db.clone(),
             coll: db.collection(collection),
             metrics,
             state,
             max_retries,
             format,
+            mode: WriteMode::Insert,
         }
+    }
+
+    /// The same writer in `mode` (`WRITE_MODE`).
+    pub fn with_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Writes a batch until MongoDB gives a final answer for every document.
@@ -161,9 +178,22 @@ impl MongoWriter {
                     .encode(&p.id, &p.event, p.ack.source().as_str(), now)
             })
             .collect();
+        let upsert = self.mode == WriteMode::Upsert;
+        // Which events carry an event id, so that upsert mode may replace their document.
+        let replaceable = |i: usize| upsert && !batch[i].event.event_id.is_empty();
+        let superseded = if upsert {
+            upsert::superseded_by(
+                (0..batch.len()).map(|i| replaceable(i).then_some(batch[i].id.as_str())),
+            )
+        } else {
+            vec![None; batch.len()]
+        };
         let mut results = vec![DocResult::Stored; docs.len()];
-        // Indexes into `docs` still without a final answer.
-        let mut open: Vec<usize> = (0..docs.len()).collect();
+        // Indexes into `docs` still without a final answer (superseded ones take their
+        // winner's).
+        let mut open: Vec<usize> = (0..docs.len())
+            .filter(|&i| superseded[i].is_none())
+            .collect();
         let mut failures = 0u32;
         loop {
             let started = std::time::Instant::now();
@@ -177,16 +207,42 @@ impl MongoWriter {
                 WriteResult::Done(answers) => {
                     let mut retry = Vec::new();
                     let mut why = None;
+                    let mut replace = Vec::new();
                     for (&i, answer) in open.iter().zip(answers) {
+                        if answer == DocResult::Duplicate && replaceable(i) {
+                            replace.push(i);
+                            continue;
+                        }
                         if let DocResult::Retry(e) = &answer {
                             why.get_or_insert_with(|| e.clone());
                             retry.push(i);
                         }
                         results[i] = answer;
                     }
+                    if !replace.is_empty() {
+                        let refs: Vec<_> = replace.iter().map(|&i| &docs[i]).collect();
+                        match upsert::replace(&self.db, self.coll.name(), &refs).await {
+                            Ok(answers) => {
+                                for (&i, answer) in replace.iter().zip(answers) {
+                                    if let DocResult::Retry(e) = &answer {
+                                        why.get_or_insert_with(|| e.clone());
+                                        retry.push(i);
+                                    }
+                                    results[i] = answer;
+                                }
+                            }
+                            Err(e) => {
+                                why.get_or_insert_with(|| describe(&e));
+                                retry.extend(replace);
+                            }
+                        }
+                    }
                     let status = if why.is_some() {
                         WriteStatus::Retry
-                    } else if results.iter().all(|r| *r == DocResult::Stored) {
+                    } else if results
+                        .iter()
+                        .all(|r| matches!(r, DocResult::Stored | DocResult::Updated))
+                    {
                         WriteStatus::Success
                     } else {
                         WriteStatus::Partial
@@ -196,6 +252,11 @@ impl MongoWriter {
                     match why {
                         None => {
                             self.state.set(State::Up);
+                            for (i, winner) in superseded.iter().enumerate() {
+                                if let Some(w) = *winner {
+                                    results[i] = upsert::superseded_outcome(&results[w]);
+                                }
+                            }
                             return results;
                         }
                         Some(why) => why,
@@ -219,7 +280,7 @@ impl MongoWriter {
                 documents = open.len(),
                 %error,
                 retry_in_ms = wait.as_millis() as u64,
-                "insert_many failed; retrying, nothing is dropped"
+                "write failed; retrying, nothing is dropped"
             );
             tokio::time::sleep(wait).await;
         }

@@ -32,6 +32,7 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
         ("GRPC_MAX_STREAMS", "0"),
         ("KAFKA_VALUE_FORMAT", "xml"),
         ("SCHEMA_REGISTRY_URL", "registry:8081"),
+        ("WRITE_MODE", "merge"),
     ] {
         let (code, stderr) = run_with(&[
             (var, value),
@@ -92,6 +93,7 @@ fn help_lists_every_variable_with_defaults() {
         "BATCH_SIZE",
         "FLUSH_INTERVAL",
         "MAX_RETRIES",
+        "WRITE_MODE",
         "GRPC_ADDR",
         "HTTP_ADDR",
         "ADMIN_TOKEN",

@@ -155,7 +155,7 @@ async fn stats_prints_a_table_and_json_with_the_servers_figures() {
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
         run.stdout
-            .contains("SOURCE  STORED  DUPLICATE  REJECTED  FAILED\n"),
+            .contains("SOURCE  STORED  DUPLICATE  REJECTED  FAILED  UPDATED\n"),
         "{run:?}"
     );
     assert_eq!(value_of(&run.stdout, "mongodb"), "connected");

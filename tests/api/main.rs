@@ -24,4 +24,5 @@ mod startup;
 mod status_page;
 mod tools;
 mod traces;
+mod upsert;
 mod write_health;

@@ -91,6 +91,7 @@ pub fn render(p: &RedriveProgress, dry_run: bool) -> String {
         ("examined", p.examined.to_string()),
         (stored, p.stored.to_string()),
         ("duplicates", p.duplicates.to_string()),
+        ("updated", p.updated.to_string()),
         ("still invalid", invalid.to_string()),
         ("skipped", p.skipped.to_string()),
     ]);
@@ -125,12 +126,14 @@ mod tests {
                 .collect(),
             skipped: 4,
             done: true,
+            updated: 0,
         };
         let text = render(&p, false);
         for expected in [
             "examined       10\n",
             "stored         6\n",
             "duplicates     1\n",
+            "updated        0\n",
             "still invalid  3\n",
             "skipped        4\n",
             "STILL INVALID  COUNT\ninvalid_qty        2\nmalformed          1\n",

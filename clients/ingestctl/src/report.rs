@@ -17,6 +17,8 @@ pub struct StreamSummary {
     pub acked_events: u64,
     pub accepted: u64,
     pub duplicates: u64,
+    /// Events that replaced a stored document (WRITE_MODE=upsert).
+    pub updated: u64,
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub elapsed_seconds: f64,
@@ -68,6 +70,7 @@ impl StreamSummary {
             ("acked events", self.acked_events.to_string()),
             ("accepted", self.accepted.to_string()),
             ("duplicates", self.duplicates.to_string()),
+            ("updated", self.updated.to_string()),
             ("rejected", self.rejected.to_string()),
         ];
         let reasons: Vec<(String, String)> = self

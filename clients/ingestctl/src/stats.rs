@@ -54,6 +54,7 @@ fn counts_row(name: &str, c: &SourceCounts) -> Vec<String> {
         c.duplicate.to_string(),
         c.rejected.to_string(),
         c.failed.to_string(),
+        c.updated.to_string(),
     ]
 }
 
@@ -87,12 +88,14 @@ pub fn render(addr: &str, v: &GetStatsResponse) -> String {
         ("DUPLICATE", num),
         ("REJECTED", num),
         ("FAILED", num),
+        ("UPDATED", num),
     ]);
     let total = SourceCounts {
         stored: v.events_stored,
         duplicate: v.events_duplicate,
         rejected: v.events_rejected,
         failed: v.events_failed,
+        updated: v.events_updated,
     };
     sources
         .row(counts_row("kafka", &v.kafka.unwrap_or_default()))
@@ -190,9 +193,9 @@ mod tests {
             "server           http://h:1\n",
             "uptime           1h 02m 03s\n",
             "consumer paused  yes\n",
-            "SOURCE  STORED  DUPLICATE  REJECTED  FAILED\n",
-            "grpc      1900          0       100       0\n",
-            "total     1905          0       100       0\n",
+            "SOURCE  STORED  DUPLICATE  REJECTED  FAILED  UPDATED\n",
+            "grpc      1900          0       100       0        0\n",
+            "total     1905          0       100       0        0\n",
             "PARTITION  COMMITTED  HIGH WATERMARK  LAG\n",
             "        0          5               7    2\n",
             "REJECTION REASON  COUNT\ninvalid_qty         100\n",

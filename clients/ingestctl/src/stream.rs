@@ -84,6 +84,7 @@ struct Tally {
     acked_events: u64,
     accepted: u64,
     duplicates: u64,
+    updated: u64,
     rejected_by_reason: BTreeMap<String, u64>,
     latencies: Latencies,
 }
@@ -94,6 +95,7 @@ impl Tally {
         self.acked_events += events;
         self.accepted += u64::from(ack.accepted);
         self.duplicates += u64::from(ack.duplicates);
+        self.updated += u64::from(ack.updated);
         for r in &ack.rejected {
             *self.rejected_by_reason.entry(r.reason.clone()).or_default() += 1;
         }
@@ -105,6 +107,7 @@ impl Tally {
         self.acked_events += other.acked_events;
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
+        self.updated += other.updated;
         for (reason, n) in other.rejected_by_reason {
             *self.rejected_by_reason.entry(reason).or_default() += n;
         }
@@ -159,6 +162,7 @@ pub async fn run(channel: Channel, plan: StreamPlan) -> Result<StreamSummary, Ct
         acked_events: total.acked_events,
         accepted: total.accepted,
         duplicates: total.duplicates,
+        updated: total.updated,
         rejected: total.rejected_by_reason.values().sum(),
         rejected_by_reason: total.rejected_by_reason,
         elapsed_seconds: elapsed,
@@ -323,6 +327,7 @@ mod tests {
                     detail: String::new(),
                 },
             ],
+            updated: 2,
         };
         let mut a = Tally::default();
         a.record(&ack, 10, Duration::from_millis(5));
@@ -330,7 +335,7 @@ mod tests {
         b.record(&ack, 10, Duration::from_millis(7));
         a.merge(b);
         assert_eq!((a.requests, a.acked_events), (2, 20));
-        assert_eq!((a.accepted, a.duplicates), (14, 2));
+        assert_eq!((a.accepted, a.duplicates, a.updated), (14, 2, 4));
         assert_eq!(a.rejected_by_reason["invalid_qty"], 2);
         assert_eq!(a.latencies.summary().max_ms, Some(7.0));
     }
