@@ -7,7 +7,8 @@
 //!    ([`ceiling`]), and the bench's own CPU per document;
 //! 2. Kafka → MongoDB with the release service as a separate process ([`kafka_phase`]);
 //! 3. gRPC → MongoDB over `IngestEvents/Stream` ([`grpc_phase`]), then the same with
-//!    `WRITE_MODE=upsert` and half the events corrections ([`upsert_phase`]);
+//!    `WRITE_MODE=upsert` and 5 % and then 50 % of the events corrections
+//!    ([`upsert_phase`]);
 //! 4. the service's CPU per event and resident memory (idle and peak) in each;
 //! 5. produce → stored latency at half phase 2's rate ([`latency`]);
 //! 6. one synchronous gRPC producer and 7. 64 small ones ([`producers_phase`]), and
@@ -107,7 +108,7 @@ pub struct Args {
     /// QUEUE_CAPACITY=100000 to look into a phase); printed with the results.
     #[arg(long = "service-env", value_parser = parse_key_value)]
     pub service_env: Vec<(String, String)>,
-    /// Run only phase 3 and the upsert phase, and print how they compare.
+    /// Run only phase 3 and the upsert phases, and print how they compare.
     #[arg(long)]
     pub upsert_only: bool,
 }
@@ -256,10 +257,9 @@ async fn run(args: Args) -> Result<()> {
     let measured = outcome?;
     stopped?;
     if args.upsert_only {
-        println!(
-            "{}",
-            upsert_phase::compare(&measured.phases[0], &measured.phases[1])
-        );
+        for upsert in &measured.phases[1..] {
+            println!("{}", upsert_phase::compare(&measured.phases[0], upsert));
+        }
         return Ok(());
     }
 

@@ -16,16 +16,17 @@ pub struct Measured {
     pub pre_produce_seconds: f64,
 }
 
-/// Phases 1, 1c, 2, 3, 3u, 5, 6, 7, 8 and 9 in order (4 is measured inside the service
+/// Phases 1, 1c, 2, 3, 3u, 3v, 5, 6, 7, 8 and 9 in order (4 is measured inside the service
 /// phases), then phase 1 again: the ratios use the first ceiling, the repeat shows how
 /// much it drifted.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
     let n = args.events;
     if args.upsert_only {
         let grpc = grpc_phase::run(ctx, n).await?;
-        let upsert = upsert_phase::run(ctx, n).await?;
+        let upsert = upsert_phase::run(ctx, n, upsert_phase::TYPICAL).await?;
+        let stress = upsert_phase::run(ctx, n, upsert_phase::STRESS).await?;
         return Ok(Measured {
-            phases: vec![grpc, upsert],
+            phases: vec![grpc, upsert, stress],
             peers: Vec::new(),
             pre_produce_seconds: 0.0,
         });
@@ -66,8 +67,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
         "bench: gRPC -> MongoDB {:.0} events/s",
         grpc.events_per_second
     );
-    eprintln!("bench: phase 3u, gRPC -> MongoDB with WRITE_MODE=upsert");
-    let upsert = upsert_phase::run(ctx, n).await?;
+    eprintln!("bench: phases 3u and 3v, gRPC -> MongoDB with WRITE_MODE=upsert");
+    let upsert = upsert_phase::run(ctx, n, upsert_phase::TYPICAL).await?;
+    let stress = upsert_phase::run(ctx, n, upsert_phase::STRESS).await?;
     let rate = kafka.events_per_second / 2.0;
     eprintln!(
         "bench: phase 5, latency at {rate:.0} events/s for {} s",
@@ -130,7 +132,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
     eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
     Ok(Measured {
         phases: vec![
-            ceiling, key_order, kafka, grpc, upsert, latency, sync, small, trickle, again,
+            ceiling, key_order, kafka, grpc, upsert, stress, latency, sync, small, trickle, again,
         ],
         peers,
         pre_produce_seconds: pre_produce,

@@ -17,8 +17,10 @@ pub enum Kind {
     CeilingKeyOrder,
     Kafka,
     Grpc,
-    /// Phase 3 with `WRITE_MODE=upsert`, half corrections.
+    /// Phase 3 with `WRITE_MODE=upsert`, one event in 20 a correction.
     Upsert,
+    /// Phase 3 with `WRITE_MODE=upsert`, every other event a correction.
+    UpsertStress,
     Latency,
     /// One gRPC producer, one event per request, window 1, service defaults.
     SyncProducer,
@@ -336,8 +338,10 @@ impl Report {
             );
         }
         let of = |k| self.phases.iter().find(|p| p.kind == k);
-        if let (Some(i), Some(u)) = (of(Kind::Grpc), of(Kind::Upsert)) {
-            s.push_str(&crate::upsert_phase::compare(i, u));
+        for u in [Kind::Upsert, Kind::UpsertStress] {
+            if let (Some(i), Some(u)) = (of(Kind::Grpc), of(u)) {
+                s.push_str(&crate::upsert_phase::compare(i, u));
+            }
         }
         for (p, l) in self
             .phases
