@@ -155,6 +155,9 @@ impl Health {
             if let Some(kafka) = self.deps.kafka() {
                 metrics.dependency_up(Dependency::Kafka, kafka.is_up());
             }
+            if let Some(registry) = self.deps.schema_registry() {
+                metrics.dependency_up(Dependency::SchemaRegistry, registry.is_up());
+            }
             let serving = self.serving();
             if last != Some(serving) {
                 self.publish(serving).await;

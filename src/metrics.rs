@@ -57,6 +57,9 @@ pub enum WriteStatus {
 pub enum Dependency {
     Mongodb,
     Kafka,
+    /// Present only with `SCHEMA_REGISTRY_URL`.
+    #[strum(serialize = "schema_registry")]
+    SchemaRegistry,
 }
 
 /// The service's metrics, one registry per application instance (tests run several
@@ -391,7 +394,9 @@ mod tests {
         m.batch_written(10);
         m.partition_lags([(0, 5), (1, 0)]);
         m.dependency_up(Dependency::Mongodb, true);
+        m.dependency_up(Dependency::SchemaRegistry, false);
         let text = m.render();
+        assert!(text.contains(r#"dependency_up{dependency="schema_registry"} 0"#));
         assert!(text.contains(r#"mongodb_writes_total{status="retry"} 1"#));
         assert!(text.contains(r#"kafka_consumer_lag_messages{partition="0"} 5"#));
         assert!(text.contains(r#"dependency_up{dependency="mongodb"} 1"#));

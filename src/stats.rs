@@ -179,6 +179,8 @@ impl Stats {
             kafka_enabled: self.kafka_enabled(),
             kafka_connected: self.deps.kafka().is_some_and(|k| k.is_up()),
             mongodb_connected: self.deps.mongodb().is_up(),
+            schema_registry_enabled: self.deps.schema_registry().is_some(),
+            schema_registry_connected: self.deps.schema_registry().is_some_and(|r| r.is_up()),
             consumer_lag: partitions.iter().map(|p| p.lag.max(0)).sum(),
             partitions,
             rejected_by_reason: self

@@ -228,9 +228,24 @@ async fn a_failing_registry_holds_events_until_it_answers() {
         }
     })
     .await;
+    let metric_is = |value: &'static str| {
+        let http = http.clone();
+        move || {
+            let http = http.clone();
+            async move {
+                let (_, metrics) = get(&format!("{http}/metrics")).await;
+                metrics.contains(&format!(
+                    r#"dependency_up{{dependency="schema_registry"}} {value}"#
+                ))
+            }
+        }
+    };
+    wait_until(Duration::from_secs(5), "dependency_up 0", metric_is("0")).await;
     let (_, metrics) = get(&format!("{}/metrics", app.http_url)).await;
     assert!(!metrics.contains(r#"schema_registry_requests_total{result="error"} 0"#));
-    let k = app.stats.snapshot().kafka.unwrap();
+    let snapshot = app.stats.snapshot();
+    assert!(snapshot.schema_registry_enabled && !snapshot.schema_registry_connected);
+    let k = snapshot.kafka.unwrap();
     assert_eq!(
         (k.stored, k.rejected),
         (0, 0),
@@ -241,6 +256,8 @@ async fn a_failing_registry_holds_events_until_it_answers() {
     wait_outcomes(&app, 1, 0).await;
     document(&app, "held").await;
     app.wait_serving().await;
+    wait_until(Duration::from_secs(5), "dependency_up 1", metric_is("1")).await;
+    assert!(app.stats.snapshot().schema_registry_connected);
     app.stop().await;
 }
 

@@ -103,7 +103,9 @@ fn assert_shows(dom: &str, s: &Snapshot, paused: bool) {
         s.events_duplicate.to_string()
     );
     assert_eq!(text(dom, "events-failed"), s.events_failed.to_string());
+    assert_eq!(text(dom, "events-updated"), s.events_updated.to_string());
     assert_eq!(text(dom, "dep-mongodb"), "up");
+    assert_eq!(text(dom, "dep-schema-registry"), "disabled");
     assert_eq!(text(dom, "dep-kafka"), "up");
     assert_eq!(
         text(dom, "consumer-state"),
@@ -133,10 +135,11 @@ fn assert_shows(dom: &str, s: &Snapshot, paused: bool) {
     }
     let grpc = row(dom, "data-source=\"grpc\"").expect("grpc row");
     assert_eq!(grpc[1], s.grpc.unwrap().stored.to_string());
-    assert_eq!(grpc[3], s.grpc.unwrap().rejected.to_string());
+    assert_eq!(grpc[3], s.grpc.unwrap().updated.to_string());
+    assert_eq!(grpc[4], s.grpc.unwrap().rejected.to_string());
     let kafka = row(dom, "data-source=\"kafka\"").expect("kafka row");
     assert_eq!(kafka[1], s.kafka.unwrap().stored.to_string());
-    assert_eq!(kafka[3], s.kafka.unwrap().rejected.to_string());
+    assert_eq!(kafka[4], s.kafka.unwrap().rejected.to_string());
     // It polled more than once and drew the chart from the rates between polls.
     let polls: u32 = attr(dom, "chart-points", "data-count").parse().unwrap();
     assert!(polls >= 1, "no chart points");

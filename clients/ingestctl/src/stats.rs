@@ -60,27 +60,29 @@ fn counts_row(name: &str, c: &SourceCounts) -> Vec<String> {
 
 /// The stats as text: a summary, counts per source, lag per partition, rejections.
 pub fn render(addr: &str, v: &GetStatsResponse) -> String {
-    let kafka = match (v.kafka_enabled, v.kafka_connected) {
-        (false, _) => "disabled".to_string(),
-        (true, true) => "connected".to_string(),
-        (true, false) => "NOT connected".to_string(),
-    };
-    let mongodb = if v.mongodb_connected {
-        "connected"
+    let connection = |up: bool| if up { "connected" } else { "NOT connected" }.to_string();
+    let kafka = if v.kafka_enabled {
+        connection(v.kafka_connected)
     } else {
-        "NOT connected"
+        "disabled".to_string()
     };
-    let mut out = key_values(&[
+    let mut summary = vec![
         ("server", addr.to_string()),
         ("uptime", format_uptime(v.uptime_seconds)),
         ("kafka", kafka),
-        ("mongodb", mongodb.to_string()),
+        ("mongodb", connection(v.mongodb_connected)),
+    ];
+    if v.schema_registry_enabled {
+        summary.push(("schema registry", connection(v.schema_registry_connected)));
+    }
+    summary.extend([
         ("consumer paused", yes_no(v.consumer_paused)),
         ("consumer lag", v.consumer_lag.to_string()),
         ("queue depth", v.queue_depth.to_string()),
         ("batches written", v.batches_written.to_string()),
         ("events/s", format!("{:.1}", v.events_per_second)),
     ]);
+    let mut out = key_values(&summary);
     let num = Align::Right;
     let mut sources = Table::new(&[
         ("SOURCE", Align::Left),
@@ -215,6 +217,17 @@ mod tests {
         let text = render("a", &v);
         assert!(text.contains("kafka            disabled\n"), "{text}");
         assert!(!text.contains("PARTITION"));
+    }
+
+    #[test]
+    fn the_schema_registry_shows_only_when_configured() {
+        assert!(!render("a", &sample()).contains("schema registry"));
+        let v = GetStatsResponse {
+            schema_registry_enabled: true,
+            ..sample()
+        };
+        let text = render("a", &v);
+        assert!(text.contains("schema registry  NOT connected\n"), "{text}");
     }
 
     #[test]
