@@ -2,7 +2,6 @@
 //! shared backends, with its own topic, group and database; plus typed helpers to
 //! produce, consume, query MongoDB and call the RPCs.
 use std::{
-    collections::HashMap,
     future::Future,
     sync::{Arc, Once},
     time::{Duration, Instant},
@@ -11,14 +10,6 @@ use std::{
 use clap::{CommandFactory, Parser};
 use mongodb::{bson::doc, Client, Database};
 use prost::Message as _;
-use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer, StreamConsumer},
-    message::{Headers, Message},
-    producer::{FutureProducer, FutureRecord},
-    ClientConfig, Offset, TopicPartitionList,
-};
 use sales_ingest::{
     proto::{
         ingest::v1::{
@@ -36,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::backends::backends;
+
+mod kafka;
+pub use kafka::{committed, consume, create_topic, create_topic_at, produce};
 
 /// Options a test may change; the rest are the test defaults of
 /// `test_support::service::DEFAULTS`.
@@ -275,61 +269,6 @@ where
     }
 }
 
-fn kafka_config() -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &backends().kafka);
-    c
-}
-
-/// Creates a topic with `partitions` partitions.
-pub async fn create_topic(topic: &str, partitions: i32) {
-    create_topic_at(&backends().kafka, topic, partitions).await;
-}
-
-/// Creates a topic on the broker at `bootstrap`.
-pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics");
-    for r in results {
-        r.expect("topic created");
-    }
-}
-
-/// Produces payloads (round-robin over `partitions`) and waits for every delivery.
-pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
-    let producer: FutureProducer = kafka_config()
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "2000000")
-        .set("queue.buffering.max.kbytes", "2097151")
-        .set("message.timeout.ms", "60000")
-        .create()
-        .expect("producer");
-    let mut pending = Vec::with_capacity(payloads.len());
-    for (i, p) in payloads.iter().enumerate() {
-        let record = FutureRecord::<(), [u8]>::to(topic)
-            .payload(p.as_slice())
-            .partition(i as i32 % partitions);
-        pending.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-    }
-    for d in pending {
-        d.await.expect("delivery future").expect("delivered");
-    }
-}
-
 /// Encodes an event.
 pub fn encode(e: &SalesEvent) -> Vec<u8> {
     e.encode_to_vec()
@@ -344,72 +283,6 @@ pub fn valid_event(i: usize, id: &str) -> SalesEvent {
         ts: "2026-11-25T10:00:00Z".into(),
         event_id: id.to_string(),
     }
-}
-
-/// Committed offsets of `group` for partitions 0..n of `topic`.
-pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config()
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed offsets");
-    (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
-        .collect()
-}
-
-/// Reads `count` messages from `topic` (fresh group, from the start): each message's
-/// payload and headers.
-pub async fn consume(
-    topic: &str,
-    count: usize,
-    timeout: Duration,
-) -> Vec<(Vec<u8>, HashMap<String, String>)> {
-    let consumer: StreamConsumer = kafka_config()
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("max.poll.interval.ms", "7000")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
-    while out.len() < count {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "read {} of {count} messages from {topic}",
-            out.len()
-        );
-        let Ok(Ok(m)) = tokio::time::timeout(left, consumer.recv()).await else {
-            continue;
-        };
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| {
-                        let v = x.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                        (x.key.to_string(), v.unwrap_or_default())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push((m.payload().unwrap_or_default().to_vec(), headers));
-    }
-    out
 }
 
 /// GET a URL: status and body.

@@ -1,0 +1,46 @@
+//! Unit tests of `mongo`.
+use super::*;
+
+fn write_error(code: i32, message: &str) -> IndexedWriteError {
+    mongodb::bson::from_document(doc! { "index": 0, "code": code, "errmsg": message }).unwrap()
+}
+
+#[test]
+fn a_duplicate_id_is_a_duplicate_and_another_unique_index_a_refusal() {
+    let id = "E11000 duplicate key error collection: t.x index: _id_ dup key: { _id: \"a\" }";
+    assert_eq!(classify_doc(&write_error(11000, id)), DocResult::Duplicate);
+    assert_eq!(
+        classify_doc(&write_error(11000, "E11000 duplicate key error")),
+        DocResult::Duplicate,
+        "a server that does not name the index"
+    );
+    let other = "E11000 duplicate key error collection: t.x index: sku_1 dup key: { sku: \"s\" }";
+    match classify_doc(&write_error(11000, other)) {
+        DocResult::Failed(why) => assert!(why.contains("unique index sku_1"), "{why}"),
+        got => panic!("{got:?}"),
+    }
+}
+
+#[test]
+fn transient_codes_are_retried_and_the_rest_refused() {
+    for code in TRANSIENT_CODES {
+        assert!(
+            matches!(classify_doc(&write_error(code, "x")), DocResult::Retry(_)),
+            "{code}"
+        );
+    }
+    for code in [121, 2, 166, 10334] {
+        assert!(
+            matches!(classify_doc(&write_error(code, "x")), DocResult::Failed(_)),
+            "{code}"
+        );
+    }
+}
+
+#[test]
+fn success_means_all_stored() {
+    match classify(Ok(()), 3) {
+        WriteResult::Done(r) => assert_eq!(r, vec![DocResult::Stored; 3]),
+        other => panic!("{other:?}"),
+    }
+}
