@@ -155,7 +155,17 @@ impl DeadLetters {
                     Err((why, retry)) if retry && attempt < self.max_attempts => {
                         open.push((letter, Some(why)))
                     }
-                    Err((why, _)) => refused.push((letter, Some(why))),
+                    Err((why, retry)) => {
+                        let why = if retry {
+                            format!(
+                                "{why} (gave up after attempt {attempt} of DLQ_MAX_ATTEMPTS={})",
+                                self.max_attempts
+                            )
+                        } else {
+                            format!("{why} (permanent: not retried)")
+                        };
+                        refused.push((letter, Some(why)))
+                    }
                 }
             }
             if open.is_empty() {

@@ -1,12 +1,27 @@
-//! A flood of invalid events while the dead-letter topic takes none of them, with the
-//! server as a process: the letters fall back to the collection in bounded batches, the
-//! offsets reach the end of the log, memory stays bounded and health stays SERVING.
-use std::time::{Duration, Instant};
+//! Dead letters the topic will not take. A flood of invalid events while the topic
+//! refuses every letter, with the server as a process: the letters fall back to the
+//! collection in bounded batches, the offsets reach the end of the log, memory stays
+//! bounded and health stays SERVING. And a broker that never answers: each letter is
+//! tried `DLQ_MAX_ATTEMPTS` times before it falls back.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use bytes::Bytes;
+use clap::Parser;
 use mongodb::bson::{doc, Document};
-use sales_ingest::proto::sales::v1::SalesEvent;
+use sales_ingest::{
+    deps::{state, State},
+    event::{DeadLetter, Origin},
+    metrics::Metrics,
+    proto::sales::v1::SalesEvent,
+    sink::DeadLetters,
+    source::consumer,
+    Config,
+};
 
-use test_support::service::server_env;
+use test_support::{servers::free_port, service::server_env};
 
 use crate::{
     backends::{backends, start_server},
@@ -63,6 +78,9 @@ async fn a_flood_of_invalid_events_the_dead_letter_topic_refuses_falls_back_and_
         fell_back, N as u64,
         "every letter is in the collection with the topic's refusal"
     );
+    let one = letters.find_one(doc! {}).await.unwrap().unwrap();
+    let refusal = one.get_str("dlq_topic_error").unwrap();
+    assert!(refusal.ends_with("(permanent: not retried)"), "{refusal}");
     let metrics = server.metrics().await.unwrap();
     assert!(
         metrics.contains(&format!(
@@ -89,4 +107,84 @@ async fn a_flood_of_invalid_events_the_dead_letter_topic_refuses_falls_back_and_
          committed_to_end={:.1}s peak_rss_growth={grew_mib}MiB",
         took.as_secs_f64()
     );
+}
+
+/// The dead-letter producer pointed at a port where nothing answers, with a short
+/// delivery timeout: every attempt times out, and after `DLQ_MAX_ATTEMPTS` the letter is
+/// stored in the collection, saying how many attempts it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_a_silent_broker_times_out_are_tried_max_attempts_times_then_stored() {
+    const ATTEMPTS: u32 = 3;
+    const TIMEOUT_MS: u64 = 400;
+    let (topic, dbname) = (unique("dlqsilent"), unique("dlqsilent_db"));
+    let options = AppOptions {
+        extra: vec![(
+            "kafka-properties".into(),
+            format!("message.timeout.ms={TIMEOUT_MS}"),
+        )],
+        ..Default::default()
+    };
+    let mut config = Config::parse_from(app_args(&options, &topic, "unused", &dbname));
+    config.kafka_bootstrap_servers = format!("127.0.0.1:{}", free_port());
+    let producer = consumer::producer(&config).expect("producer");
+    let db = mongo_client().await.database(&dbname);
+    let metrics = Arc::new(Metrics::new());
+    let (writer, reader) = state("dead letters", State::Up);
+    let letters = DeadLetters::new(
+        Some((producer, config.dlq_topic())),
+        &db,
+        "letters",
+        metrics.clone(),
+        writer,
+        ATTEMPTS,
+    );
+    let letter = DeadLetter {
+        payload: Bytes::from_static(b"not a sales event"),
+        reason: "malformed",
+        detail: "garbage".into(),
+        origin: Origin::Kafka {
+            topic: topic.as_str().into(),
+            partition: 0,
+            offset: 7,
+        },
+    };
+    let started = Instant::now();
+    letters.send(vec![letter]).await;
+    let took = started.elapsed();
+
+    let stored = db
+        .collection::<Document>("letters")
+        .find_one(doc! { "source_offset": 7i64 })
+        .await
+        .unwrap()
+        .expect("the letter is in the collection once send returns");
+    assert_eq!(stored.get_str("reason").unwrap(), "malformed");
+    assert_eq!(stored.get_str("source_topic").unwrap(), topic);
+    let refusal = stored.get_str("dlq_topic_error").unwrap();
+    assert!(
+        refusal.to_lowercase().contains("timed out")
+            && refusal.ends_with(&format!(
+                "(gave up after attempt {ATTEMPTS} of DLQ_MAX_ATTEMPTS={ATTEMPTS})"
+            )),
+        "{refusal}"
+    );
+    // Each attempt waits out the delivery timeout before the next.
+    assert!(
+        took >= Duration::from_millis(TIMEOUT_MS * ATTEMPTS as u64),
+        "{ATTEMPTS} attempts of {TIMEOUT_MS} ms took only {took:?}"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"dead_letters_total{destination="mongodb"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"dead_letters_total{destination="kafka"} 1"#),
+        "{text}"
+    );
+    assert!(
+        reader.borrow().is_up(),
+        "the collection took it: dead letters stay up"
+    );
+    db.drop().await.unwrap();
 }
