@@ -246,3 +246,14 @@ fn env_example_lists_every_variable_with_its_default() {
         );
     }
 }
+
+#[test]
+fn the_readme_names_every_variable() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    for var in accepted_env().keys() {
+        assert!(
+            readme.contains(&format!("`{var}`")),
+            "README.md does not name {var}"
+        );
+    }
+}
