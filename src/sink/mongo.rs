@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::{
     deps::{State, StateWriter},
-    event::Pending,
+    event::{Ack, Pending},
     metrics::{Metrics, WriteStatus},
     sink::{
         retry::backoff,
@@ -179,8 +179,14 @@ impl MongoWriter {
             })
             .collect();
         let upsert = self.mode == WriteMode::Upsert;
-        // Which events carry an event id, so that upsert mode may replace their document.
-        let replaceable = |i: usize| upsert && !batch[i].event.event_id.is_empty();
+        // Which events may replace their document in upsert mode: those with an event id
+        // that are not re-driven dead letters (a re-drive stores what was never stored;
+        // it does not undo a correction that arrived since).
+        let replaceable = |i: usize| {
+            upsert
+                && !batch[i].event.event_id.is_empty()
+                && !matches!(batch[i].ack, Ack::Redrive(_))
+        };
         let superseded = if upsert {
             upsert::superseded_by(
                 (0..batch.len()).map(|i| replaceable(i).then_some(batch[i].id.as_str())),

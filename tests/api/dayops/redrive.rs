@@ -320,3 +320,61 @@ async fn redrive_from_the_topic_stores_the_now_valid_ones_under_their_original_i
     ));
     app.stop().await;
 }
+
+/// In upsert mode a re-drive stores what was never stored and nothing else: a dead
+/// letter whose id has since been stored by a correction is a duplicate, in the dry run
+/// and in the real run, and the correction stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_upsert_mode_a_redrive_never_overwrites_a_later_correction() {
+    let database = unique("redrive_upsert");
+    let options = |naive: &str| AppOptions {
+        kafka: false,
+        database: Some(database.clone()),
+        extra: vec![
+            ("write-mode".into(), "upsert".into()),
+            ("naive-ts".into(), naive.into()),
+        ],
+        ..Default::default()
+    };
+    let app = spawn_app(options("reject")).await;
+    app.wait_serving().await;
+    let naive = SalesEvent {
+        qty: 1,
+        ts: "2026-11-25 10:00:00".into(),
+        ..valid_event(0, "rd-x")
+    };
+    let ack = app.ingest(vec![naive]).await;
+    assert_eq!(ack.rejected.len(), 1, "{ack:?}");
+    let corrected = SalesEvent {
+        qty: 2,
+        ..valid_event(0, "rd-x")
+    };
+    let ack = app.ingest(vec![corrected]).await;
+    assert_eq!(ack.accepted, 1, "{ack:?}");
+    app.stop().await;
+
+    // Naive timestamps are now read as UTC, so the dead letter would pass validation.
+    let app = spawn_app(options("utc")).await;
+    app.wait_serving().await;
+    let (_, dry) = redrive(
+        &app,
+        RedriveRequest {
+            dry_run: true,
+            ..request(DeadLetterSource::Mongodb)
+        },
+    )
+    .await;
+    let (_, run) = redrive(&app, request(DeadLetterSource::Mongodb)).await;
+    for p in [&dry, &run] {
+        assert_eq!((counts(p), p.updated), ((1, 0, 1, 0), 0), "{p:?}");
+    }
+    let d = app
+        .db
+        .collection::<Document>("raw_sales")
+        .find_one(doc! { "_id": "rd-x" })
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(d.get_i32("qty").unwrap(), 2, "the correction stays");
+    app.stop().await;
+}
