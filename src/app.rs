@@ -212,8 +212,17 @@ impl Application {
             shutdown.background.clone(),
         ));
 
+        // gRPC events and re-drives share one channel; Kafka events have their own, so
+        // that the pipeline can hold Kafka intake alone (a schema registry lookup).
         let (tx, rx) = mpsc::channel(config.queue_capacity as usize);
         stats.watch_queue(tx.clone());
+        let (kafka_tx, kafka_rx) = if consumer.is_some() {
+            let (t, r) = mpsc::channel(config.queue_capacity as usize);
+            stats.watch_queue(t.clone());
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
         let store = Store {
             writer: MongoWriter::new(
                 &db,
@@ -254,13 +263,19 @@ impl Application {
         {
             let (metrics, s) = (metrics.clone(), shutdown.clone());
             tasks.spawn(async move {
-                pipeline::run(rx, Arc::new(store), metrics, pipeline_cfg, s.requested).await;
+                let queues = pipeline::Queues {
+                    others: rx,
+                    kafka: kafka_rx,
+                };
+                pipeline::run(queues, Arc::new(store), metrics, pipeline_cfg, s.requested).await;
                 s.pipeline_drained.cancel();
             });
         }
 
         let mut seek = None;
-        if let (Some(consumer), Some(kafka_state)) = (consumer, writers.kafka) {
+        if let (Some(consumer), Some(kafka_state), Some(kafka_tx)) =
+            (consumer, writers.kafka, kafka_tx)
+        {
             tasks.spawn(kafka::probe(
                 consumer.clone(),
                 kafka_state,
@@ -269,7 +284,7 @@ impl Application {
             let (seek_tx, seek_rx) = mpsc::channel(1);
             seek = Some(SeekHandle::new(consumer.clone(), seek_tx));
             let source =
-                KafkaSource::new(consumer, tx.clone(), admin_paused.1, stats.clone(), seek_rx);
+                KafkaSource::new(consumer, kafka_tx, admin_paused.1, stats.clone(), seek_rx);
             let s = shutdown.clone();
             tasks.spawn(async move {
                 source.run(s.requested, s.pipeline_drained).await;

@@ -14,12 +14,18 @@
 //! With `WRITE_MODE=upsert` a batch holding an event id that an earlier batch still in
 //! flight holds waits for that batch, so the last event per id in source order is the
 //! one written last (`sink::upsert::InFlight`).
+//!
+//! Kafka events come on a channel of their own. A Kafka value whose schema the
+//! registry has to be asked about is decoded in a task of its own while the loop takes
+//! no more Kafka events (their channel fills and the source pauses fetching, in order),
+//! and gRPC events and re-drives go on: a registry that cannot answer holds Kafka only.
 use std::{future::Future, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use mongodb::bson::oid::ObjectId;
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
-    task::JoinSet,
+    task::{JoinHandle, JoinSet},
     time::{sleep_until, Instant},
 };
 use tokio_util::sync::CancellationToken;
@@ -30,8 +36,26 @@ use crate::{
     format::ValueDecoder,
     metrics::Metrics,
     sink::upsert::{InFlight, WriteMode},
-    validate::{Rules, ValidEvent},
+    validate::{Rejection, Rules, ValidEvent},
 };
+
+/// The pipeline's input channels.
+pub struct Queues {
+    /// gRPC events and re-driven dead letters.
+    pub others: mpsc::Receiver<Incoming>,
+    /// Kafka events (None when Kafka is off).
+    pub kafka: Option<mpsc::Receiver<Incoming>>,
+}
+
+/// An event decoded, or refused with a reason.
+type Checked = Result<ValidEvent, Rejection>;
+
+/// A Kafka event whose value waits for the schema registry, decoded in its own task.
+struct Held {
+    item: Incoming,
+    /// None when stop came first: the event is left unresolved (delivered again).
+    task: JoinHandle<Option<Checked>>,
+}
 
 /// Where batches and dead letters go. The MongoDB/Kafka implementation is
 /// `sink::Store`; unit tests use an in-memory one.
@@ -78,11 +102,14 @@ struct Pipeline<S> {
     stop: CancellationToken,
     /// Batches in flight by event id (`WRITE_MODE=upsert` only).
     in_flight: Option<InFlight>,
+    /// The Kafka event waiting for the schema registry, if any; Kafka intake waits
+    /// while there is one.
+    held: Option<Held>,
 }
 
 /// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
 pub async fn run<S: Sink>(
-    mut rx: mpsc::Receiver<Incoming>,
+    queues: Queues,
     sink: Arc<S>,
     metrics: Arc<Metrics>,
     cfg: PipelineConfig,
@@ -101,9 +128,15 @@ pub async fn run<S: Sink>(
         values: cfg.values,
         stop: stop.clone(),
         in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
+        held: None,
     };
+    let Queues {
+        others: mut rx,
+        kafka: mut kafka_rx,
+    } = queues;
+    let (mut others_open, mut kafka_open) = (true, kafka_rx.is_some());
     let mut closing = false;
-    loop {
+    while others_open || kafka_open || p.held.is_some() {
         let deadline = p.batcher.deadline();
         tokio::select! {
             biased;
@@ -111,23 +144,52 @@ pub async fn run<S: Sink>(
             _ = stop.cancelled(), if !closing => {
                 closing = true;
                 rx.close();
+                if let Some(k) = &mut kafka_rx {
+                    k.close();
+                }
             }
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 p.flush().await;
             }
-            item = rx.recv() => {
-                let Some(item) = item else { break };
-                p.admit(item).await;
+            checked = async { (&mut p.held.as_mut().expect("held").task).await }, if p.held.is_some() => {
+                let Held { item, .. } = p.held.take().expect("held");
+                if let Ok(Some(checked)) = checked {
+                    p.admit_checked(item, checked).await;
+                }
+            }
+            item = recv(&mut kafka_rx), if kafka_open && p.held.is_none() => {
+                let Some(item) = item else {
+                    kafka_open = false;
+                    continue;
+                };
+                p.admit(item, true).await;
+                for _ in 1..p.batch_size {
+                    if p.held.is_some() {
+                        break;
+                    }
+                    match kafka_rx.as_mut().map(|k| k.try_recv()) {
+                        Some(Ok(item)) => p.admit(item, true).await,
+                        _ => break,
+                    }
+                }
+            }
+            item = rx.recv(), if others_open => {
+                let Some(item) = item else {
+                    others_open = false;
+                    continue;
+                };
+                p.admit(item, false).await;
                 // Take what else is ready, up to one batch per wake-up.
                 for _ in 1..p.batch_size {
                     match rx.try_recv() {
-                        Ok(item) => p.admit(item).await,
+                        Ok(item) => p.admit(item, false).await,
                         Err(_) => break,
                     }
                 }
             }
         }
-        if rx.is_empty() && p.slots.available_permits() > 0 {
+        let idle = rx.is_empty() && kafka_rx.as_ref().is_none_or(|k| k.is_empty());
+        if idle && p.slots.available_permits() > 0 {
             p.flush().await;
         }
     }
@@ -135,26 +197,49 @@ pub async fn run<S: Sink>(
     while p.tasks.join_next().await.is_some() {}
 }
 
+/// The next Kafka event; pending forever without a Kafka channel.
+async fn recv(kafka: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
+    match kafka {
+        Some(k) => k.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<S: Sink> Pipeline<S> {
-    /// Validates one event: a valid one joins the batch (writing it once full), a
-    /// refused one joins the dead letters (sent once a batch of them is collected).
-    async fn admit(&mut self, item: Incoming) {
+    /// Validates one event, then [`Self::admit_checked`]. A Kafka event (`from_kafka`)
+    /// whose value needs the schema registry is decoded in a task of its own and held.
+    async fn admit(&mut self, item: Incoming, from_kafka: bool) {
+        if !is_kafka_value(&item.ack) {
+            let checked = self.rules.decode(&item.payload);
+            return self.admit_checked(item, checked).await;
+        }
+        if from_kafka && self.values.needs_registry(&item.payload) {
+            let (values, rules, stop) = (self.values.clone(), self.rules, self.stop.clone());
+            let payload: Bytes = item.payload.clone();
+            let task = tokio::spawn(async move { values.decode(&payload, &rules, &stop).await });
+            self.held = Some(Held { item, task });
+            return;
+        }
+        // Waits while the schema registry cannot answer; given up only at stop, leaving
+        // the event unresolved (its offset is not committed).
+        if let Some(checked) = self
+            .values
+            .decode(&item.payload, &self.rules, &self.stop)
+            .await
+        {
+            self.admit_checked(item, checked).await;
+        }
+    }
+
+    /// A valid event joins the batch (writing it once full), a refused one joins the
+    /// dead letters (sent once a batch of them is collected).
+    async fn admit_checked(&mut self, item: Incoming, checked: Checked) {
         let Incoming {
             payload,
             ack,
             received,
             trace,
         } = item;
-        let checked = if is_kafka_value(&ack) {
-            // Waits while the schema registry cannot answer; given up only at stop,
-            // leaving the event unresolved (its offset is not committed).
-            match self.values.decode(&payload, &self.rules, &self.stop).await {
-                Some(checked) => checked,
-                None => return,
-            }
-        } else {
-            self.rules.decode(&payload)
-        };
         match checked {
             Ok(event) => {
                 let pending = Pending {

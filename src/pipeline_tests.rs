@@ -97,7 +97,11 @@ fn start_in(
         values: Default::default(),
         write_mode,
     };
-    let done = tokio::spawn(run(rx, sink.clone(), metrics, cfg, stop.clone()));
+    let queues = Queues {
+        others: rx,
+        kafka: None,
+    };
+    let done = tokio::spawn(run(queues, sink.clone(), metrics, cfg, stop.clone()));
     Harness {
         tx,
         sink,

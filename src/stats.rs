@@ -7,7 +7,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -34,7 +34,7 @@ pub struct Stats {
     partitions: Mutex<Vec<PartitionLag>>,
     rate: Mutex<RateWindow>,
     /// The pipeline channel, to read its depth from (set once it exists).
-    queue: OnceLock<mpsc::Sender<Incoming>>,
+    queues: Mutex<Vec<mpsc::Sender<Incoming>>>,
     /// Whether a re-drive runs (at most one at a time), and its figures so far.
     redrive_running: AtomicBool,
     redrive_examined: AtomicU64,
@@ -67,17 +67,18 @@ impl Stats {
                 last_count: 0,
                 value: 0.0,
             }),
-            queue: OnceLock::new(),
+            queues: Mutex::new(Vec::new()),
             redrive_running: AtomicBool::new(false),
             redrive_examined: AtomicU64::new(0),
             redrive_stored: AtomicU64::new(0),
         }
     }
 
-    /// The pipeline channel whose depth `ingest_queue_depth` reports. The depth is read
-    /// at every tick, so it keeps moving while the pipeline is blocked.
+    /// A pipeline channel whose depth counts in `ingest_queue_depth` (the sum over the
+    /// channels watched). The depth is read at every tick, so it keeps moving while the
+    /// pipeline is blocked.
     pub fn watch_queue(&self, tx: mpsc::Sender<Incoming>) {
-        let _ = self.queue.set(tx);
+        self.queues.lock().expect("queues lock").push(tx);
     }
 
     /// Marks a re-drive as running, its figures zero; false when one already runs.
@@ -140,9 +141,10 @@ impl Stats {
 
     /// Updates the events-per-second and uptime gauges; called several times a second.
     pub fn tick(&self) {
-        if let Some(tx) = self.queue.get() {
-            self.metrics.queue_depth(tx.max_capacity() - tx.capacity());
-        }
+        let depth = (self.queues.lock().expect("queues lock").iter())
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum();
+        self.metrics.queue_depth(depth);
         let stored = self.counts(Source::Kafka).stored + self.counts(Source::Grpc).stored;
         let mut w = self.rate.lock().expect("rate lock");
         let dt = w.last.elapsed();

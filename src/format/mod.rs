@@ -69,6 +69,20 @@ pub struct ValueDecoder {
 }
 
 impl ValueDecoder {
+    /// Whether decoding `bytes` asks the schema registry first (a framed value whose
+    /// schema id is not cached), so that the caller may decode it aside.
+    pub fn needs_registry(&self, bytes: &[u8]) -> bool {
+        let Some(registry) = &self.registry else {
+            return false;
+        };
+        let format = match self.format {
+            ValueFormat::Auto => detect(bytes),
+            pinned => pinned,
+        };
+        format == ValueFormat::Confluent
+            && confluent::parse(bytes).is_ok_and(|f| !registry.is_cached(f.schema_id))
+    }
+
     /// Unwraps `bytes` in the configured format and validates the event under `rules`.
     /// None when `stop` fires while the schema registry cannot answer: the event is
     /// left unresolved (a Kafka event is then delivered again).

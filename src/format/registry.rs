@@ -150,6 +150,11 @@ impl Registry {
         }
     }
 
+    /// Whether a lookup of `id` answers from the cache, without a request.
+    pub fn is_cached(&self, id: u32) -> bool {
+        self.cached(id).is_some()
+    }
+
     fn cached(&self, id: u32) -> Option<Lookup> {
         let mut cache = self.cache.lock().expect("cache lock");
         match cache.get(&id)? {

@@ -251,6 +251,16 @@ async fn a_failing_registry_holds_events_until_it_answers() {
         (0, 0),
         "held: neither stored nor dead-lettered"
     );
+    // gRPC events never wait for the registry: one is acked while the Kafka one waits.
+    let ack = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.ingest(vec![valid_event(4, "grpc-while-registry-down")]),
+    )
+    .await
+    .expect("a gRPC event is acked while the registry is down");
+    assert_eq!(ack.accepted, 1, "{ack:?}");
+    document(&app, "grpc-while-registry-down").await;
+    assert_eq!(app.stats.snapshot().kafka.unwrap().stored, 0, "still held");
 
     down.store(false, Ordering::SeqCst);
     wait_outcomes(&app, 1, 0).await;
