@@ -152,6 +152,7 @@ impl Health {
             }
             self.stats.tick();
             metrics.dependency_up(Dependency::Mongodb, self.deps.mongodb().is_up());
+            metrics.dependency_up(Dependency::DeadLetters, self.deps.dead_letters().is_up());
             if let Some(kafka) = self.deps.kafka() {
                 metrics.dependency_up(Dependency::Kafka, kafka.is_up());
             }

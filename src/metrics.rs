@@ -57,6 +57,9 @@ pub enum WriteStatus {
 pub enum Dependency {
     Mongodb,
     Kafka,
+    /// The dead-letter destinations (the collection taking what the topic refuses).
+    #[strum(serialize = "dead_letters")]
+    DeadLetters,
     /// Present only with `SCHEMA_REGISTRY_URL`.
     #[strum(serialize = "schema_registry")]
     SchemaRegistry,

@@ -35,8 +35,10 @@ fn writes_and_partitions_are_exposed() {
     m.partition_lags([(0, 5), (1, 0)]);
     m.dependency_up(Dependency::Mongodb, true);
     m.dependency_up(Dependency::SchemaRegistry, false);
+    m.dependency_up(Dependency::DeadLetters, true);
     let text = m.render();
     assert!(text.contains(r#"dependency_up{dependency="schema_registry"} 0"#));
+    assert!(text.contains(r#"dependency_up{dependency="dead_letters"} 1"#));
     assert!(text.contains(r#"mongodb_writes_total{status="retry"} 1"#));
     assert!(text.contains(r#"kafka_consumer_lag_messages{partition="0"} 5"#));
     assert!(text.contains(r#"dependency_up{dependency="mongodb"} 1"#));

@@ -14,7 +14,10 @@ use mongodb::bson::{doc, Document};
 use sales_ingest::format::confluent::frame;
 use warp::{http::StatusCode, Filter};
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    status_page::{attr, rendered_dom, text},
+};
 
 /// The Authorization header the test registry requires: reader / s3cret.
 const AUTH: &str = "Basic cmVhZGVyOnMzY3JldA==";
@@ -245,6 +248,11 @@ async fn a_failing_registry_holds_events_until_it_answers() {
     assert!(!metrics.contains(r#"schema_registry_requests_total{result="error"} 0"#));
     let snapshot = app.stats.snapshot();
     assert!(snapshot.schema_registry_enabled && !snapshot.schema_registry_connected);
+    // The status page says NOT SERVING, though MongoDB and Kafka are both up.
+    let dom = rendered_dom(&format!("{}/", app.http_url)).await;
+    assert_eq!(text(&dom, "serving"), "NOT SERVING");
+    assert_eq!(text(&dom, "dep-schema-registry"), "down");
+    assert!(attr(&dom, "serving", "title").contains("503"), "{dom}");
     let k = snapshot.kafka.unwrap();
     assert_eq!(
         (k.stored, k.rejected),
