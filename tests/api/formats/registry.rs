@@ -1,0 +1,173 @@
+//! The schema registry: one served by the test decides which schema ids are
+//! SalesEvents, and an answer of 503 holds events until it answers.
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use sales_ingest::format::confluent::frame;
+use warp::{http::StatusCode, Filter};
+
+use super::{dead_letters, document, wait_outcomes};
+use crate::helpers::*;
+
+/// The Authorization header the test registry requires: reader / s3cret.
+const AUTH: &str = "Basic cmVhZGVyOnMzY3JldA==";
+
+/// Schema 1: a header message first, the sale second (index [1]). Schema 2: qty is a
+/// string, which no SalesEvent decoder can read.
+const SCHEMA_1: &str = r#"syntax = "proto3";
+package shop.v2;
+message Header { int64 seq = 1; }
+message Sale {
+  string sku = 1;
+  int32 qty = 2;
+  double price = 3;
+  string ts = 4;
+  string event_id = 5;
+  string channel = 6;
+}"#;
+const SCHEMA_2: &str = "syntax = \"proto3\";\nmessage Sale { string sku = 1; string qty = 2; }";
+
+/// Serves `GET /schemas/ids/{id}` for schemas 1 and 2 (404 otherwise) behind basic
+/// auth, answering 503 while `down` is set. Returns its URL.
+async fn registry(down: Arc<AtomicBool>) -> String {
+    let schemas: Arc<HashMap<u32, &str>> = Arc::new([(1, SCHEMA_1), (2, SCHEMA_2)].into());
+    let route = warp::path!("schemas" / "ids" / u32)
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .map(move |id: u32, auth: Option<String>| {
+            let (status, body) = if down.load(Ordering::SeqCst) {
+                (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({}))
+            } else if auth.as_deref() != Some(AUTH) {
+                (StatusCode::UNAUTHORIZED, serde_json::json!({}))
+            } else if let Some(text) = schemas.get(&id) {
+                let body = serde_json::json!({"schemaType": "PROTOBUF", "schema": text});
+                (StatusCode::OK, body)
+            } else {
+                let body = serde_json::json!({"error_code": 40403, "message": "Schema not found"});
+                (StatusCode::NOT_FOUND, body)
+            };
+            warp::reply::with_status(warp::reply::json(&body), status)
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    url
+}
+
+fn registry_options(url: &str) -> AppOptions {
+    AppOptions {
+        extra: vec![
+            ("schema-registry-url".into(), url.into()),
+            ("schema-registry-username".into(), "reader".into()),
+            ("schema-registry-password".into(), "s3cret".into()),
+        ],
+        ..AppOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_decides_which_schema_ids_are_sales_events() {
+    let url = registry(Arc::new(AtomicBool::new(false))).await;
+    let app = spawn_app(registry_options(&url)).await;
+    create_topic(&app.topic, 1).await;
+    let pb = |id: &str| encode(&valid_event(2, id));
+    let payloads = vec![
+        frame(1, &[1], &pb("reg-sale")),
+        frame(1, &[1], &pb("reg-sale-2")),
+        frame(1, &[0], &pb("reg-header")),
+        frame(2, &[0], &pb("reg-string-qty")),
+        frame(99, &[0], &pb("reg-unknown")),
+    ];
+    produce(&app.topic, 1, &payloads).await;
+    wait_outcomes(&app, 2, 3).await;
+    document(&app, "reg-sale").await;
+    document(&app, "reg-sale-2").await;
+
+    let letters = dead_letters(&app, 3).await;
+    let (detail, payload) = &letters["unknown_schema"];
+    assert!(detail.contains("schema id 99"), "{detail}");
+    assert_eq!(payload, &payloads[4]);
+    let mut incompatible: Vec<_> =
+        consume(&format!("{}.dlq", app.topic), 3, Duration::from_secs(60))
+            .await
+            .into_iter()
+            .filter(|(_, h)| h["reason"] == "incompatible_schema")
+            .map(|(_, h)| h["detail"].clone())
+            .collect();
+    incompatible.sort();
+    assert_eq!(incompatible.len(), 2, "{incompatible:?}");
+    assert!(incompatible[0].contains("schema id 1") && incompatible[0].contains("Header"));
+    assert!(incompatible[1].contains("schema id 2") && incompatible[1].contains("qty"));
+
+    // Schema 1 was asked for once: the second event found it in the cache.
+    let (_, metrics) = get(&format!("{}/metrics", app.http_url)).await;
+    assert!(
+        metrics.contains(r#"schema_registry_requests_total{result="found"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"schema_registry_requests_total{result="not_found"} 1"#));
+    let (_, health) = get(&format!("{}/health", app.http_url)).await;
+    assert!(health.contains(r#""schema_registry":"up""#), "{health}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_registry_holds_events_until_it_answers() {
+    let down = Arc::new(AtomicBool::new(true));
+    let url = registry(down.clone()).await;
+    let app = spawn_app(registry_options(&url)).await;
+    create_topic(&app.topic, 1).await;
+    produce(
+        &app.topic,
+        1,
+        &[frame(1, &[1], &encode(&valid_event(3, "held")))],
+    )
+    .await;
+
+    let http = app.http_url.clone();
+    wait_until(Duration::from_secs(60), "registry down in /health", || {
+        let http = http.clone();
+        async move {
+            let (status, body) = get(&format!("{http}/health")).await;
+            status == 503 && body.contains(r#""schema_registry":"down""#) && body.contains("503")
+        }
+    })
+    .await;
+    let metric_is = |value: &'static str| {
+        let http = http.clone();
+        move || {
+            let http = http.clone();
+            async move {
+                let (_, metrics) = get(&format!("{http}/metrics")).await;
+                metrics.contains(&format!(
+                    r#"dependency_up{{dependency="schema_registry"}} {value}"#
+                ))
+            }
+        }
+    };
+    wait_until(Duration::from_secs(5), "dependency_up 0", metric_is("0")).await;
+    let (_, metrics) = get(&format!("{}/metrics", app.http_url)).await;
+    assert!(!metrics.contains(r#"schema_registry_requests_total{result="error"} 0"#));
+    let snapshot = app.stats.snapshot();
+    assert!(snapshot.schema_registry_enabled && !snapshot.schema_registry_connected);
+    let k = snapshot.kafka.unwrap();
+    assert_eq!(
+        (k.stored, k.rejected),
+        (0, 0),
+        "held: neither stored nor dead-lettered"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    wait_outcomes(&app, 1, 0).await;
+    document(&app, "held").await;
+    app.wait_serving().await;
+    wait_until(Duration::from_secs(5), "dependency_up 1", metric_is("1")).await;
+    assert!(app.stats.snapshot().schema_registry_connected);
+    app.stop().await;
+}
