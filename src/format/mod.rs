@@ -168,6 +168,7 @@ impl ValueDecoder {
                         format!("schema id {id} is not in the schema registry"),
                     )))
                 }
+                registry::Lookup::Unreadable(e) => return Some(Err(incompatible(e))),
                 registry::Lookup::Found(schema) => {
                     if let Err(e) = schema.check(&indexes) {
                         return Some(Err(incompatible(e)));

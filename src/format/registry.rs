@@ -1,11 +1,12 @@
 //! The Confluent Schema Registry client: `GET /schemas/ids/{id}` (with basic auth when
 //! configured), each schema parsed once and cached by id for the life of the process
-//! (a registered id never changes its schema); an id the registry does not know is
-//! remembered for `MISSING_TTL`. A registry that cannot answer (connection refused,
-//! timeout, 5xx, any answer other than 200 or 404) is asked again with backoff until
-//! it answers: the event waits, and so does the pipeline behind it, exactly as for a
-//! MongoDB outage; nothing is dead-lettered for it. The client owns the "schema
-//! registry" dependency state: down while lookups fail, up at the next answer.
+//! (a registered id never changes its schema); an id the registry does not know, and
+//! a 200 whose body is not a schema, are remembered for `MISSING_TTL`. A registry that
+//! cannot answer (connection refused, timeout, 5xx, any answer other than 200 or 404)
+//! is asked again with backoff until it answers: the event waits, and so does the
+//! pipeline behind it, exactly as for a MongoDB outage; nothing is dead-lettered for
+//! it. The client owns the "schema registry" dependency state: down while lookups
+//! fail, up at the next answer.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -24,7 +25,8 @@ use crate::{
     sink::retry::backoff,
 };
 
-/// How long an id the registry answered 404 for is refused without asking again.
+/// How long an id the registry answered 404, or 200 without a readable schema, for is
+/// refused without asking again.
 pub const MISSING_TTL: Duration = Duration::from_secs(30);
 
 /// Time allowed for one registry request.
@@ -63,11 +65,14 @@ impl Schema {
 pub enum Lookup {
     Found(Arc<Schema>),
     Unknown,
+    /// The registry answered 200 with a body that holds no schema text: why.
+    Unreadable(String),
 }
 
 enum Cached {
     Found(Arc<Schema>),
-    Missing(Instant),
+    /// Unknown or Unreadable, answered at that instant.
+    Refused(Lookup, Instant),
 }
 
 #[derive(Deserialize)]
@@ -130,7 +135,7 @@ impl Registry {
                     self.state.set(State::Up);
                     let cached = match &found {
                         Lookup::Found(s) => Cached::Found(s.clone()),
-                        Lookup::Unknown => Cached::Missing(Instant::now()),
+                        refused => Cached::Refused(refused.clone(), Instant::now()),
                     };
                     self.cache.lock().expect("cache lock").insert(id, cached);
                     return Some(found);
@@ -154,27 +159,36 @@ impl Registry {
         let mut cache = self.cache.lock().expect("cache lock");
         match cache.get(&id)? {
             Cached::Found(s) => Some(Lookup::Found(s.clone())),
-            Cached::Missing(at) if at.elapsed() < MISSING_TTL => Some(Lookup::Unknown),
-            Cached::Missing(_) => {
+            Cached::Refused(refused, at) if at.elapsed() < MISSING_TTL => Some(refused.clone()),
+            Cached::Refused(..) => {
                 cache.remove(&id);
                 None
             }
         }
     }
 
-    /// One request: the schema, Unknown on 404, or why the registry did not answer.
-    async fn fetch(&self, id: u32) -> Result<Lookup, String> {
-        let url = format!(
-            "{}/schemas/ids/{id}",
-            self.settings.url.trim_end_matches('/')
-        );
-        let mut request = self.http.get(url);
-        if let Some(user) = &self.settings.username {
-            let password = self.settings.password.as_ref().map(|p| p.expose_secret());
-            request = request.basic_auth(user, password);
+    /// A GET of `path` on the registry, with basic auth when configured.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.settings.url.trim_end_matches('/'));
+        let request = self.http.get(url);
+        match &self.settings.username {
+            Some(user) => {
+                let password = self.settings.password.as_ref().map(|p| p.expose_secret());
+                request.basic_auth(user, password)
+            }
+            None => request,
         }
+    }
+
+    /// One request: the schema, Unknown on 404, Unreadable for a 200 without a schema,
+    /// or why the registry did not answer.
+    async fn fetch(&self, id: u32) -> Result<Lookup, String> {
         // The error text of reqwest carries the URL, which holds no credentials here.
-        let response = request.send().await.map_err(|e| chain(&e.without_url()))?;
+        let response = self
+            .get(&format!("/schemas/ids/{id}"))
+            .send()
+            .await
+            .map_err(|e| chain(&e.without_url()))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             self.metrics.schema_registry_request("not_found");
@@ -183,16 +197,31 @@ impl Registry {
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
-        let body: SchemaResponse = response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|e| format!("unreadable answer: {}", e.without_url()))?;
-        self.metrics.schema_registry_request("found");
-        Ok(Lookup::Found(Arc::new(Schema::new(
-            body.schema_type.as_deref(),
-            &body.schema,
-        ))))
+            .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?;
+        match serde_json::from_slice::<SchemaResponse>(&body) {
+            Ok(body) => {
+                self.metrics.schema_registry_request("found");
+                Ok(Lookup::Found(Arc::new(Schema::new(
+                    body.schema_type.as_deref(),
+                    &body.schema,
+                ))))
+            }
+            Err(e) => {
+                self.metrics.schema_registry_request("unreadable");
+                Ok(Lookup::Unreadable(unreadable(&body, &e)))
+            }
+        }
     }
+}
+
+/// Why a 200 body is not a schema, with how the body begins.
+fn unreadable(body: &[u8], e: &serde_json::Error) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(60)]);
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    format!("the registry answered 200 without a readable schema ({e}); the body begins {text:?}")
 }
 
 /// An error and its causes, `: `-separated ("error sending request: … Connection

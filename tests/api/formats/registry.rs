@@ -1,5 +1,6 @@
 //! The schema registry: one served by the test decides which schema ids are
-//! SalesEvents, and an answer of 503 holds events until it answers.
+//! SalesEvents, a 200 without a readable schema is a refusal, and an answer of 503
+//! holds events until it answers.
 use std::{
     collections::HashMap,
     sync::{
@@ -10,7 +11,10 @@ use std::{
 };
 
 use sales_ingest::format::confluent::frame;
-use warp::{http::StatusCode, Filter};
+use warp::{
+    http::{Response, StatusCode},
+    Filter,
+};
 
 use super::{dead_letters, document, wait_outcomes};
 use crate::helpers::*;
@@ -33,30 +37,63 @@ message Sale {
 }"#;
 const SCHEMA_2: &str = "syntax = \"proto3\";\nmessage Sale { string sku = 1; string qty = 2; }";
 
-/// Serves `GET /schemas/ids/{id}` for schemas 1 and 2 (404 otherwise) behind basic
-/// auth, answering 503 while `down` is set. Returns its URL.
+/// An HTTP answer of the test registry.
+fn answer(status: StatusCode, content_type: &str, body: String) -> Response<String> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap()
+}
+
+/// 503 while `down` is set, 401 without the right credentials, else None.
+fn refusal(down: &AtomicBool, auth: Option<String>) -> Option<Response<String>> {
+    let json = "application/json";
+    if down.load(Ordering::SeqCst) {
+        Some(answer(StatusCode::SERVICE_UNAVAILABLE, json, "{}".into()))
+    } else if auth.as_deref() != Some(AUTH) {
+        Some(answer(StatusCode::UNAUTHORIZED, json, "{}".into()))
+    } else {
+        None
+    }
+}
+
+/// Serves, behind basic auth, `GET /schemas/ids/{id}`: schemas 1 and 2, for id 3 a
+/// 200 without the schema text, for id 4 a 200 HTML page, 404 for the others; it
+/// answers 503 while `down` is set. Returns its URL.
 async fn registry(down: Arc<AtomicBool>) -> String {
     let schemas: Arc<HashMap<u32, &str>> = Arc::new([(1, SCHEMA_1), (2, SCHEMA_2)].into());
-    let route = warp::path!("schemas" / "ids" / u32)
+    let json = "application/json";
+    let ids = warp::path!("schemas" / "ids" / u32)
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
         .map(move |id: u32, auth: Option<String>| {
-            let (status, body) = if down.load(Ordering::SeqCst) {
-                (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({}))
-            } else if auth.as_deref() != Some(AUTH) {
-                (StatusCode::UNAUTHORIZED, serde_json::json!({}))
-            } else if let Some(text) = schemas.get(&id) {
-                let body = serde_json::json!({"schemaType": "PROTOBUF", "schema": text});
-                (StatusCode::OK, body)
-            } else {
-                let body = serde_json::json!({"error_code": 40403, "message": "Schema not found"});
-                (StatusCode::NOT_FOUND, body)
+            if let Some(refused) = refusal(&down, auth) {
+                return refused;
+            }
+            let (status, body) = match (id, schemas.get(&id)) {
+                (_, Some(text)) => (
+                    StatusCode::OK,
+                    serde_json::json!({"schemaType": "PROTOBUF", "schema": text}),
+                ),
+                (3, None) => (
+                    StatusCode::OK,
+                    serde_json::json!({"schemaType": "PROTOBUF"}),
+                ),
+                (4, None) => {
+                    let page = "<html><body>Registry moved</body></html>".to_string();
+                    return answer(StatusCode::OK, "text/html", page);
+                }
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error_code": 40403, "message": "Schema not found"}),
+                ),
             };
-            warp::reply::with_status(warp::reply::json(&body), status)
+            answer(status, json, body.to_string())
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(warp::serve(route).incoming(listener).run());
+    tokio::spawn(warp::serve(ids).incoming(listener).run());
     url
 }
 
@@ -169,5 +206,62 @@ async fn a_failing_registry_holds_events_until_it_answers() {
     app.wait_serving().await;
     wait_until(Duration::from_secs(5), "dependency_up 1", metric_is("1")).await;
     assert!(app.stats.snapshot().schema_registry_connected);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_answer_without_a_schema_is_refused_not_retried() {
+    let url = registry(Arc::new(AtomicBool::new(false))).await;
+    let app = spawn_app(registry_options(&url)).await;
+    create_topic(&app.topic, 1).await;
+    let pb = |id: &str| encode(&valid_event(5, id));
+    let payloads = vec![
+        frame(3, &[0], &pb("no-text-1")),
+        frame(3, &[0], &pb("no-text-2")),
+        frame(4, &[0], &pb("html")),
+        frame(1, &[1], &pb("after-them")),
+    ];
+    produce(&app.topic, 1, &payloads).await;
+    // Not held: the event after them is stored.
+    wait_outcomes(&app, 1, 3).await;
+    document(&app, "after-them").await;
+
+    let mut letters: Vec<_> = consume(&format!("{}.dlq", app.topic), 3, Duration::from_secs(60))
+        .await
+        .into_iter()
+        .map(|(payload, h)| (h["reason"].clone(), h["detail"].clone(), payload))
+        .collect();
+    letters.sort();
+    assert!(
+        letters
+            .iter()
+            .all(|(reason, _, _)| reason == "incompatible_schema"),
+        "{letters:?}"
+    );
+    let details: Vec<&str> = letters.iter().map(|(_, d, _)| d.as_str()).collect();
+    let id3: Vec<_> = details
+        .iter()
+        .filter(|d| d.contains("schema id 3"))
+        .collect();
+    assert_eq!(id3.len(), 2, "{details:?}");
+    assert!(id3[0].contains("missing field `schema`"), "{details:?}");
+    let id4 = details
+        .iter()
+        .find(|d| d.contains("schema id 4"))
+        .expect("id 4");
+    assert!(id4.contains("200") && id4.contains("<html>"), "{id4}");
+
+    // Each such id was asked for once, and the registry, which answered, is up.
+    let (_, metrics) = get(&format!("{}/metrics", app.http_url)).await;
+    for line in [
+        r#"schema_registry_requests_total{result="unreadable"} 2"#,
+        r#"schema_registry_requests_total{result="found"} 1"#,
+        r#"schema_registry_requests_total{result="error"} 0"#,
+        r#"dependency_up{dependency="schema_registry"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    let (_, health) = get(&format!("{}/health", app.http_url)).await;
+    assert!(health.contains(r#""schema_registry":"up""#), "{health}");
     app.stop().await;
 }
