@@ -6,7 +6,8 @@
 //! is asked again with backoff until it answers: the event waits, and so does the
 //! pipeline behind it, exactly as for a MongoDB outage; nothing is dead-lettered for
 //! it. The client owns the "schema registry" dependency state: down while lookups
-//! fail, up at the next answer.
+//! fail, up at the next answer; its probe (`probe`) keeps the state true while no
+//! lookup asks.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -28,6 +29,9 @@ use crate::{
 /// How long an id the registry answered 404, or 200 without a readable schema, for is
 /// refused without asking again.
 pub const MISSING_TTL: Duration = Duration::from_secs(30);
+
+/// How often the probe asks the registry whether it answers, unless a lookup did.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Time allowed for one registry request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,7 +99,8 @@ pub struct Registry {
     http: reqwest::Client,
     settings: RegistrySettings,
     cache: Mutex<HashMap<u32, Cached>>,
-    state: StateWriter,
+    /// The state, and when a lookup last set it: the probe leaves a fresher word alone.
+    state: Mutex<(StateWriter, Option<Instant>)>,
     metrics: Arc<Metrics>,
 }
 
@@ -110,7 +115,7 @@ impl Registry {
             http,
             settings,
             cache: Mutex::new(HashMap::new()),
-            state,
+            state: Mutex::new((state, None)),
             metrics,
         }
     }
@@ -125,14 +130,14 @@ impl Registry {
         loop {
             // While the registry is down, `stop` also cuts a request short, so a
             // shutdown does not wait out request timeouts event by event.
-            let down = !self.state.get().is_up();
+            let down = !self.state.lock().expect("state lock").0.get().is_up();
             let fetched = tokio::select! {
                 fetched = self.fetch(id) => fetched,
                 _ = stop.cancelled(), if down => return None,
             };
             match fetched {
                 Ok(found) => {
-                    self.state.set(State::Up);
+                    self.set_state(State::Up, None);
                     let cached = match &found {
                         Lookup::Found(s) => Cached::Found(s.clone()),
                         refused => Cached::Refused(refused.clone(), Instant::now()),
@@ -145,7 +150,7 @@ impl Registry {
                     attempt += 1;
                     let why = format!("GET /schemas/ids/{id} failed: {e}");
                     warn!(schema_id = id, attempt, error = %e, "schema registry lookup failed; the event waits and is retried");
-                    self.state.set(State::Down(why));
+                    self.set_state(State::Down(why), None);
                     tokio::select! {
                         _ = stop.cancelled() => return None,
                         _ = tokio::time::sleep(backoff(attempt)) => {}
@@ -165,6 +170,18 @@ impl Registry {
                 None
             }
         }
+    }
+
+    /// Sets the state: for a lookup (`probe_started` None), or for a probe started at
+    /// that instant, unless a lookup has set it since.
+    fn set_state(&self, new: State, probe_started: Option<Instant>) {
+        let mut state = self.state.lock().expect("state lock");
+        match probe_started {
+            None => state.1 = Some(Instant::now()),
+            Some(started) if state.1.is_some_and(|at| at > started) => return,
+            Some(_) => {}
+        }
+        state.0.set(new);
     }
 
     /// A GET of `path` on the registry, with basic auth when configured.
@@ -213,6 +230,40 @@ impl Registry {
                 self.metrics.schema_registry_request("unreadable");
                 Ok(Lookup::Unreadable(unreadable(&body, &e)))
             }
+        }
+    }
+
+    /// Asks the registry whether it answers (`GET /schemas/types`) at once, then every
+    /// `PROBE_INTERVAL` in which no lookup has asked it, and sets the state from the
+    /// answer: any HTTP answer but 5xx, 401 or 403 is up (an old registry's 404 still
+    /// answers). Runs until `stop`.
+    pub async fn probe(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let last = self.state.lock().expect("state lock").1;
+            if last.is_some_and(|at| at.elapsed() < PROBE_INTERVAL) {
+                continue;
+            }
+            let started = Instant::now();
+            let answer = tokio::select! {
+                answer = self.get("/schemas/types").send() => answer,
+                _ = stop.cancelled() => return,
+            };
+            let status = answer.map(|r| r.status());
+            let state = match status {
+                Ok(s) if !(s.is_server_error() || s == 401 || s == 403) => State::Up,
+                Ok(s) => State::Down(format!("GET /schemas/types failed: HTTP {s}")),
+                Err(e) => State::Down(format!(
+                    "GET /schemas/types failed: {}",
+                    chain(&e.without_url())
+                )),
+            };
+            self.set_state(state, Some(started));
         }
     }
 }

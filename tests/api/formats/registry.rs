@@ -1,6 +1,6 @@
 //! The schema registry: one served by the test decides which schema ids are
-//! SalesEvents, a 200 without a readable schema is a refusal, and an answer of 503
-//! holds events until it answers.
+//! SalesEvents, a 200 without a readable schema is a refusal, an answer of 503 holds
+//! events until it answers, and its health is probed before any event asks.
 use std::{
     collections::HashMap,
     sync::{
@@ -58,12 +58,14 @@ fn refusal(down: &AtomicBool, auth: Option<String>) -> Option<Response<String>> 
     }
 }
 
-/// Serves, behind basic auth, `GET /schemas/ids/{id}`: schemas 1 and 2, for id 3 a
-/// 200 without the schema text, for id 4 a 200 HTML page, 404 for the others; it
-/// answers 503 while `down` is set. Returns its URL.
+/// Serves, behind basic auth, `GET /schemas/types` and `GET /schemas/ids/{id}`:
+/// schemas 1 and 2, for id 3 a 200 without the schema text, for id 4 a 200 HTML
+/// page, 404 for the others; everything answers 503 while `down` is set. Returns its
+/// URL.
 async fn registry(down: Arc<AtomicBool>) -> String {
     let schemas: Arc<HashMap<u32, &str>> = Arc::new([(1, SCHEMA_1), (2, SCHEMA_2)].into());
     let json = "application/json";
+    let types_down = down.clone();
     let ids = warp::path!("schemas" / "ids" / u32)
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
@@ -91,18 +93,29 @@ async fn registry(down: Arc<AtomicBool>) -> String {
             };
             answer(status, json, body.to_string())
         });
+    let types = warp::path!("schemas" / "types")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .map(move |auth: Option<String>| {
+            refusal(&types_down, auth)
+                .unwrap_or_else(|| answer(StatusCode::OK, json, r#"["PROTOBUF"]"#.into()))
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(warp::serve(ids).incoming(listener).run());
+    tokio::spawn(warp::serve(ids.or(types)).incoming(listener).run());
     url
 }
 
 fn registry_options(url: &str) -> AppOptions {
+    registry_login(url, "s3cret")
+}
+
+fn registry_login(url: &str, password: &str) -> AppOptions {
     AppOptions {
         extra: vec![
             ("schema-registry-url".into(), url.into()),
             ("schema-registry-username".into(), "reader".into()),
-            ("schema-registry-password".into(), "s3cret".into()),
+            ("schema-registry-password".into(), password.into()),
         ],
         ..AppOptions::default()
     }
@@ -189,8 +202,18 @@ async fn a_failing_registry_holds_events_until_it_answers() {
         }
     };
     wait_until(Duration::from_secs(5), "dependency_up 0", metric_is("0")).await;
-    let (_, metrics) = get(&format!("{}/metrics", app.http_url)).await;
-    assert!(!metrics.contains(r#"schema_registry_requests_total{result="error"} 0"#));
+    // The probe may see the 503 first; the event's lookups fail and are counted too.
+    wait_until(Duration::from_secs(30), "failed lookups counted", || {
+        let http = http.clone();
+        async move {
+            let (_, metrics) = get(&format!("{http}/metrics")).await;
+            let errors = r#"schema_registry_requests_total{result="error"} "#;
+            metrics.contains(errors) && !metrics.contains(&format!("{errors}0\n"))
+        }
+    })
+    .await;
+    let (_, health) = get(&format!("{http}/health")).await;
+    assert!(health.contains("GET /schemas/ids/1 failed"), "{health}");
     let snapshot = app.stats.snapshot();
     assert!(snapshot.schema_registry_enabled && !snapshot.schema_registry_connected);
     let k = snapshot.kafka.unwrap();
@@ -263,5 +286,43 @@ async fn a_registry_answer_without_a_schema_is_refused_not_retried() {
     }
     let (_, health) = get(&format!("{}/health", app.http_url)).await;
     assert!(health.contains(r#""schema_registry":"up""#), "{health}");
+    app.stop().await;
+}
+
+/// Waits until `/health` has `status` and the registry `word`, and returns the body.
+async fn registry_health(app: &TestApp, status: u16, word: &str) -> String {
+    let http = app.http_url.clone();
+    let want = format!(r#""schema_registry":"{word}""#);
+    let what = format!("/health {status} with {want}");
+    wait_until(Duration::from_secs(30), &what, || {
+        let (http, want) = (http.clone(), want.clone());
+        async move {
+            let (s, body) = get(&format!("{http}/health")).await;
+            s == status && body.contains(&want)
+        }
+    })
+    .await;
+    get(&format!("{}/health", app.http_url)).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_health_is_known_before_any_event() {
+    let closed = format!("http://127.0.0.1:{}", test_support::servers::free_port());
+    let app = spawn_app(registry_options(&closed)).await;
+    let body = registry_health(&app, 503, "down").await;
+    assert!(body.contains("GET /schemas/types failed"), "{body}");
+    assert!(!app.stats.snapshot().schema_registry_connected);
+    app.stop().await;
+
+    let url = registry(Arc::new(AtomicBool::new(false))).await;
+    let app = spawn_app(registry_login(&url, "wrong")).await;
+    let body = registry_health(&app, 503, "down").await;
+    assert!(body.contains("401"), "{body}");
+    app.stop().await;
+
+    let app = spawn_app(registry_options(&url)).await;
+    app.wait_serving().await;
+    registry_health(&app, 200, "up").await;
+    assert!(app.stats.snapshot().schema_registry_connected);
     app.stop().await;
 }
