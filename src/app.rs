@@ -242,15 +242,19 @@ impl Application {
                 config.dlq_max_attempts,
             ),
         };
+        let registry = writers.schema_registry.map(|state| {
+            Arc::new(Registry::new(
+                config.schema_registry(),
+                state,
+                metrics.clone(),
+            ))
+        });
+        if let Some(registry) = &registry {
+            tasks.spawn(registry.clone().probe(shutdown.background.clone()));
+        }
         let values = ValueDecoder {
             format: config.kafka_value_format,
-            registry: writers.schema_registry.map(|state| {
-                Arc::new(Registry::new(
-                    config.schema_registry(),
-                    state,
-                    metrics.clone(),
-                ))
-            }),
+            registry,
         };
         let pipeline_cfg = PipelineConfig {
             batch_size: config.batch_size as usize,

@@ -197,10 +197,10 @@ impl Metrics {
         let schema_registry = counter_vec(
             &r,
             "schema_registry_requests_total",
-            "Schema registry lookups, by result (found, not_found, error)",
+            "Schema registry lookups, by result (found, not_found, unreadable, error)",
             &["result"],
         );
-        for result in ["found", "not_found", "error"] {
+        for result in ["found", "not_found", "unreadable", "error"] {
             schema_registry.with_label_values(&[result]);
         }
         Metrics {

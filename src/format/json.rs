@@ -2,29 +2,84 @@
 //! lowerCamelCase JSON names or the proto field names (`eventId` or `event_id`);
 //! `qty` a number or a numeric string, `price` a number (or the mapping's strings,
 //! `"NaN"` and `"Infinity"` among them, which the validator then refuses); `null` is
-//! the field's default. Unknown keys are ignored, as the Protobuf decoder ignores
-//! unknown fields. Anything else is an error whose text becomes the `malformed` detail.
-use serde_json::{Map, Value};
+//! the field's default. A field given twice, under either name, is an error. Unknown
+//! keys are ignored, as the Protobuf decoder ignores unknown fields. A leading UTF-8
+//! byte order mark is skipped. Anything else is an error whose text becomes the
+//! `malformed` detail.
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
 
 use crate::proto::sales::v1::SalesEvent;
 
+/// The UTF-8 byte order mark some producers put before JSON text.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The SalesEvent fields, by the index `field` gives them, under their proto names.
+const FIELDS: [&str; 5] = ["sku", "qty", "price", "ts", "event_id"];
+
+/// The field a key names, under either name style.
+fn field(key: &str) -> Option<usize> {
+    Some(match key {
+        "sku" => 0,
+        "qty" => 1,
+        "price" => 2,
+        "ts" => 3,
+        "eventId" | "event_id" => 4,
+        _ => return None,
+    })
+}
+
+/// The object's SalesEvent keys and values in the order given, duplicates kept;
+/// the values of other keys are skipped unread.
+struct Fields(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object (a SalesEvent)")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if field(&key).is_some() {
+                        let value = map.next_value::<Value>()?;
+                        fields.push((key, value));
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
 /// Parses a JSON SalesEvent.
 pub fn parse(bytes: &[u8]) -> Result<SalesEvent, String> {
-    let object: Map<String, Value> =
-        serde_json::from_slice(bytes).map_err(|e| format!("json: {e}"))?;
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+    if crate::format::first_non_blank(bytes) == Some(b'[') {
+        return Err("json: the value is a JSON array, not a SalesEvent object".into());
+    }
+    let Fields(fields) = serde_json::from_slice(bytes).map_err(|e| format!("json: {e}"))?;
     let mut event = SalesEvent::default();
-    let mut seen = [false; 5];
-    for (key, value) in &object {
-        let field = match key.as_str() {
-            "sku" => 0,
-            "qty" => 1,
-            "price" => 2,
-            "ts" => 3,
-            "eventId" | "event_id" => 4,
-            _ => continue,
-        };
-        if std::mem::replace(&mut seen[field], true) {
-            return Err(format!("json: field {key:?} is given twice"));
+    let mut seen: [Option<&str>; 5] = [None; 5];
+    for (key, value) in &fields {
+        let field = field(key).expect("only SalesEvent keys are kept");
+        if let Some(first) = seen[field].replace(key) {
+            let name = FIELDS[field];
+            return Err(if first == key {
+                format!("json: field {name:?} is given twice")
+            } else {
+                format!("json: field {name:?} is given twice, as {first:?} and as {key:?}")
+            });
         }
         if value.is_null() {
             continue;
@@ -115,9 +170,39 @@ mod tests {
     }
 
     #[test]
-    fn both_names_at_once_are_refused() {
+    fn a_field_given_twice_is_refused_naming_it() {
+        for (json, name) in [
+            (r#"{"eventId": "a", "event_id": "b"}"#, "event_id"),
+            (r#"{"event_id": "a", "eventId": "a"}"#, "event_id"),
+            (r#"{"eventId": "a", "eventId": "b"}"#, "event_id"),
+            (r#"{"qty": 1, "sku": "S", "qty": 5}"#, "qty"),
+            (r#"{"sku": "S", "sku": "S"}"#, "sku"),
+            (r#"{"price": 1, "price": null}"#, "price"),
+            (r#"{"ts": null, "ts": "2026-11-25T10:00:00Z"}"#, "ts"),
+        ] {
+            let err = parse(json.as_bytes()).unwrap_err();
+            assert!(err.starts_with("json: "), "{json}: {err}");
+            assert!(
+                err.contains(&format!("field {name:?} is given twice")),
+                "{json}: {err}"
+            );
+        }
         let err = parse(br#"{"eventId": "a", "event_id": "b"}"#).unwrap_err();
-        assert!(err.contains("twice"), "{err}");
+        assert!(err.contains(r#"as "eventId" and as "event_id""#), "{err}");
+        // Unknown keys are ignored, twice or not.
+        let e = parse(br#"{"sku": "S", "colour": 1, "colour": 2}"#).unwrap();
+        assert_eq!(e.sku, "S");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_an_array_named() {
+        let with_bom = [BOM, full("eventId").as_bytes()].concat();
+        assert_eq!(parse(&with_bom).unwrap().event_id, "e-1");
+        let err = parse(b" [{\"sku\": \"S\"}]").unwrap_err();
+        assert!(
+            err.contains("a JSON array, not a SalesEvent object"),
+            "{err}"
+        );
     }
 
     #[test]

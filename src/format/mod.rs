@@ -4,7 +4,10 @@
 //! against the registry when `SCHEMA_REGISTRY_URL` is set, `registry`); or the proto3
 //! JSON mapping (`json`). Detection: a value starting with byte 0 is Confluent-framed
 //! (field number 0 does not exist, so no SalesEvent starts with it), one whose first
-//! non-whitespace byte is `{` is JSON, anything else is Protobuf. gRPC events are
+//! non-whitespace byte (after a UTF-8 byte order mark) is `{` is JSON, anything else is
+//! Protobuf. A bare SalesEvent starts with the tag of its first field, `0x0a` for sku,
+//! which is JSON whitespace: when a value that looks like JSON does not start with `{`
+//! itself and is not JSON, it is read as Protobuf before being refused. gRPC events are
 //! Protobuf only and do not come here.
 pub mod confluent;
 pub mod json;
@@ -46,14 +49,24 @@ pub enum ValueFormat {
     Json,
 }
 
+/// The first byte that is not JSON whitespace (space, tab, line feed, carriage return).
+pub(crate) fn first_non_blank(bytes: &[u8]) -> Option<u8> {
+    bytes
+        .iter()
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// The value without a leading UTF-8 byte order mark.
+fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(json::BOM).unwrap_or(bytes)
+}
+
 /// The format a value looks like it is in.
 pub fn detect(bytes: &[u8]) -> ValueFormat {
     match bytes.first() {
         Some(&confluent::MAGIC) => ValueFormat::Confluent,
-        _ => match bytes
-            .iter()
-            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        {
+        _ => match first_non_blank(without_bom(bytes)) {
             Some(b'{') => ValueFormat::Json,
             _ => ValueFormat::Protobuf,
         },
@@ -114,7 +127,15 @@ impl ValueDecoder {
             Rejection::new(Reason::Malformed, e)
         };
         Some(match format {
-            ValueFormat::Json => json::parse(bytes).map_err(expected),
+            ValueFormat::Json => match json::parse(bytes) {
+                // Blank bytes before the `{`: perhaps a bare SalesEvent whose sku starts
+                // with `{` and whose length byte is blank. The JSON error stands unless
+                // the value decodes as one.
+                Err(e) if !pinned && bytes.first() != Some(&b'{') => {
+                    validate::decode_protobuf(bytes).map_err(|_| expected(e))
+                }
+                parsed => parsed.map_err(expected),
+            },
             ValueFormat::Confluent => match confluent::parse(bytes) {
                 Ok(framed) => return self.unframe(framed, stop).await,
                 Err(e) => Err(expected(format!("confluent framing: {e}"))),
@@ -123,7 +144,14 @@ impl ValueDecoder {
             _ if bytes.first() == Some(&b'{') => {
                 Err(expected("the value starts with `{`: JSON?".into()))
             }
-            _ => validate::decode_protobuf(bytes).map_err(|r| expected(r.detail)),
+            // A `[` first (after blanks) that is not Protobuf either is a JSON array.
+            _ => validate::decode_protobuf(bytes).map_err(|r| {
+                let array = !pinned && first_non_blank(without_bom(bytes)) == Some(b'[');
+                match array.then(|| json::parse(bytes).err()).flatten() {
+                    Some(e) => expected(e),
+                    None => expected(r.detail),
+                }
+            }),
         })
     }
 
@@ -154,6 +182,7 @@ impl ValueDecoder {
                         format!("schema id {id} is not in the schema registry"),
                     )))
                 }
+                registry::Lookup::Unreadable(e) => return Some(Err(incompatible(e))),
                 registry::Lookup::Found(schema) => {
                     if let Err(e) = schema.check(&indexes) {
                         return Some(Err(incompatible(e)));
@@ -196,6 +225,91 @@ mod tests {
         assert_eq!(detect(&[0, 0, 0, 0, 1, 0]), ValueFormat::Confluent);
         assert_eq!(detect(b" \n\t{}"), ValueFormat::Json);
         assert_eq!(detect(b""), ValueFormat::Protobuf);
+        assert_eq!(detect(&[json::BOM, b" {}"].concat()), ValueFormat::Json);
+        assert_eq!(detect(b"\n["), ValueFormat::Protobuf);
+    }
+
+    fn with_sku(sku: &str) -> SalesEvent {
+        SalesEvent {
+            sku: sku.into(),
+            ..good()
+        }
+    }
+
+    #[test]
+    fn a_bare_event_whose_sku_starts_with_a_brace_is_protobuf_at_every_length() {
+        for len in 1..=64 {
+            let event = with_sku(&format!("{{{}", "S".repeat(len - 1)));
+            let pb = event.encode_to_vec();
+            let want = Rules::DEFAULT.validate(event);
+            assert!(want.is_ok(), "sku length {len}");
+            assert_eq!(decode(ValueFormat::Auto, &pb), want, "sku length {len}");
+        }
+        // Length 10 is `\n`: the value reads `\n\n{SKU-0001}…`.
+        let pb = with_sku("{SKU-0001}").encode_to_vec();
+        assert_eq!(&pb[..3], b"\n\n{");
+        assert_eq!(detect(&pb), ValueFormat::Json);
+        assert_eq!(decode(ValueFormat::Auto, &pb).unwrap().sku, "{SKU-0001}");
+        // Pinned to JSON, it is not read as Protobuf.
+        let err = decode(ValueFormat::Json, &pb).unwrap_err();
+        assert!(err.detail.starts_with("expected json"), "{}", err.detail);
+    }
+
+    #[test]
+    fn blank_then_brace_that_is_neither_format_keeps_the_json_error() {
+        for value in [&b"\n\t{bad"[..], b" {\"sku\": ", b"{\n\n{SKU-0001}"] {
+            let err = decode(ValueFormat::Auto, value).unwrap_err();
+            assert_eq!(err.reason, Reason::Malformed);
+            assert!(err.detail.starts_with("json: "), "{}", err.detail);
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_json_is_skipped() {
+        let json =
+            br#"{"sku":"SKU-1","qty":2,"price":9.99,"ts":"2026-11-25T10:00:00Z","eventId":"e-1"}"#;
+        let want = validate::validate(good());
+        for format in [ValueFormat::Auto, ValueFormat::Json] {
+            assert_eq!(
+                decode(format, &[json::BOM, json].concat()),
+                want,
+                "{format}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_array_is_named_as_one() {
+        let with_bom = [json::BOM, b"[]"].concat();
+        for value in [&b"[1, 2]"[..], b" \n[{\"sku\": \"S\"}]", &with_bom] {
+            let err = decode(ValueFormat::Auto, value).unwrap_err();
+            assert_eq!(err.reason, Reason::Malformed);
+            let detail = err.detail;
+            assert!(
+                detail.contains("a JSON array, not a SalesEvent object"),
+                "{detail}"
+            );
+        }
+        // A bare event whose sku is 91 bytes long starts with `\n[`: still Protobuf.
+        let pb = with_sku(&"S".repeat(91)).encode_to_vec();
+        assert_eq!(&pb[..2], b"\n[");
+        let err = decode(ValueFormat::Auto, &pb).unwrap_err();
+        assert_eq!(err.reason, Reason::SkuTooLong);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bare_events_with_a_brace_first_round_trip_in_auto_mode(
+            sku in "\\{[ -~]{0,63}",
+            qty in 1..=1000i32,
+            cents in 0..100_000u32,
+            id in "[A-Za-z0-9-]{1,40}",
+        ) {
+            let event = SalesEvent { sku, qty, price: f64::from(cents) / 100.0, event_id: id, ..good() };
+            let want = Rules::DEFAULT.validate(event.clone());
+            proptest::prop_assert!(want.is_ok());
+            proptest::prop_assert_eq!(decode(ValueFormat::Auto, &event.encode_to_vec()), want);
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The Confluent Schema Registry client: `GET /schemas/ids/{id}` (with basic auth when
 //! configured), each schema parsed once and cached by id for the life of the process
-//! (a registered id never changes its schema); an id the registry does not know is
-//! remembered for `MISSING_TTL`. A registry that cannot answer (connection refused,
-//! timeout, 5xx, any answer other than 200 or 404) is asked again with backoff until
-//! it answers: the event waits, and so does the pipeline behind it, exactly as for a
-//! MongoDB outage; nothing is dead-lettered for it. The client owns the "schema
-//! registry" dependency state: down while lookups fail, up at the next answer.
+//! (a registered id never changes its schema); an id the registry does not know, and
+//! a 200 whose body is not a schema, are remembered for `MISSING_TTL`. A registry that
+//! cannot answer (connection refused, timeout, 5xx, any answer other than 200 or 404)
+//! is asked again with backoff until it answers: the event waits, and so does the
+//! pipeline behind it, exactly as for a MongoDB outage; nothing is dead-lettered for
+//! it. The client owns the "schema registry" dependency state: down while lookups
+//! fail, up at the next answer; its probe (`probe`) keeps the state true while no
+//! lookup asks.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -24,8 +26,12 @@ use crate::{
     sink::retry::backoff,
 };
 
-/// How long an id the registry answered 404 for is refused without asking again.
+/// How long an id the registry answered 404, or 200 without a readable schema, for is
+/// refused without asking again.
 pub const MISSING_TTL: Duration = Duration::from_secs(30);
+
+/// How often the probe asks the registry whether it answers, unless a lookup did.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Time allowed for one registry request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,11 +69,14 @@ impl Schema {
 pub enum Lookup {
     Found(Arc<Schema>),
     Unknown,
+    /// The registry answered 200 with a body that holds no schema text: why.
+    Unreadable(String),
 }
 
 enum Cached {
     Found(Arc<Schema>),
-    Missing(Instant),
+    /// Unknown or Unreadable, answered at that instant.
+    Refused(Lookup, Instant),
 }
 
 #[derive(Deserialize)]
@@ -90,7 +99,8 @@ pub struct Registry {
     http: reqwest::Client,
     settings: RegistrySettings,
     cache: Mutex<HashMap<u32, Cached>>,
-    state: StateWriter,
+    /// The state, and when a lookup last set it: the probe leaves a fresher word alone.
+    state: Mutex<(StateWriter, Option<Instant>)>,
     metrics: Arc<Metrics>,
 }
 
@@ -105,7 +115,7 @@ impl Registry {
             http,
             settings,
             cache: Mutex::new(HashMap::new()),
-            state,
+            state: Mutex::new((state, None)),
             metrics,
         }
     }
@@ -120,17 +130,17 @@ impl Registry {
         loop {
             // While the registry is down, `stop` also cuts a request short, so a
             // shutdown does not wait out request timeouts event by event.
-            let down = !self.state.get().is_up();
+            let down = !self.state.lock().expect("state lock").0.get().is_up();
             let fetched = tokio::select! {
                 fetched = self.fetch(id) => fetched,
                 _ = stop.cancelled(), if down => return None,
             };
             match fetched {
                 Ok(found) => {
-                    self.state.set(State::Up);
+                    self.set_state(State::Up, None);
                     let cached = match &found {
                         Lookup::Found(s) => Cached::Found(s.clone()),
-                        Lookup::Unknown => Cached::Missing(Instant::now()),
+                        refused => Cached::Refused(refused.clone(), Instant::now()),
                     };
                     self.cache.lock().expect("cache lock").insert(id, cached);
                     return Some(found);
@@ -140,7 +150,7 @@ impl Registry {
                     attempt += 1;
                     let why = format!("GET /schemas/ids/{id} failed: {e}");
                     warn!(schema_id = id, attempt, error = %e, "schema registry lookup failed; the event waits and is retried");
-                    self.state.set(State::Down(why));
+                    self.set_state(State::Down(why), None);
                     tokio::select! {
                         _ = stop.cancelled() => return None,
                         _ = tokio::time::sleep(backoff(attempt)) => {}
@@ -159,27 +169,48 @@ impl Registry {
         let mut cache = self.cache.lock().expect("cache lock");
         match cache.get(&id)? {
             Cached::Found(s) => Some(Lookup::Found(s.clone())),
-            Cached::Missing(at) if at.elapsed() < MISSING_TTL => Some(Lookup::Unknown),
-            Cached::Missing(_) => {
+            Cached::Refused(refused, at) if at.elapsed() < MISSING_TTL => Some(refused.clone()),
+            Cached::Refused(..) => {
                 cache.remove(&id);
                 None
             }
         }
     }
 
-    /// One request: the schema, Unknown on 404, or why the registry did not answer.
-    async fn fetch(&self, id: u32) -> Result<Lookup, String> {
-        let url = format!(
-            "{}/schemas/ids/{id}",
-            self.settings.url.trim_end_matches('/')
-        );
-        let mut request = self.http.get(url);
-        if let Some(user) = &self.settings.username {
-            let password = self.settings.password.as_ref().map(|p| p.expose_secret());
-            request = request.basic_auth(user, password);
+    /// Sets the state: for a lookup (`probe_started` None), or for a probe started at
+    /// that instant, unless a lookup has set it since.
+    fn set_state(&self, new: State, probe_started: Option<Instant>) {
+        let mut state = self.state.lock().expect("state lock");
+        match probe_started {
+            None => state.1 = Some(Instant::now()),
+            Some(started) if state.1.is_some_and(|at| at > started) => return,
+            Some(_) => {}
         }
+        state.0.set(new);
+    }
+
+    /// A GET of `path` on the registry, with basic auth when configured.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.settings.url.trim_end_matches('/'));
+        let request = self.http.get(url);
+        match &self.settings.username {
+            Some(user) => {
+                let password = self.settings.password.as_ref().map(|p| p.expose_secret());
+                request.basic_auth(user, password)
+            }
+            None => request,
+        }
+    }
+
+    /// One request: the schema, Unknown on 404, Unreadable for a 200 without a schema,
+    /// or why the registry did not answer.
+    async fn fetch(&self, id: u32) -> Result<Lookup, String> {
         // The error text of reqwest carries the URL, which holds no credentials here.
-        let response = request.send().await.map_err(|e| chain(&e.without_url()))?;
+        let response = self
+            .get(&format!("/schemas/ids/{id}"))
+            .send()
+            .await
+            .map_err(|e| chain(&e.without_url()))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             self.metrics.schema_registry_request("not_found");
@@ -188,16 +219,65 @@ impl Registry {
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
-        let body: SchemaResponse = response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|e| format!("unreadable answer: {}", e.without_url()))?;
-        self.metrics.schema_registry_request("found");
-        Ok(Lookup::Found(Arc::new(Schema::new(
-            body.schema_type.as_deref(),
-            &body.schema,
-        ))))
+            .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?;
+        match serde_json::from_slice::<SchemaResponse>(&body) {
+            Ok(body) => {
+                self.metrics.schema_registry_request("found");
+                Ok(Lookup::Found(Arc::new(Schema::new(
+                    body.schema_type.as_deref(),
+                    &body.schema,
+                ))))
+            }
+            Err(e) => {
+                self.metrics.schema_registry_request("unreadable");
+                Ok(Lookup::Unreadable(unreadable(&body, &e)))
+            }
+        }
     }
+
+    /// Asks the registry whether it answers (`GET /schemas/types`) at once, then every
+    /// `PROBE_INTERVAL` in which no lookup has asked it, and sets the state from the
+    /// answer: any HTTP answer but 5xx, 401 or 403 is up (an old registry's 404 still
+    /// answers). Runs until `stop`.
+    pub async fn probe(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let last = self.state.lock().expect("state lock").1;
+            if last.is_some_and(|at| at.elapsed() < PROBE_INTERVAL) {
+                continue;
+            }
+            let started = Instant::now();
+            let answer = tokio::select! {
+                answer = self.get("/schemas/types").send() => answer,
+                _ = stop.cancelled() => return,
+            };
+            let status = answer.map(|r| r.status());
+            let state = match status {
+                Ok(s) if !(s.is_server_error() || s == 401 || s == 403) => State::Up,
+                Ok(s) => State::Down(format!("GET /schemas/types failed: HTTP {s}")),
+                Err(e) => State::Down(format!(
+                    "GET /schemas/types failed: {}",
+                    chain(&e.without_url())
+                )),
+            };
+            self.set_state(state, Some(started));
+        }
+    }
+}
+
+/// Why a 200 body is not a schema, with how the body begins.
+fn unreadable(body: &[u8], e: &serde_json::Error) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(60)]);
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    format!("the registry answered 200 without a readable schema ({e}); the body begins {text:?}")
 }
 
 /// An error and its causes, `: `-separated ("error sending request: … Connection
