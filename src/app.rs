@@ -288,6 +288,7 @@ impl Application {
             }),
             tx: tx.clone(),
             values,
+            rules: config.rules(),
             stats: stats.clone(),
             stop: shutdown.requested.clone(),
             tasks: tasks.clone(),

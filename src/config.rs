@@ -33,7 +33,7 @@ pub struct Config {
     )]
     pub kafka_bootstrap_servers: String,
     /// Topic the SalesEvents are consumed from.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "sales_txn", value_parser = topic_name)]
+    #[arg(long, env = "KAFKA_TOPIC", default_value = validate::KAFKA_TOPIC, value_parser = topic_name)]
     pub kafka_topic: String,
     /// Consumer group id.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "ingest_service", value_parser = non_empty)]
@@ -217,8 +217,9 @@ impl Config {
         Duration::from_secs_f64(self.grpc_stream_idle_timeout)
     }
 
-    /// The validator's rules: MAX_QTY, MAX_PRICE, MAX_SKU_CHARS, MAX_EVENT_ID_CHARS and
-    /// NAIVE_TS.
+    /// The validator's rules: MAX_QTY, MAX_PRICE, MAX_SKU_CHARS, MAX_EVENT_ID_CHARS,
+    /// NAIVE_TS, and KAFKA_TOPIC (whose generated ids are reserved, also while Kafka is
+    /// disabled: stored documents and dead letters of earlier runs carry them).
     pub fn rules(&self) -> Rules {
         Rules {
             max_qty: self.max_qty,
@@ -226,6 +227,7 @@ impl Config {
             max_sku_chars: self.max_sku_chars as usize,
             max_event_id_chars: self.max_event_id_chars as usize,
             naive_ts: self.naive_ts,
+            kafka_topic: self.kafka_topic.clone().into(),
         }
     }
 

@@ -32,6 +32,7 @@ fn validation_limits_and_the_naive_ts_policy_are_set() {
         "--max-sku-chars=10",
         "--max-event-id-chars=20",
         "--naive-ts=reject",
+        "--kafka-topic=orders",
     ])
     .unwrap();
     let want = Rules {
@@ -40,6 +41,7 @@ fn validation_limits_and_the_naive_ts_policy_are_set() {
         max_sku_chars: 10,
         max_event_id_chars: 20,
         naive_ts: NaiveTs::Reject,
+        kafka_topic: "orders".into(),
     };
     assert_eq!(c.rules(), want);
     for (arg, var) in [
