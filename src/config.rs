@@ -244,6 +244,43 @@ impl Config {
         }
     }
 
+    /// Checks the settings that only work together: the schema registry's
+    /// SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD need each other and
+    /// SCHEMA_REGISTRY_URL. Err is the variable that is set and what is missing.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let user = self.schema_registry_username.is_some();
+        let password = self.schema_registry_password.is_some();
+        let set = if user {
+            "SCHEMA_REGISTRY_USERNAME"
+        } else {
+            "SCHEMA_REGISTRY_PASSWORD"
+        };
+        if (user || password) && self.schema_registry_url.is_none() {
+            return Err((
+                set,
+                "SCHEMA_REGISTRY_URL is missing: the credentials are for a schema registry; \
+                 set SCHEMA_REGISTRY_URL or unset SCHEMA_REGISTRY_USERNAME and \
+                 SCHEMA_REGISTRY_PASSWORD"
+                    .into(),
+            ));
+        }
+        if user != password {
+            let missing = if user {
+                "SCHEMA_REGISTRY_PASSWORD"
+            } else {
+                "SCHEMA_REGISTRY_USERNAME"
+            };
+            return Err((
+                set,
+                format!(
+                    "{missing} is missing: the schema registry's basic auth needs both \
+                     SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// SHUTDOWN_TIMEOUT as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_timeout)

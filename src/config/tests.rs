@@ -194,3 +194,48 @@ fn value_formats_and_the_schema_registry() {
     assert_eq!(r.url, "https://reader:hunter2@registry:8081");
     assert_eq!(r.username.as_deref(), Some("reader"));
 }
+
+#[test]
+fn schema_registry_credentials_need_each_other_and_the_url() {
+    let url = "--schema-registry-url=http://registry:8081";
+    for (args, var, missing) in [
+        (
+            vec![
+                "--schema-registry-username=u",
+                "--schema-registry-password=p",
+            ],
+            "SCHEMA_REGISTRY_USERNAME",
+            "SCHEMA_REGISTRY_URL is missing",
+        ),
+        (
+            vec!["--schema-registry-password=p"],
+            "SCHEMA_REGISTRY_PASSWORD",
+            "SCHEMA_REGISTRY_URL is missing",
+        ),
+        (
+            vec![url, "--schema-registry-username=u"],
+            "SCHEMA_REGISTRY_USERNAME",
+            "SCHEMA_REGISTRY_PASSWORD is missing",
+        ),
+        (
+            vec![url, "--schema-registry-password=p"],
+            "SCHEMA_REGISTRY_PASSWORD",
+            "SCHEMA_REGISTRY_USERNAME is missing",
+        ),
+    ] {
+        let (got, message) = parse(&args).unwrap().check().unwrap_err();
+        assert_eq!(got, var, "{args:?}");
+        assert!(message.contains(missing), "{args:?}: {message}");
+    }
+    for args in [
+        vec![],
+        vec![url],
+        vec![
+            url,
+            "--schema-registry-username=u",
+            "--schema-registry-password=p",
+        ],
+    ] {
+        assert_eq!(parse(&args).unwrap().check(), Ok(()), "{args:?}");
+    }
+}
