@@ -24,6 +24,44 @@ fn canonical<N: std::str::FromStr + ToString + Default + PartialOrd>(s: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        proto::sales::v1::SalesEvent,
+        validate::{validate, Reason, Rules},
+    };
+
+    fn with_id(id: &str) -> SalesEvent {
+        SalesEvent {
+            sku: "SKU-1".into(),
+            qty: 3,
+            price: 9.99,
+            ts: "2026-11-25T10:00:00Z".into(),
+            event_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn the_validator_refuses_only_ids_generated_for_the_topic_read() {
+        let err = validate(with_id("sales_txn:0:5")).unwrap_err();
+        assert_eq!(err.reason, Reason::ReservedEventId);
+        assert!(
+            err.detail
+                .contains("partition 0, offset 5 of topic sales_txn"),
+            "{}",
+            err.detail
+        );
+        for id in ["store:12:345", "other.topic:0:0", "sales_txn:00:1"] {
+            assert_eq!(validate(with_id(id)).unwrap().event_id, id);
+        }
+        let orders = Rules {
+            kafka_topic: "orders".into(),
+            ..Rules::DEFAULT
+        };
+        let reason = |id: &str| orders.validate(with_id(id)).err().map(|r| r.reason);
+        assert_eq!(reason("orders:3:7"), Some(Reason::ReservedEventId));
+        assert_eq!(reason("sales_txn:0:5"), None, "not the topic read");
+        let blank = validate(with_id("  \t")).unwrap();
+        assert_eq!(blank.event_id, "", "a blank id is no id");
+    }
 
     #[test]
     fn the_ids_the_service_generates_for_its_topic_are_reserved() {

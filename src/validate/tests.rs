@@ -294,43 +294,6 @@ fn empty_event_id_is_allowed() {
 }
 
 #[test]
-fn only_ids_generated_for_the_topic_read_are_reserved_and_blank_ids_are_absent() {
-    let with_id = |id: &str| SalesEvent {
-        event_id: id.into(),
-        ..good()
-    };
-    let err = validate(with_id("sales_txn:0:5")).unwrap_err();
-    assert_eq!(err.reason, Reason::ReservedEventId);
-    assert!(
-        err.detail
-            .contains("partition 0, offset 5 of topic sales_txn"),
-        "{}",
-        err.detail
-    );
-    for id in [
-        "store:12:345",
-        "other.topic:0:0",
-        "sales_txn:00:1",
-        "sales_txn:1:-1",
-    ] {
-        assert_eq!(validate(with_id(id)).unwrap().event_id, id);
-    }
-    let orders = Rules {
-        kafka_topic: "orders".into(),
-        ..Rules::DEFAULT
-    };
-    let reason = |id: &str| orders.validate(with_id(id)).err().map(|r| r.reason);
-    assert_eq!(reason("orders:3:7"), Some(Reason::ReservedEventId));
-    assert_eq!(
-        reason("sales_txn:0:5"),
-        None,
-        "not a topic this service reads"
-    );
-    let blank = validate(with_id("  \t")).unwrap();
-    assert_eq!(blank.event_id, "");
-}
-
-#[test]
 fn codes_are_distinct_and_match_display() {
     use strum::VariantArray;
     let mut codes: Vec<_> = Reason::VARIANTS.iter().map(|r| r.code()).collect();
