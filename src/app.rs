@@ -112,6 +112,9 @@ fn config_error(var: &'static str, e: impl std::fmt::Display) -> BuildError {
 impl Application {
     /// Checks the configuration against the clients and binds both listeners.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
+        config
+            .check()
+            .map_err(|(var, message)| BuildError::Config { var, message })?;
         let client = mongo::client(&config.mongodb_url)
             .await
             .map_err(|e| config_error("MONGODB_URL", e))?;
@@ -307,6 +310,7 @@ impl Application {
             }),
             tx: tx.clone(),
             values,
+            rules: config.rules(),
             stats: stats.clone(),
             stop: shutdown.requested.clone(),
             tasks: tasks.clone(),

@@ -33,7 +33,7 @@ pub struct Config {
     )]
     pub kafka_bootstrap_servers: String,
     /// Topic the SalesEvents are consumed from.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "sales_txn", value_parser = topic_name)]
+    #[arg(long, env = "KAFKA_TOPIC", default_value = validate::KAFKA_TOPIC, value_parser = topic_name)]
     pub kafka_topic: String,
     /// Consumer group id.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "ingest_service", value_parser = non_empty)]
@@ -217,8 +217,9 @@ impl Config {
         Duration::from_secs_f64(self.grpc_stream_idle_timeout)
     }
 
-    /// The validator's rules: MAX_QTY, MAX_PRICE, MAX_SKU_CHARS, MAX_EVENT_ID_CHARS and
-    /// NAIVE_TS.
+    /// The validator's rules: MAX_QTY, MAX_PRICE, MAX_SKU_CHARS, MAX_EVENT_ID_CHARS,
+    /// NAIVE_TS, and KAFKA_TOPIC (whose generated ids are reserved, also while Kafka is
+    /// disabled: stored documents and dead letters of earlier runs carry them).
     pub fn rules(&self) -> Rules {
         Rules {
             max_qty: self.max_qty,
@@ -226,6 +227,7 @@ impl Config {
             max_sku_chars: self.max_sku_chars as usize,
             max_event_id_chars: self.max_event_id_chars as usize,
             naive_ts: self.naive_ts,
+            kafka_topic: self.kafka_topic.clone().into(),
         }
     }
 
@@ -240,6 +242,43 @@ impl Config {
             username: self.schema_registry_username.clone(),
             password: self.schema_registry_password.clone(),
         }
+    }
+
+    /// Checks the settings that only work together: the schema registry's
+    /// SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD need each other and
+    /// SCHEMA_REGISTRY_URL. Err is the variable that is set and what is missing.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let user = self.schema_registry_username.is_some();
+        let password = self.schema_registry_password.is_some();
+        let set = if user {
+            "SCHEMA_REGISTRY_USERNAME"
+        } else {
+            "SCHEMA_REGISTRY_PASSWORD"
+        };
+        if (user || password) && self.schema_registry_url.is_none() {
+            return Err((
+                set,
+                "SCHEMA_REGISTRY_URL is missing: the credentials are for a schema registry; \
+                 set SCHEMA_REGISTRY_URL or unset SCHEMA_REGISTRY_USERNAME and \
+                 SCHEMA_REGISTRY_PASSWORD"
+                    .into(),
+            ));
+        }
+        if user != password {
+            let missing = if user {
+                "SCHEMA_REGISTRY_PASSWORD"
+            } else {
+                "SCHEMA_REGISTRY_USERNAME"
+            };
+            return Err((
+                set,
+                format!(
+                    "{missing} is missing: the schema registry's basic auth needs both \
+                     SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// SHUTDOWN_TIMEOUT as a duration.

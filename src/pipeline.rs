@@ -214,7 +214,8 @@ impl<S: Sink> Pipeline<S> {
             return self.admit_checked(item, checked).await;
         }
         if from_kafka && self.values.needs_registry(&item.payload) {
-            let (values, rules, stop) = (self.values.clone(), self.rules, self.stop.clone());
+            let (values, rules, stop) =
+                (self.values.clone(), self.rules.clone(), self.stop.clone());
             let payload: Bytes = item.payload.clone();
             let task = tokio::spawn(async move { values.decode(&payload, &rules, &stop).await });
             self.held = Some(Held { item, task });

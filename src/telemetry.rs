@@ -1,8 +1,11 @@
 //! Logging and traces. Logging: one subscriber, text or JSON, filtered by RUST_LOG
 //! (librdkafka's and the MongoDB driver's `log` records flow into it too). Traces: with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are
-//! exported over OTLP/gRPC, configured by the standard `OTEL_*` variables; without it
-//! no span is created anywhere, so the hot path pays one relaxed load per batch.
+//! exported over OTLP/gRPC, configured by the standard `OTEL_*` variables (checked by
+//! `otel_env`); without it no span is created anywhere, so the hot path pays one relaxed
+//! load per batch.
+mod otel_env;
+
 use std::sync::{
     atomic::{AtomicBool, Ordering},
     OnceLock,
@@ -51,8 +54,9 @@ impl Traces {
     }
 }
 
-/// Starts the OTLP trace exporter when an OTLP endpoint is configured; must run inside
-/// the tokio runtime (the exporter's gRPC channel lives on it). Err names the variable.
+/// Starts the OTLP trace exporter when an OTLP endpoint is configured, after checking
+/// the `OTEL_*` variables it reads; must run inside the tokio runtime (the exporter's
+/// gRPC channel lives on it). Err names the variable.
 pub fn init_traces() -> Result<Traces, String> {
     let endpoint = [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -76,6 +80,7 @@ pub fn init_traces() -> Result<Traces, String> {
             "invalid value for {var}: `{url}` is not an absolute URL (e.g. http://collector:4317)"
         ));
     }
+    otel_env::check(|name| std::env::var(name).ok())?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()

@@ -1,13 +1,18 @@
 //! The one validator both sources use: the bytes of a `SalesEvent` in, a `ValidEvent`
-//! (which cannot be invalid) or a `Rejection` with a reason code out. The limits and
-//! the naive-timestamp policy are a `Rules` value (from the configuration); `validate`
-//! and `decode` apply the defaults. Timestamp parsing is in `ts`.
+//! (which cannot be invalid) or a `Rejection` with a reason code out. The limits, the
+//! naive-timestamp policy and the topic whose generated ids are reserved are a `Rules`
+//! value (from the configuration); `validate` and `decode` apply the defaults.
+//! Timestamp parsing is in `ts`, the reserved event ids in `reserved`.
+mod reserved;
 mod ts;
+
+use std::borrow::Cow;
 
 use prost::Message;
 
 use crate::proto::sales::v1::SalesEvent;
 
+pub use reserved::generated_coordinates;
 pub use ts::NaiveTs;
 
 /// Longest accepted sku by default, in characters (`MAX_SKU_CHARS`).
@@ -18,6 +23,8 @@ pub const MAX_EVENT_ID_CHARS: usize = 128;
 pub const MAX_QTY: i32 = 1_000_000;
 /// Largest accepted unit price by default (`MAX_PRICE`).
 pub const MAX_PRICE: f64 = 1e9;
+/// The topic consumed by default (`KAFKA_TOPIC`).
+pub const KAFKA_TOPIC: &str = "sales_txn";
 
 /// Why an event was refused. The string codes (`Reason::code`, also `Display`) are part
 /// of the interface: dead-letter headers, acks, metrics labels.
@@ -90,15 +97,17 @@ pub struct ValidEvent {
 }
 
 /// The limits and the timestamp policy the validator applies (`MAX_QTY`, `MAX_PRICE`,
-/// `MAX_SKU_CHARS`, `MAX_EVENT_ID_CHARS`, `NAIVE_TS`). `Rules::DEFAULT` is what
-/// `validate` and `decode` apply.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// `MAX_SKU_CHARS`, `MAX_EVENT_ID_CHARS`, `NAIVE_TS`), and the topic the service reads
+/// (`KAFKA_TOPIC`), whose generated `_id`s no event id may take. `Rules::DEFAULT` is
+/// what `validate` and `decode` apply.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rules {
     pub max_qty: i32,
     pub max_price: f64,
     pub max_sku_chars: usize,
     pub max_event_id_chars: usize,
     pub naive_ts: NaiveTs,
+    pub kafka_topic: Cow<'static, str>,
 }
 
 impl Default for Rules {
@@ -125,13 +134,14 @@ pub fn validate(event: SalesEvent) -> Result<ValidEvent, Rejection> {
 
 impl Rules {
     /// The defaults: qty 1..=1,000,000, price 0..=1e9, sku up to 64 characters, event id
-    /// up to 128, naive timestamps read as UTC.
+    /// up to 128, naive timestamps read as UTC, the ids generated for `sales_txn` reserved.
     pub const DEFAULT: Rules = Rules {
         max_qty: MAX_QTY,
         max_price: MAX_PRICE,
         max_sku_chars: MAX_SKU_CHARS,
         max_event_id_chars: MAX_EVENT_ID_CHARS,
         naive_ts: NaiveTs::Utc,
+        kafka_topic: Cow::Borrowed(KAFKA_TOPIC),
     };
 
     /// Decodes Protobuf bytes, then validates.
@@ -212,30 +222,19 @@ impl Rules {
                 ),
             ));
         }
-        if is_coordinate_id(event_id) {
+        if let Some((partition, offset)) = generated_coordinates(event_id, &self.kafka_topic) {
             return Err(Rejection::new(
                 Reason::ReservedEventId,
                 format!(
-                    "event_id {:?} has the form <topic>:<partition>:<offset>, which is reserved for Kafka events sent without an event_id",
-                    truncate(event_id, 64)
+                    "event_id {event_id:?} is reserved: it is the _id of the event at \
+                     partition {partition}, offset {offset} of topic {} when that event \
+                     has no event_id",
+                    self.kafka_topic
                 ),
             ));
         }
         Ok(ts_millis)
     }
-}
-
-/// Whether `id` has the form of the `_id` a Kafka event without an event id gets:
-/// `<topic>:<partition>:<offset>` with a legal topic name and two decimal numbers.
-pub fn is_coordinate_id(id: &str) -> bool {
-    let mut parts = id.rsplitn(3, ':');
-    let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    number(offset) && number(partition) && !topic.is_empty() && topic.chars().all(topic_char)
 }
 
 fn truncate(s: &str, max: usize) -> &str {

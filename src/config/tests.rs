@@ -32,6 +32,7 @@ fn validation_limits_and_the_naive_ts_policy_are_set() {
         "--max-sku-chars=10",
         "--max-event-id-chars=20",
         "--naive-ts=reject",
+        "--kafka-topic=orders",
     ])
     .unwrap();
     let want = Rules {
@@ -40,6 +41,7 @@ fn validation_limits_and_the_naive_ts_policy_are_set() {
         max_sku_chars: 10,
         max_event_id_chars: 20,
         naive_ts: NaiveTs::Reject,
+        kafka_topic: "orders".into(),
     };
     assert_eq!(c.rules(), want);
     for (arg, var) in [
@@ -191,4 +193,49 @@ fn value_formats_and_the_schema_registry() {
     let r = c.schema_registry();
     assert_eq!(r.url, "https://reader:hunter2@registry:8081");
     assert_eq!(r.username.as_deref(), Some("reader"));
+}
+
+#[test]
+fn schema_registry_credentials_need_each_other_and_the_url() {
+    let url = "--schema-registry-url=http://registry:8081";
+    for (args, var, missing) in [
+        (
+            vec![
+                "--schema-registry-username=u",
+                "--schema-registry-password=p",
+            ],
+            "SCHEMA_REGISTRY_USERNAME",
+            "SCHEMA_REGISTRY_URL is missing",
+        ),
+        (
+            vec!["--schema-registry-password=p"],
+            "SCHEMA_REGISTRY_PASSWORD",
+            "SCHEMA_REGISTRY_URL is missing",
+        ),
+        (
+            vec![url, "--schema-registry-username=u"],
+            "SCHEMA_REGISTRY_USERNAME",
+            "SCHEMA_REGISTRY_PASSWORD is missing",
+        ),
+        (
+            vec![url, "--schema-registry-password=p"],
+            "SCHEMA_REGISTRY_PASSWORD",
+            "SCHEMA_REGISTRY_USERNAME is missing",
+        ),
+    ] {
+        let (got, message) = parse(&args).unwrap().check().unwrap_err();
+        assert_eq!(got, var, "{args:?}");
+        assert!(message.contains(missing), "{args:?}: {message}");
+    }
+    for args in [
+        vec![],
+        vec![url],
+        vec![
+            url,
+            "--schema-registry-username=u",
+            "--schema-registry-password=p",
+        ],
+    ] {
+        assert_eq!(parse(&args).unwrap().check(), Ok(()), "{args:?}");
+    }
 }

@@ -37,7 +37,7 @@ use crate::{
     pipeline::coordinate_id,
     proto::ingest::v1::{RedriveProgress, RedriveRequest},
     stats::Stats,
-    validate::{self, Rules, ValidEvent},
+    validate::{Rules, ValidEvent},
 };
 
 /// Dead letters handed to the pipeline at once; their outcomes are awaited together.
@@ -84,6 +84,8 @@ pub struct Redriver {
     pub tx: mpsc::Sender<Incoming>,
     /// Reads Kafka values in `KAFKA_VALUE_FORMAT`, as the pipeline does.
     pub values: ValueDecoder,
+    /// The validator's rules, the pipeline's own.
+    pub rules: Rules,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
@@ -155,18 +157,21 @@ impl Redriver {
         Ok(())
     }
 
-    /// Re-validates a payload as its source did: a Kafka value in the configured value
-    /// format, a gRPC event as Protobuf.
+    /// Re-validates a payload as its source did, under the configured rules: a Kafka
+    /// value in the configured value format, a gRPC event as Protobuf.
     async fn revalidate(
         &self,
         letter: &Letter,
     ) -> Result<Result<ValidEvent, &'static str>, Status> {
         if !matches!(letter.origin, Some(Origin::Kafka { .. })) {
-            return Ok(validate::decode(&letter.payload).map_err(|r| r.reason.code()));
+            return Ok(self
+                .rules
+                .decode(&letter.payload)
+                .map_err(|r| r.reason.code()));
         }
         let checked = self
             .values
-            .decode(&letter.payload, &Rules::DEFAULT, &self.stop)
+            .decode(&letter.payload, &self.rules, &self.stop)
             .await
             .ok_or_else(stopping)?;
         Ok(checked.map_err(|r| r.reason.code()))

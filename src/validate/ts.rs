@@ -3,7 +3,9 @@
 //! forms go through `iso8601`: `T`, `t` or a space between date and time, seconds
 //! required, any number of fractional digits or none, and an offset of `Z`, `±HH:MM`,
 //! `±HHMM`, `±HH` or none. A value without an offset is read as UTC or refused, as
-//! `NAIVE_TS` says. Date-only values and epoch numbers are refused.
+//! `NAIVE_TS` says. Date-only values and epoch numbers are refused, and so is an instant
+//! outside 0001-01-01T00:00:00Z..=9999-12-31T23:59:59.999Z (years a BSON date reader
+//! such as Python's `datetime` can hold), whatever offset brought it there.
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, NaiveTime};
@@ -21,6 +23,11 @@ pub enum NaiveTs {
 const EXPECTED: &str = "expected an ISO 8601 date-time with seconds, e.g. \
      2026-11-25T10:00:00Z, 2026-11-25 10:00:00.250+01:00 or 2026-11-25T10:00:00-0500";
 
+/// The earliest accepted instant, 0001-01-01T00:00:00Z, in epoch milliseconds.
+pub const MIN_MILLIS: i64 = -62_135_596_800_000;
+/// The latest accepted instant, 9999-12-31T23:59:59.999Z, in epoch milliseconds.
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
 /// Why a timestamp was refused; `Display` is the rejection detail after the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TsError {
@@ -32,6 +39,8 @@ pub enum TsError {
     NoOffset,
     /// A field out of range (month 13, hour 25, offset +24:00).
     OutOfRange,
+    /// A valid date-time whose UTC instant is before year 1 or after year 9999.
+    BeyondRange,
     /// Anything else.
     Invalid,
 }
@@ -50,20 +59,30 @@ impl fmt::Display for TsError {
                  (Z, ±HH:MM, ±HHMM or ±HH), e.g. 2026-11-25T10:00:00Z"
             ),
             TsError::OutOfRange => write!(f, "has a field out of range: {EXPECTED}"),
+            TsError::BeyondRange => write!(
+                f,
+                "is outside the accepted range: in UTC it must be from \
+                 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z"
+            ),
             TsError::Invalid => write!(f, "is not an ISO 8601 date-time: {EXPECTED}"),
         }
     }
 }
 
-/// Parses `ts` to UTC epoch milliseconds.
+/// Parses `ts` to UTC epoch milliseconds in `MIN_MILLIS..=MAX_MILLIS`.
 pub fn parse(ts: &str, naive: NaiveTs) -> Result<i64, TsError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(ts) {
-        return Ok(t.timestamp_millis());
-    }
-    match iso8601(ts.as_bytes()) {
-        Ok((_, None)) if naive == NaiveTs::Reject => Err(TsError::NoOffset),
-        Ok((millis, offset)) => Ok(millis - i64::from(offset.unwrap_or(0)) * 1000),
-        Err(e) => Err(classify(ts, e)),
+    let millis = match DateTime::parse_from_rfc3339(ts) {
+        Ok(t) => t.timestamp_millis(),
+        Err(_) => match iso8601(ts.as_bytes()) {
+            Ok((_, None)) if naive == NaiveTs::Reject => return Err(TsError::NoOffset),
+            Ok((millis, offset)) => millis - i64::from(offset.unwrap_or(0)) * 1000,
+            Err(e) => return Err(classify(ts, e)),
+        },
+    };
+    if (MIN_MILLIS..=MAX_MILLIS).contains(&millis) {
+        Ok(millis)
+    } else {
+        Err(TsError::BeyondRange)
     }
 }
 
@@ -277,6 +296,34 @@ mod tests {
             .to_string()
             .contains("2026-11-25T10:00:00Z"));
         assert!(TsError::Number.to_string().contains("epoch"));
+    }
+
+    #[test]
+    fn the_utc_instant_must_be_within_years_1_to_9999() {
+        for (ts, want) in [
+            ("0001-01-01T00:00:00Z", Ok(MIN_MILLIS)),
+            ("0001-01-01T00:00:00.000000001Z", Ok(MIN_MILLIS)),
+            ("0001-01-01 01:00:00+01", Ok(MIN_MILLIS)),
+            ("9999-12-31T23:59:59.999Z", Ok(MAX_MILLIS)),
+            ("9999-12-31T23:59:59.999999999Z", Ok(MAX_MILLIS)),
+            ("9999-12-31T23:59:59", Ok(MAX_MILLIS - 999)),
+            ("9999-12-31T22:59:59.999-01:00", Ok(MAX_MILLIS)),
+            ("0000-12-31T23:59:59.999Z", Err(TsError::BeyondRange)),
+            ("0000-01-01T00:00:00Z", Err(TsError::BeyondRange)),
+            ("0000-12-31 23:59:59", Err(TsError::BeyondRange)),
+            ("0001-01-01T00:00:00+00:01", Err(TsError::BeyondRange)),
+            ("0001-01-01T00:59:59.999+01", Err(TsError::BeyondRange)),
+            ("9999-12-31T23:59:59-23:59", Err(TsError::BeyondRange)),
+            ("9999-12-31T23:00:00-0100", Err(TsError::BeyondRange)),
+            ("9999-12-31T23:59:60Z", Err(TsError::BeyondRange)),
+        ] {
+            assert_eq!(utc(ts), want, "{ts}");
+        }
+        let detail = TsError::BeyondRange.to_string();
+        assert!(
+            detail.contains("0001-01-01T00:00:00Z") && detail.contains("9999-12-31T23:59:59.999Z"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -262,3 +262,13 @@ async fn an_unreachable_server_is_a_clear_error_without_a_backtrace() {
         assert!(run.stdout.is_empty(), "{run:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_addr_exits_2_naming_addr_before_connecting() {
+    for addr in ["not a url", "ftp://127.0.0.1:50051"] {
+        let run = ingestctl(&["--addr", addr, "stats"]).await;
+        assert_eq!(run.code, Some(2), "{run:?}");
+        assert!(run.stderr.contains("--addr"), "{run:?}");
+        assert!(!run.stderr.contains("cannot reach"), "{run:?}");
+    }
+}

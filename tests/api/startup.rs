@@ -1,5 +1,7 @@
-//! Start-up and configuration values from outside: bad values stop the process with
-//! exit 2 naming the variable; a token read from a file keeps working.
+//! Start-up and configuration values from outside: bad values (the `OTEL_*` variables
+//! of an enabled trace exporter and incomplete schema registry credentials among them)
+//! stop the process with exit 2 naming the variable; a token read from a file keeps
+//! working.
 use sales_ingest::proto::ingest::v1::PauseConsumerRequest;
 
 use crate::helpers::*;
@@ -63,4 +65,83 @@ fn bad_start_up_values_exit_2_naming_the_variable() {
         assert!(err.contains(var), "{var}: {err}");
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn unusable_otel_values_and_incomplete_registry_credentials_exit_2_naming_the_variable() {
+    let traces = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1");
+    for (var, value, says) in [
+        ("OTEL_TRACES_SAMPLER", "sometimes", "parentbased_always_on"),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/protobuf",
+            "OTLP/gRPC only",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "http/json",
+            "OTLP/gRPC only",
+        ),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "non-negative integer"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "-1",
+            "non-negative integer",
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "soon", "non-negative integer"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "lots", "non-negative integer"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key", "key=value"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "bad key=v",
+            "header name",
+        ),
+    ] {
+        let (code, err) = run_binary(&[traces, (var, value)]);
+        assert_eq!(code, Some(2), "{var}={value}: {err}");
+        assert!(
+            err.contains(var) && err.contains(says),
+            "{var}={value}: {err}"
+        );
+    }
+    let ratio = [
+        traces,
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+    ];
+    let (code, err) = run_binary(&ratio);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("OTEL_TRACES_SAMPLER_ARG") && err.contains("from 0 to 1"),
+        "{err}"
+    );
+    let url = ("SCHEMA_REGISTRY_URL", "http://127.0.0.1:1");
+    for (env, missing) in [
+        (
+            vec![
+                ("SCHEMA_REGISTRY_USERNAME", "u"),
+                ("SCHEMA_REGISTRY_PASSWORD", "p"),
+            ],
+            "SCHEMA_REGISTRY_URL",
+        ),
+        (
+            vec![("SCHEMA_REGISTRY_PASSWORD", "p")],
+            "SCHEMA_REGISTRY_URL",
+        ),
+        (
+            vec![url, ("SCHEMA_REGISTRY_USERNAME", "u")],
+            "SCHEMA_REGISTRY_PASSWORD",
+        ),
+        (
+            vec![url, ("SCHEMA_REGISTRY_PASSWORD", "p")],
+            "SCHEMA_REGISTRY_USERNAME",
+        ),
+    ] {
+        let (code, err) = run_binary(&env);
+        assert_eq!(code, Some(2), "{env:?}: {err}");
+        assert!(
+            err.contains(&format!("{missing} is missing")),
+            "{env:?}: {err}"
+        );
+    }
 }

@@ -19,7 +19,8 @@ pub struct Cli {
         global = true,
         env = "INGEST_ADDR",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_parser = crate::connect::address
     )]
     pub addr: Vec<String>,
     /// Bearer token for pause, resume, shutdown, seek and redrive.
@@ -281,6 +282,17 @@ mod tests {
     #[test]
     fn the_cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_malformed_addr_is_a_usage_error_naming_addr() {
+        for addr in ["not a url", "h:1,ftp://h:2"] {
+            let err = Cli::try_parse_from(["ingestctl", "--addr", addr, "stats"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{addr}");
+            assert!(err.to_string().contains("--addr"), "{addr}: {err}");
+        }
+        let ok = Cli::try_parse_from(["ingestctl", "--addr", "h:1,https://h:2", "stats"]).unwrap();
+        assert_eq!(ok.addr, ["h:1", "https://h:2"]);
     }
 
     #[test]

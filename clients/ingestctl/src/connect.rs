@@ -21,6 +21,21 @@ pub fn url(addr: &str) -> String {
     }
 }
 
+/// `--addr`'s value parser: an `http://` or `https://` URL with a host, or `host:port`,
+/// that a channel can be opened to; clap reports the error with exit code 2.
+pub fn address(addr: &str) -> Result<String, String> {
+    let url = url(addr);
+    let uri = Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("not a URL or host:port ({})", chain(&e)))?
+        .uri()
+        .clone();
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(addr.to_string()),
+        (Some("http" | "https"), _) => Err(format!("{url} has no host")),
+        _ => Err(format!("{url} is not an http:// or https:// URL")),
+    }
+}
+
 /// Connects to sales-ingest at `addr`.
 pub async fn connect(addr: &str) -> Result<Channel, CtlError> {
     let url = url(addr);
@@ -70,6 +85,21 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.exit_code(), crate::error::EXIT_FAILURE);
+    }
+
+    #[test]
+    fn the_addr_parser_takes_urls_and_host_port_and_refuses_the_rest() {
+        for ok in [
+            "127.0.0.1:50051",
+            "http://h:1",
+            "https://ingest.example:443",
+            "[::1]:50051",
+        ] {
+            assert_eq!(address(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["not a url", "http://exa mple:1", "ftp://h:1", "http://", ""] {
+            assert!(address(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
