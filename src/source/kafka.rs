@@ -148,7 +148,7 @@ impl KafkaSource {
                                     taken += 1;
                                 }
                                 Some(Some(Err(e))) => {
-                                    debug!(error = %e, "consumer error");
+                                    self.ctx().note_error(&e);
                                     break;
                                 }
                                 _ => break,
@@ -163,9 +163,10 @@ impl KafkaSource {
                             self.newest_ms.store(ts, Ordering::Relaxed);
                         }
                         self.consumed_since_publish.store(true, Ordering::Relaxed);
+                        self.ctx().clear_problem();
                     }
                     Some(Err(e)) => {
-                        debug!(error = %e, "consumer error");
+                        self.ctx().note_error(&e);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     None => break,

@@ -258,3 +258,37 @@ fn lag_ms(metrics: &str) -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("kafka_consumer_lag_milliseconds exported")
 }
+
+/// A topic that does not exist at start-up: after the grace for a topic created next
+/// to the service, health says so, naming it; once it is created, its events are
+/// consumed within seconds (the consumer refreshes metadata every 10 s) and health
+/// comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_turns_health_off_and_is_consumed_once_created() {
+    let app = spawn_app(AppOptions::default()).await;
+    app.wait_serving().await;
+    let http = app.http_url.clone();
+    let topic = app.topic.clone();
+    wait_until(
+        Duration::from_secs(120),
+        "/health 503 naming the missing topic",
+        || {
+            let (http, topic) = (http.clone(), topic.clone());
+            async move {
+                let (code, body) = get(&format!("{http}/health")).await;
+                code == 503 && body.contains(&format!("topic {topic} does not exist"))
+            }
+        },
+    )
+    .await;
+    create_topic(&app.topic, 1).await;
+    produce(&app.topic, 1, &[encode(&valid_event(1, "after-creation"))]).await;
+    let stats = app.stats.clone();
+    wait_until(Duration::from_secs(45), "the event stored", || {
+        let s = stats.snapshot();
+        async move { s.kafka.unwrap().stored == 1 }
+    })
+    .await;
+    app.wait_serving().await;
+    app.stop().await;
+}
