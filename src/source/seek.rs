@@ -158,6 +158,30 @@ impl SeekHandle {
             .iter()
             .map(|e| e.partition())
             .collect();
+        if let Some(listed) = &plan.partitions {
+            let unowned: Vec<i32> = listed
+                .iter()
+                .copied()
+                .filter(|p| !owned.contains(p))
+                .collect();
+            if !unowned.is_empty() {
+                let (consumer, name) = (self.consumer.clone(), topic.clone());
+                let count = tokio::task::spawn_blocking(move || partition_count(&consumer, &name))
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the topic failed: {e}")))??;
+                if count == 0 {
+                    return Err(Status::failed_precondition(format!(
+                        "topic {topic} does not exist on the brokers"
+                    )));
+                }
+                if let Some(&p) = unowned.iter().find(|&&p| p >= count) {
+                    return Err(Status::invalid_argument(format!(
+                        "partition {p} does not exist: topic {topic} has {count} partitions (0 to {})",
+                        count - 1
+                    )));
+                }
+            }
+        }
         let (mine, mut not_owned): (Vec<i32>, Vec<i32>) = match plan.partitions {
             None => (owned.clone(), Vec::new()),
             Some(listed) => listed.into_iter().partition(|p| owned.contains(p)),
@@ -188,6 +212,19 @@ impl SeekHandle {
             not_owned,
         })
     }
+}
+
+/// The topic's partition count, from the brokers' metadata.
+fn partition_count(consumer: &IngestConsumer, topic: &str) -> Result<i32, Status> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| kafka_error("reading the topic's metadata failed", e))?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    Ok(count as i32)
 }
 
 fn kafka_error(what: &str, e: impl std::fmt::Display) -> Status {

@@ -86,7 +86,8 @@ impl SeekJob {
         warn!(partitions = ?parts, "seek abandoned: events in flight did not become durable");
         let _ = self.command.reply.send(Err(Status::unavailable(format!(
             "events in flight on partitions {parts:?} did not become durable within {} s \
-             (is MongoDB reachable?); nothing was moved",
+             (/health says what holds them: MongoDB, the schema registry or the dead-letter \
+             collection); nothing was moved",
             DRAIN_TIMEOUT.as_secs()
         ))));
     }
