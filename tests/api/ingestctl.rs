@@ -192,7 +192,13 @@ async fn pause_resume_and_shutdown_need_the_right_token() {
     let run = ingestctl(&["--addr", &addr, "--token", &token, "resume"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout, "consumer resumed\n");
-    assert!(!app.stats.snapshot().consumer_paused);
+    // The source applies the resume at its next turn (fetching restarts then).
+    let stats = app.stats.clone();
+    wait_until(Duration::from_secs(5), "fetching resumed", || {
+        let paused = stats.snapshot().consumer_paused;
+        async move { !paused }
+    })
+    .await;
 
     let run = ingestctl(&["--addr", &addr, "--token", "wrong", "shutdown"]).await;
     assert_eq!(run.code, Some(3), "{run:?}");
