@@ -45,7 +45,7 @@ impl Problem {
     fn counts(&self) -> Option<&str> {
         // librdkafka reports a missing topic once; the assignment that follows its
         // creation clears it. The group's refusals repeat at every join attempt.
-        let current = self.missing_topic || self.last.elapsed() < PROBLEM_WINDOW;
+        let current = self.missing_topic || self.ongoing_at(Instant::now());
         let lasted = !self.missing_topic || self.first.elapsed() >= TOPIC_GRACE;
         (current && lasted).then_some(self.why.as_str())
     }

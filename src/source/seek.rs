@@ -158,34 +158,28 @@ impl SeekHandle {
             .iter()
             .map(|e| e.partition())
             .collect();
-        if let Some(listed) = &plan.partitions {
-            let unowned: Vec<i32> = listed
-                .iter()
-                .copied()
-                .filter(|p| !owned.contains(p))
-                .collect();
-            if !unowned.is_empty() {
-                let (consumer, name) = (self.consumer.clone(), topic.clone());
-                let count = tokio::task::spawn_blocking(move || partition_count(&consumer, &name))
-                    .await
-                    .map_err(|e| Status::internal(format!("reading the topic failed: {e}")))??;
-                if count == 0 {
-                    return Err(Status::failed_precondition(format!(
-                        "topic {topic} does not exist on the brokers"
-                    )));
-                }
-                if let Some(&p) = unowned.iter().find(|&&p| p >= count) {
-                    return Err(Status::invalid_argument(format!(
-                        "partition {p} does not exist: topic {topic} has {count} partitions (0 to {})",
-                        count - 1
-                    )));
-                }
-            }
-        }
         let (mine, mut not_owned): (Vec<i32>, Vec<i32>) = match plan.partitions {
             None => (owned.clone(), Vec::new()),
             Some(listed) => listed.into_iter().partition(|p| owned.contains(p)),
         };
+        // A partition nobody here owns may be another member's, or not exist at all.
+        if !not_owned.is_empty() {
+            let (consumer, name) = (self.consumer.clone(), topic.clone());
+            let count = tokio::task::spawn_blocking(move || partition_count(&consumer, &name))
+                .await
+                .map_err(|e| Status::internal(format!("reading the topic failed: {e}")))??;
+            if count == 0 {
+                return Err(Status::failed_precondition(format!(
+                    "topic {topic} does not exist on the brokers"
+                )));
+            }
+            if let Some(&p) = not_owned.iter().find(|&&p| p >= count) {
+                return Err(Status::invalid_argument(format!(
+                    "partition {p} does not exist: topic {topic} has {count} partitions (0 to {})",
+                    count - 1
+                )));
+            }
+        }
         if mine.is_empty() {
             return Ok(pb::SeekConsumerResponse {
                 partitions: Vec::new(),
