@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 use crate::backends::backends;
 
 mod kafka;
+pub mod pki;
 pub use kafka::{committed, consume, create_topic, create_topic_at, produce};
 
 /// Options a test may change; the rest are the test defaults of
