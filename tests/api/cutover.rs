@@ -36,7 +36,13 @@ fn commit(topic: &str, group: &str, offset: i64) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
         .unwrap();
-    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    // The group's coordinator may take a moment to be found: NotCoordinator until then.
+    let mut tries = 0;
+    while let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        tries += 1;
+        assert!(tries < 60, "commit: {e}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     assert_eq!(committed(topic, group, 1), vec![offset]);
 }
 

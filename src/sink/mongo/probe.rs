@@ -76,7 +76,7 @@ impl IndexJob {
                 self.failures += 1;
                 let wait = backoff(self.failures);
                 self.next_try = Some(tokio::time::Instant::now() + wait);
-                let why = format!("MongoDB refused the start-up index creation: {}", describe(&e));
+                let why = format!("MongoDB refused the start-up index creation: {}", reason(&e));
                 if self.refused.as_deref() != Some(why.as_str()) {
                     warn!(error = %why, attempt = self.failures, "creating indexes failed; retrying with backoff");
                 }
@@ -84,6 +84,20 @@ impl IndexJob {
                 self.refused.clone()
             }
         }
+    }
+}
+
+/// The server's reason for a refused command: its code, code name and message (stable
+/// across attempts, unlike the whole error, which carries the server's raw reply).
+fn reason(e: &mongodb::error::Error) -> String {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            format!("code {} ({}): {}", w.code, w.code_name, w.message)
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) => format!("code {}: {}", w.code, w.message),
+        ErrorKind::Command(c) => format!("code {} ({}): {}", c.code, c.code_name, c.message),
+        _ => describe(e),
     }
 }
 

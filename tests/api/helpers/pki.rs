@@ -3,7 +3,7 @@
 //! a CA, a server certificate for `localhost` and `127.0.0.1`, a client certificate.
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// PEM files of one PKI.
 pub struct PkiFiles {
@@ -19,6 +19,11 @@ impl PkiFiles {
     pub fn write(dir: &Path) -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct subjects: OpenSSL-based clients (grpcio) take a leaf whose subject is
+        // its issuer's for a self-signed certificate.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sales-ingest test CA");
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::from_params(&ca_params, &ca_key);
@@ -29,10 +34,9 @@ impl PkiFiles {
         };
         let leaf = |names: Vec<String>, stem: &str| {
             let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, &issuer)
-                .unwrap();
+            let mut params = CertificateParams::new(names.clone()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+            let cert = params.signed_by(&key, &issuer).unwrap();
             (
                 file(&format!("{stem}.pem"), cert.pem()),
                 file(&format!("{stem}.key"), key.serialize_pem()),

@@ -206,6 +206,6 @@ fn promtool_accepts_the_prometheusrule_rules() {
         describe(&out)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("SUCCESS: 10 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
