@@ -203,6 +203,16 @@ async fn run_doc_commands(mode: Mode, pki: &PkiFiles, dir: &Path) {
             .chain([run.clone()])
             .collect::<Vec<_>>()
             .join("\n");
+        if doc.line.contains("Health/Check") || doc.line.starts_with("grpc-health-probe") {
+            // A health line asks for SERVING: wait until the server says so itself (on a
+            // loaded machine a dependency can drop out for a moment).
+            let url = format!("{}/health", app.http_url);
+            wait_until(Duration::from_secs(30), "SERVING before a health line", || {
+                let url = url.clone();
+                async move { get(&url).await.0 == 200 }
+            })
+            .await;
+        }
         let out = bash(&script, dir, &token);
         assert!(
             out.status.success(),
