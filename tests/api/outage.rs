@@ -151,7 +151,7 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
         peak_rss <= 100 * 1024,
         "resident memory stays bounded during the outage: {peak_rss} KiB"
     );
-    // The probe runs every second with a 2 s timeout; the bound leaves room for a
+    // The probe pings every 250 ms with a 1 s timeout; the bound leaves room for a
     // loaded 2-core machine without letting a missing probe pass.
     assert!(
         detected <= Duration::from_secs(6),
