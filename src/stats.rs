@@ -291,8 +291,14 @@ mod tests {
         assert!(snap.consumer_paused);
         assert_eq!(snap.consumer_paused_reason, "backpressure");
         let text = s.render();
-        assert!(text.contains(r#"kafka_consumer_paused{reason="backpressure"} 1"#), "{text}");
-        assert!(text.contains(r#"kafka_consumer_paused{reason="admin"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"kafka_consumer_paused{reason="backpressure"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kafka_consumer_paused{reason="admin"} 0"#),
+            "{text}"
+        );
         s.set_pause_reason(Some(PauseReason::Shutdown));
         assert_eq!(s.snapshot().consumer_paused_reason, "shutdown");
         assert!(s

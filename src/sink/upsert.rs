@@ -76,7 +76,10 @@ pub fn superseded_outcome(winner: &DocResult) -> DocResult {
 
 /// `results` with each superseded event given its winner's outcome
 /// ([`superseded_outcome`]); `superseded[i]` is the index of the event that superseded `i`.
-pub fn with_superseded(mut results: Vec<DocResult>, superseded: &[Option<usize>]) -> Vec<DocResult> {
+pub fn with_superseded(
+    mut results: Vec<DocResult>,
+    superseded: &[Option<usize>],
+) -> Vec<DocResult> {
     for (i, winner) in superseded.iter().enumerate() {
         if let Some(w) = *winner {
             results[i] = superseded_outcome(&results[w]);

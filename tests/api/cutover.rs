@@ -95,13 +95,17 @@ async fn take_over(unique_index: bool, extra: &[(&str, &str)]) {
     })
     .await;
     let stats = app.stats.clone();
-    wait_until(Duration::from_secs(60), "the k overlap events resolved", || {
-        let s = stats.snapshot();
-        async move {
-            let k = s.kafka.unwrap();
-            k.stored + k.duplicate + k.rejected + k.failed >= K as u64
-        }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the k overlap events resolved",
+        || {
+            let s = stats.snapshot();
+            async move {
+                let k = s.kafka.unwrap();
+                k.stored + k.duplicate + k.rejected + k.failed >= K as u64
+            }
+        },
+    )
     .await;
     let s = app.stats.snapshot();
     let k = s.kafka.unwrap();
@@ -111,7 +115,11 @@ async fn take_over(unique_index: bool, extra: &[(&str, &str)]) {
         "the overlap is counted as duplicates, nothing refused or dead-lettered"
     );
     let coll = app.db.collection::<Document>("raw_sales");
-    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), N as u64, "exactly N documents");
+    assert_eq!(
+        coll.count_documents(doc! {}).await.unwrap(),
+        N as u64,
+        "exactly N documents"
+    );
     assert_eq!(
         coll.count_documents(doc! { "_id": { "$type": "string" } })
             .await

@@ -75,7 +75,8 @@ fn doc_commands() -> Vec<DocCommand> {
             for line in block {
                 let line = line.split("   #").next().unwrap().trim_end().to_string();
                 let word = line.split_whitespace().next().unwrap_or_default();
-                if word.contains('=') && word.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+                if word.contains('=') && word.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                {
                     prelude.push(line);
                 } else if word == "grpcurl" || word == "grpc-health-probe" {
                     out.push(DocCommand {
@@ -99,7 +100,8 @@ enum Mode {
 
 /// The command as run in `mode`: the server's port, and for TLS the CA (and client
 /// certificate) flags instead of `-plaintext`. None when the line is not for `mode`
-/// (a TLS line in plaintext; a client-certificate line without mTLS).
+/// (a TLS line in plaintext; a client-certificate line without mTLS, a TLS line without
+/// one under mTLS).
 fn adapt(cmd: &str, mode: Mode, port: u16) -> Option<String> {
     let cmd = cmd.replace("localhost:50051", &format!("localhost:{port}"));
     let probe = cmd.starts_with("grpc-health-probe");
@@ -112,8 +114,10 @@ fn adapt(cmd: &str, mode: Mode, port: u16) -> Option<String> {
     match (mode, tls_line) {
         (Mode::Plaintext, true) => None,
         (Mode::Plaintext, false) => Some(cmd),
-        (Mode::Tls, true) if client_line => None,
-        (_, true) => Some(cmd),
+        // A TLS line is for the servers it fits: with a client certificate for mTLS,
+        // without one for TLS (an mTLS server refuses it).
+        (Mode::Tls, true) => (!client_line).then_some(cmd),
+        (Mode::Mtls, true) => client_line.then_some(cmd),
         (_, false) => {
             let client = mode == Mode::Mtls;
             Some(if probe {
@@ -144,7 +148,11 @@ fn bash(script: &str, dir: &Path, token: &str) -> std::process::Output {
             "{tool} is not in .cache/bin: run scripts/install-deps (it builds the pinned version with go install)"
         );
     }
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     run_with_deadline(
         Command::new("bash")
             .args(["-euo", "pipefail", "-c", script])
@@ -161,7 +169,9 @@ async fn doc_topic() -> String {
     let topic = unique("docs");
     create_topic(&topic, 3).await;
     let events = |n: usize, p: &str| -> Vec<Vec<u8>> {
-        (0..n).map(|i| encode(&valid_event(i, &format!("{topic}-{p}-{i}")))).collect()
+        (0..n)
+            .map(|i| encode(&valid_event(i, &format!("{topic}-{p}-{i}"))))
+            .collect()
     };
     produce(&topic, 2, &events(2960, "a")).await;
     produce(&topic, 1, &events(20, "b")).await;
@@ -181,10 +191,14 @@ async fn run_doc_commands(mode: Mode, pki: &PkiFiles, dir: &Path) {
     })
     .await;
     let stats = app.stats.clone();
-    wait_until(Duration::from_secs(60), "the three partitions consumed", || {
-        let s = stats.snapshot();
-        async move { s.partitions.len() == 3 && s.events_stored >= 2980 }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the three partitions consumed",
+        || {
+            let s = stats.snapshot();
+            async move { s.partitions.len() == 3 && s.events_stored >= 2980 }
+        },
+    )
     .await;
     let port: u16 = app.grpc_url.rsplit(':').next().unwrap().parse().unwrap();
     let token = app.admin_token.clone().expect("an admin token");
@@ -194,7 +208,11 @@ async fn run_doc_commands(mode: Mode, pki: &PkiFiles, dir: &Path) {
         .collect();
     // Shutdown ends the server: it runs last.
     commands.sort_by_key(|(c, _)| c.line.contains("/Shutdown"));
-    assert!(commands.len() >= 15, "{mode:?}: only {} commands", commands.len());
+    assert!(
+        commands.len() >= 15,
+        "{mode:?}: only {} commands",
+        commands.len()
+    );
     for (doc, run) in &commands {
         let script = doc
             .prelude
@@ -207,10 +225,14 @@ async fn run_doc_commands(mode: Mode, pki: &PkiFiles, dir: &Path) {
             // A health line asks for SERVING: wait until the server says so itself (on a
             // loaded machine a dependency can drop out for a moment).
             let url = format!("{}/health", app.http_url);
-            wait_until(Duration::from_secs(30), "SERVING before a health line", || {
-                let url = url.clone();
-                async move { get(&url).await.0 == 200 }
-            })
+            wait_until(
+                Duration::from_secs(30),
+                "SERVING before a health line",
+                || {
+                    let url = url.clone();
+                    async move { get(&url).await.0 == 200 }
+                },
+            )
             .await;
         }
         let out = bash(&script, dir, &token);
@@ -223,8 +245,15 @@ async fn run_doc_commands(mode: Mode, pki: &PkiFiles, dir: &Path) {
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         if doc.line.ends_with(" list") {
-            for service in ["ingest.v1.IngestAdmin", "ingest.v1.IngestEvents", "grpc.health.v1.Health"] {
-                assert!(stdout.contains(service), "{mode:?}: list lacks {service}: {stdout}");
+            for service in [
+                "ingest.v1.IngestAdmin",
+                "ingest.v1.IngestEvents",
+                "grpc.health.v1.Health",
+            ] {
+                assert!(
+                    stdout.contains(service),
+                    "{mode:?}: list lacks {service}: {stdout}"
+                );
             }
         }
         if doc.line.contains("Health/Check") {
@@ -232,7 +261,9 @@ async fn run_doc_commands(mode: Mode, pki: &PkiFiles, dir: &Path) {
         }
     }
     assert!(
-        commands.iter().any(|(c, _)| c.line.starts_with("grpc-health-probe")),
+        commands
+            .iter()
+            .any(|(c, _)| c.line.starts_with("grpc-health-probe")),
         "{mode:?}: no grpc-health-probe line ran"
     );
     // The docs' Shutdown line stopped the server cleanly.
@@ -258,13 +289,20 @@ fn the_docs_have_the_command_lines_this_test_runs() {
         " $A",
         "grpc-health-probe",
     ] {
-        assert!(lines.iter().any(|l| l.contains(rpc)), "no doc line with {rpc}: {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains(rpc)),
+            "no doc line with {rpc}: {lines:#?}"
+        );
     }
     let stream = commands
         .iter()
         .find(|c| c.line.contains("IngestEvents/Stream"))
         .unwrap();
-    assert!(stream.line.ends_with("JSON"), "the heredoc is kept: {}", stream.line);
+    assert!(
+        stream.line.ends_with("JSON"),
+        "the heredoc is kept: {}",
+        stream.line
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

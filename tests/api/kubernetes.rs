@@ -158,8 +158,7 @@ fn kubernetes_validate_pin() -> String {
 /// test saying what to install when the package is missing.
 fn kubernetes_validate(version: Option<&str>, files: &[PathBuf]) -> std::process::Output {
     let pin = kubernetes_validate_pin();
-    let install =
-        format!("kubernetes-validate=={pin} belongs in .venv: {PYTHON}");
+    let install = format!("kubernetes-validate=={pin} belongs in .venv: {PYTHON}");
     let mut cmd = python3();
     cmd.args(["-m", "kubernetes_validate", "--strict"]);
     if let Some(v) = version {

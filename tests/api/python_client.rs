@@ -226,17 +226,33 @@ async fn the_python_producer_sends_the_token_over_tls_and_mtls() {
         let with_cert = ["--cert", cert.as_str(), "--key", key.as_str()];
         if mtls {
             // No client certificate: the TLS handshake is refused.
-            let mut cmd = python("producer.py", &[base.as_slice(), &["--token", token]].concat());
+            let mut cmd = python(
+                "producer.py",
+                &[base.as_slice(), &["--token", token]].concat(),
+            );
             cmd.env_remove("PRODUCER_TOKEN");
             let out = run_async(cmd, PYTHON).await;
-            assert_eq!(out.status.code(), Some(1), "mTLS without a certificate: {}", describe(&out));
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "mTLS without a certificate: {}",
+                describe(&out)
+            );
             base.extend(with_cert);
         }
         // No token: UNAUTHENTICATED.
-        let mut cmd = python("producer.py", &[base.as_slice(), &["--id-prefix", "no-token"]].concat());
+        let mut cmd = python(
+            "producer.py",
+            &[base.as_slice(), &["--id-prefix", "no-token"]].concat(),
+        );
         cmd.env_remove("PRODUCER_TOKEN");
         let out = run_async(cmd, PYTHON).await;
-        assert_eq!(out.status.code(), Some(1), "without the token: {}", describe(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "without the token: {}",
+            describe(&out)
+        );
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"),
             "{}",
@@ -245,17 +261,35 @@ async fn the_python_producer_sends_the_token_over_tls_and_mtls() {
         assert_eq!(app.stored().await, 0);
         // --token, then PRODUCER_TOKEN from the environment.
         let out = run_async(
-            python("producer.py", &[base.as_slice(), &["--token", token, "--id-prefix", "flag"]].concat()),
+            python(
+                "producer.py",
+                &[base.as_slice(), &["--token", token, "--id-prefix", "flag"]].concat(),
+            ),
             PYTHON,
         )
         .await;
-        assert!(out.status.success(), "--token (mtls {mtls}): {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "--token (mtls {mtls}): {}",
+            describe(&out)
+        );
         assert_eq!(acks(&out.stdout).len(), 2, "{}", describe(&out));
-        let mut cmd = python("producer.py", &[base.as_slice(), &["--id-prefix", "env"]].concat());
+        let mut cmd = python(
+            "producer.py",
+            &[base.as_slice(), &["--id-prefix", "env"]].concat(),
+        );
         cmd.env("PRODUCER_TOKEN", token);
         let out = run_async(cmd, PYTHON).await;
-        assert!(out.status.success(), "PRODUCER_TOKEN (mtls {mtls}): {}", describe(&out));
-        assert_eq!(app.stored().await, 40, "every acked event is stored (mtls {mtls})");
+        assert!(
+            out.status.success(),
+            "PRODUCER_TOKEN (mtls {mtls}): {}",
+            describe(&out)
+        );
+        assert_eq!(
+            app.stored().await,
+            40,
+            "every acked event is stored (mtls {mtls})"
+        );
         app.stop().await;
     }
 }

@@ -48,7 +48,11 @@ fn install_deps_makes_a_venv_that_debians_own_python_can_run_the_clients_from() 
         Duration::from_secs(900),
         "scripts/install-deps is part of the repository",
     );
-    assert!(out.status.success(), "install-deps --python: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "install-deps --python: {}",
+        describe(&out)
+    );
 
     // The environment is a venv over Debian's interpreter, with the pinned packages.
     let py = venv.join("bin/python3");
@@ -89,7 +93,11 @@ fn install_deps_makes_a_venv_that_debians_own_python_can_run_the_clients_from() 
             .env("PATH", debian_path()),
         PYTHON,
     );
-    assert!(help.status.success(), "producer.py --help: {}", describe(&help));
+    assert!(
+        help.status.success(),
+        "producer.py --help: {}",
+        describe(&help)
+    );
     let gen = run(
         Command::new(repo_path("scripts/gen-prometheusrule"))
             .arg("--check")
@@ -98,6 +106,10 @@ fn install_deps_makes_a_venv_that_debians_own_python_can_run_the_clients_from() 
             .current_dir(repo()),
         PYTHON,
     );
-    assert!(gen.status.success(), "gen-prometheusrule --check: {}", describe(&gen));
+    assert!(
+        gen.status.success(),
+        "gen-prometheusrule --check: {}",
+        describe(&gen)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

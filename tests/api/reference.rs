@@ -27,7 +27,10 @@ fn proto_reason_codes() -> BTreeSet<String> {
         .map(|l| l.trim_start_matches("//"))
         .collect::<Vec<_>>()
         .join(" ");
-    assert!(!comment.is_empty(), "Rejection.reason has no `// Reason code:` comment");
+    assert!(
+        !comment.is_empty(),
+        "Rejection.reason has no `// Reason code:` comment"
+    );
     comment
         .split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
         .filter(|w| w.contains('_') || ["malformed"].contains(w))

@@ -301,10 +301,14 @@ async fn every_table_stays_inside_its_card_from_a_phone_to_a_wide_laptop() {
         .collect();
     produce(&app.topic, 3, &payloads).await;
     let stats = app.stats.clone();
-    wait_until(Duration::from_secs(90), "the events resolved on 3 partitions", || {
-        let s = stats.snapshot();
-        async move { s.partitions.len() == 3 && s.kafka.unwrap().stored == 270 }
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "the events resolved on 3 partitions",
+        || {
+            let s = stats.snapshot();
+            async move { s.partitions.len() == 3 && s.kafka.unwrap().stored == 270 }
+        },
+    )
     .await;
     let url = format!("{}/", app.http_url);
     let dir = target_dir().join("test-artifacts");
@@ -312,7 +316,11 @@ async fn every_table_stays_inside_its_card_from_a_phone_to_a_wide_laptop() {
     for size in [(375, 812), (768, 1024), (1300, 900), (1920, 1080)] {
         let out = chromium_sized(&url, size, &["--dump-dom".into()]).await;
         let dom = String::from_utf8(out.stdout).expect("UTF-8 DOM");
-        assert_ne!(body_attr(&dom, "data-polls"), "0", "the page rendered the stats");
+        assert_ne!(
+            body_attr(&dom, "data-polls"),
+            "0",
+            "the page rendered the stats"
+        );
         assert_eq!(
             body_attr(&dom, "data-overflow"),
             "",
@@ -322,7 +330,9 @@ async fn every_table_stays_inside_its_card_from_a_phone_to_a_wide_laptop() {
         );
         let png = dir.join(format!("status-{}.png", size.0));
         chromium_sized(&url, size, &[format!("--screenshot={}", png.display())]).await;
-        assert!(std::fs::read(&png).expect("screenshot").starts_with(b"\x89PNG"));
+        assert!(std::fs::read(&png)
+            .expect("screenshot")
+            .starts_with(b"\x89PNG"));
     }
     app.stop().await;
 }

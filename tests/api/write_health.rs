@@ -157,17 +157,27 @@ async fn refused_start_up_index_creation_keeps_mongodb_down_with_the_servers_rea
     let mut body = String::new();
     while Instant::now() < until {
         let (status, b) = get(&health).await;
-        assert_eq!(status, 503, "health must not be serving: {b}\n{}", server.logs());
+        assert_eq!(
+            status,
+            503,
+            "health must not be serving: {b}\n{}",
+            server.logs()
+        );
         body = b;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(body.contains(r#""mongodb":"down""#), "{body}");
     assert!(body.contains("index creation"), "{body}");
     assert!(
-        body.contains("UnsatisfiableWriteConcern") || body.contains("code 100") || body.contains("Not enough data-bearing nodes"),
+        body.contains("UnsatisfiableWriteConcern")
+            || body.contains("code 100")
+            || body.contains("Not enough data-bearing nodes"),
         "the server's reason: {body}"
     );
     let logs = server.logs();
     let warned = logs.matches("creating indexes failed").count();
-    assert_eq!(warned, 1, "one WARN line per state change, not per attempt:\n{logs}");
+    assert_eq!(
+        warned, 1,
+        "one WARN line per state change, not per attempt:\n{logs}"
+    );
 }

@@ -65,7 +65,9 @@ fn paused(v: &GetStatsResponse) -> String {
     }
     let why = match v.consumer_paused_reason.as_str() {
         "admin" => "admin: PauseConsumer; `ingestctl resume` ends it",
-        "backpressure" => "backpressure: the pipeline is full (MongoDB slow or down); ends by itself",
+        "backpressure" => {
+            "backpressure: the pipeline is full (MongoDB slow or down); ends by itself"
+        }
         "shutdown" => "shutdown: the service is stopping",
         "" => return yes_no(true),
         other => other,

@@ -63,7 +63,10 @@ impl IndexJob {
         if self.done {
             return None;
         }
-        if self.next_try.is_some_and(|t| tokio::time::Instant::now() < t) {
+        if self
+            .next_try
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
             return self.refused.clone();
         }
         match ensure_indexes(db, collection).await {
@@ -76,7 +79,10 @@ impl IndexJob {
                 self.failures += 1;
                 let wait = backoff(self.failures);
                 self.next_try = Some(tokio::time::Instant::now() + wait);
-                let why = format!("MongoDB refused the start-up index creation: {}", reason(&e));
+                let why = format!(
+                    "MongoDB refused the start-up index creation: {}",
+                    reason(&e)
+                );
                 if self.refused.as_deref() != Some(why.as_str()) {
                     warn!(error = %why, attempt = self.failures, "creating indexes failed; retrying with backoff");
                 }
@@ -114,4 +120,3 @@ pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), mongo
     info!(collection, "indexes on ts and sku ensured");
     Ok(())
 }
-

@@ -37,9 +37,15 @@ fn a_unique_event_id_index_means_already_stored_and_a_compound_one_a_refusal() {
             "{key}"
         );
     }
-    for key in [r#"{ event_id: "ev-1", sku: "s" }"#, r#"{ sku: "s", event_id: "e" }"#] {
+    for key in [
+        r#"{ event_id: "ev-1", sku: "s" }"#,
+        r#"{ sku: "s", event_id: "e" }"#,
+    ] {
         assert!(
-            matches!(classify_doc(&write_error(11000, &msg(key))), DocResult::Failed(_)),
+            matches!(
+                classify_doc(&write_error(11000, &msg(key))),
+                DocResult::Failed(_)
+            ),
             "{key}"
         );
     }

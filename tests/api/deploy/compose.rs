@@ -261,7 +261,10 @@ fn env_example_lists_every_variable_with_its_default() {
             .unwrap_or_else(|| panic!(".env.example lacks {var}"));
         match default {
             Some(d) if RUN_STARTS_LOCAL.contains(&var.as_str()) => {
-                assert!(*commented, "{var} set in .env makes scripts/run start nothing");
+                assert!(
+                    *commented,
+                    "{var} set in .env makes scripts/run start nothing"
+                );
                 assert_eq!(value, d, "{var}: .env.example's value is not the default");
             }
             Some(d) => {

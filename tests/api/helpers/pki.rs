@@ -35,7 +35,9 @@ impl PkiFiles {
         let leaf = |names: Vec<String>, stem: &str| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(names.clone()).unwrap();
-            params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, names[0].as_str());
             let cert = params.signed_by(&key, &issuer).unwrap();
             (
                 file(&format!("{stem}.pem"), cert.pem()),
@@ -58,7 +60,10 @@ impl PkiFiles {
     /// certificates from this CA required.
     pub fn server_settings(&self, mtls: bool) -> Vec<(String, String)> {
         let mut s = vec![
-            ("grpc-tls-cert".into(), self.server_cert.display().to_string()),
+            (
+                "grpc-tls-cert".into(),
+                self.server_cert.display().to_string(),
+            ),
             ("grpc-tls-key".into(), self.server_key.display().to_string()),
         ];
         if mtls {
