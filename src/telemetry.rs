@@ -77,7 +77,8 @@ pub fn init_traces() -> Result<Traces, String> {
         .map_or(true, |u| u.scheme().is_none())
     {
         return Err(format!(
-            "invalid value for {var}: `{url}` is not an absolute URL (e.g. http://collector:4317)"
+            "invalid value for {var}: `{}` is not an absolute URL (e.g. http://collector:4317)",
+            crate::config::mask_url_password(&url)
         ));
     }
     otel_env::check(|name| std::env::var(name).ok())?;
@@ -93,7 +94,8 @@ pub fn init_traces() -> Result<Traces, String> {
     global::set_tracer_provider(provider.clone());
     let _ = TRACER.set(global::tracer("sales-ingest"));
     ENABLED.store(true, Ordering::Relaxed);
-    tracing::info!(endpoint = %url, "exporting traces over OTLP/gRPC");
+    let shown = crate::config::mask_url_password(&url);
+    tracing::info!(endpoint = %shown, "exporting traces over OTLP/gRPC");
     Ok(Traces(Some(provider)))
 }
 
