@@ -7,7 +7,10 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
 };
 
@@ -52,13 +55,24 @@ impl Budget {
 }
 
 /// The reservations of one stream's messages that arrived and were not yet taken by
-/// the reader; shared between the stream's body and its reader.
+/// the reader, and whether the stream's body waits for the budget; shared between the
+/// stream's body and its reader.
 #[derive(Clone, Debug, Default)]
-pub struct Held(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub struct Held(Arc<(Mutex<Option<OwnedSemaphorePermit>>, AtomicBool)>);
 
 impl Held {
+    /// True while the stream's next message waits for room in the budget (the stream
+    /// is then not idle: its producer has sent, the server holds it back).
+    pub fn waiting(&self) -> bool {
+        self.0 .1.load(Ordering::SeqCst)
+    }
+
+    fn set_waiting(&self, waiting: bool) {
+        self.0 .1.store(waiting, Ordering::SeqCst);
+    }
+
     fn add(&self, permit: OwnedSemaphorePermit) {
-        let mut held = self.0.lock().expect("held permits");
+        let mut held = self.0 .0.lock().expect("held permits");
         match held.as_mut() {
             Some(p) => p.merge(permit),
             None => *held = Some(permit),
@@ -67,7 +81,7 @@ impl Held {
 
     /// Takes the reservation of one message of `cost` bytes (see [`Budget::cost`]).
     pub fn take(&self, cost: usize) -> Option<OwnedSemaphorePermit> {
-        let mut held = self.0.lock().expect("held permits");
+        let mut held = self.0 .0.lock().expect("held permits");
         let p = held.as_mut()?;
         if cost >= p.num_permits() {
             held.take()
@@ -138,6 +152,7 @@ impl http_body::Body for BudgetBody {
                 }
             };
             this.held.add(permit);
+            this.held.set_waiting(false);
             let (frame, _) = this.pending.take().expect("pending frame");
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -151,6 +166,7 @@ impl http_body::Body for BudgetBody {
         }
         let acquire = Box::pin(this.budget.sem.clone().acquire_many_owned(need as u32));
         this.pending = Some((frame, acquire));
+        this.held.set_waiting(true);
         self.poll_frame(cx)
     }
 
@@ -229,8 +245,8 @@ mod tests {
         let mut b = body(10_000);
         let wire: Vec<u8> = [message(10), message(0), message(300)].concat();
         // Split inside the third prefix: the first two are reserved with the first part.
-        assert_eq!(b.account(&wire[..18]), 15 + 5);
-        assert_eq!(b.account(&wire[18..]), 305);
+        assert_eq!(b.account(&wire[..22]), 15 + 5);
+        assert_eq!(b.account(&wire[22..]), 305);
         assert_eq!(b.account(&message(20)[..3]), 0);
     }
 

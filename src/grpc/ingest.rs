@@ -7,8 +7,8 @@
 //! A stream ends, always after the acks already owed: OK when the producer half-closed
 //! it; UNAVAILABLE when the server shuts down first (the status counts the requests
 //! that arrived and were not read; the producer resends every request without an ack)
-//! and when it has been idle — no request and nothing owed — for
-//! `GRPC_STREAM_IDLE_TIMEOUT`.
+//! and when it has been idle — no request, nothing owed and no request waiting for
+//! the byte budget — for `GRPC_STREAM_IDLE_TIMEOUT`.
 //!
 //! A request's bytes stay reserved in the byte budget (`grpc::budget`) until its ack is
 //! resolved, and a request over GRPC_MAX_EVENTS_PER_REQUEST is refused by its count
@@ -181,7 +181,7 @@ impl Reader {
                 _ = self.stop.cancelled() => break self.shutdown_status(),
                 msg = self.inbound.message() => msg,
                 _ = tokio::time::sleep(self.idle_timeout) => {
-                    if self.unacked.load(Ordering::SeqCst) == 0 {
+                    if self.unacked.load(Ordering::SeqCst) == 0 && !self.held.waiting() {
                         break Some(Status::unavailable(format!(
                             "stream idle for {} s without a request (GRPC_STREAM_IDLE_TIMEOUT); open a new one to send more",
                             self.idle_timeout.as_secs_f64()
