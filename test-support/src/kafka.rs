@@ -402,7 +402,10 @@ fn format(libs: &Path, config: &Path, cluster_id: &str, extra: &[String]) -> Res
         ))
         .arg("-cp")
         .arg(format!("{}/*", libs.display()))
-        .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
+        // `=`: an id may start with `-`, which argparse would take for an option.
+        .args(["kafka.tools.StorageTool", "format"])
+        .arg(format!("--cluster-id={cluster_id}"))
+        .arg("-c")
         .arg(config)
         .args(extra)
         .stdin(Stdio::null())
