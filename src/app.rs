@@ -13,9 +13,9 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    conn::Gate,
     deps::{self, Dependencies, State, StateWriter},
     format::{Registry, ValueDecoder},
-    conn::Gate,
     grpc::{self, admin::Admin, budget::Budget, ingest::Ingest},
     health::Health,
     http, kafka_client,
@@ -116,12 +116,13 @@ impl Application {
         config
             .check()
             .map_err(|(var, message)| BuildError::Config { var, message })?;
-        let client = mongo::client(&config.mongodb_url)
-            .await
-            .map_err(|e| {
-                let secrets = crate::config::url_secrets(&config.mongodb_url);
-                config_error("MONGODB_URL", crate::config::scrub(&e.to_string(), &secrets))
-            })?;
+        let client = mongo::client(&config.mongodb_url).await.map_err(|e| {
+            let secrets = crate::config::url_secrets(&config.mongodb_url);
+            config_error(
+                "MONGODB_URL",
+                crate::config::scrub(&e.to_string(), &secrets),
+            )
+        })?;
         let db = client.database(&config.mongodb_database);
         let (consumer, dlq_producer) = if config.kafka_enabled {
             kafka_client::check(&config).map_err(|e| config_error(e.var, e.message))?;

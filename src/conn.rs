@@ -74,7 +74,10 @@ impl Gate {
                 if let Some(victim) = open.1.remove(&oldest) {
                     victim.close.cancel();
                 }
-                tracing::debug!(limit = self.name, "closed the least recently active connection");
+                tracing::debug!(
+                    limit = self.name,
+                    "closed the least recently active connection"
+                );
             }
             open.0 += 1;
             let id = open.0;
@@ -131,9 +134,7 @@ impl<IO> Guarded<IO> {
 
     fn active(&mut self) {
         self.slot.last.store(self.gate.now_ms(), Ordering::Relaxed);
-        self.idle
-            .as_mut()
-            .reset(Instant::now() + self.gate.idle);
+        self.idle.as_mut().reset(Instant::now() + self.gate.idle);
     }
 }
 

@@ -81,6 +81,18 @@ pub fn init_traces() -> Result<Traces, String> {
             crate::config::mask_url_password(&url)
         ));
     }
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    if url[scheme_end..]
+        .split(['/', '?'])
+        .next()
+        .is_some_and(|a| a.contains('@'))
+    {
+        return Err(format!(
+            "invalid value for {var}: `{}` carries credentials, which OTLP/gRPC does not \
+             send (and libraries log endpoints); put them in OTEL_EXPORTER_OTLP_HEADERS",
+            crate::config::mask_url_password(&url)
+        ));
+    }
     otel_env::check(|name| std::env::var(name).ok())?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()

@@ -70,7 +70,10 @@ fn mask_query(query: &str) -> String {
 /// masked.
 pub fn mask_value(var: &str, value: &str) -> String {
     let v = var.to_ascii_uppercase();
-    if ["TOKEN", "PASSWORD", "SECRET"].iter().any(|s| v.contains(s)) {
+    if ["TOKEN", "PASSWORD", "SECRET"]
+        .iter()
+        .any(|s| v.contains(s))
+    {
         return "****".into();
     }
     if value.contains("://") {
@@ -96,9 +99,10 @@ pub fn masked_parse_error(err: &clap::Error) -> String {
         _ => None,
     };
     match (get(ContextKind::InvalidArg), get(ContextKind::InvalidValue)) {
-        (Some(arg), Some(value)) if !value.is_empty() => {
-            text.replace(&format!("'{value}'"), &format!("'{}'", mask_value(&arg, &value)))
-        }
+        (Some(arg), Some(value)) if !value.is_empty() => text.replace(
+            &format!("'{value}'"),
+            &format!("'{}'", mask_value(&arg, &value)),
+        ),
         _ => text,
     }
 }
@@ -126,7 +130,11 @@ pub fn url_secrets(url: &str) -> Vec<String> {
     }
     let pieces: Vec<String> = whole
         .iter()
-        .flat_map(|w| w.split(['/', '@', ':', '%']).map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|w| {
+            w.split(['/', '@', ':', '%'])
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect();
     whole
         .into_iter()
@@ -173,10 +181,19 @@ mod tests {
 
     #[test]
     fn shown_values_are_masked_by_variable_and_by_shape() {
-        assert_eq!(mask_value("--producer-token <PRODUCER_TOKEN>", "abc"), "****");
-        assert_eq!(mask_value("--mongodb-url <MONGODB_URL>", "mongodb://u:p@h"), "mongodb://u:****@h");
         assert_eq!(
-            mask_value("--kafka-properties <KAFKA_PROPERTIES>", "a=1,sasl.oauthbearer.config=x"),
+            mask_value("--producer-token <PRODUCER_TOKEN>", "abc"),
+            "****"
+        );
+        assert_eq!(
+            mask_value("--mongodb-url <MONGODB_URL>", "mongodb://u:p@h"),
+            "mongodb://u:****@h"
+        );
+        assert_eq!(
+            mask_value(
+                "--kafka-properties <KAFKA_PROPERTIES>",
+                "a=1,sasl.oauthbearer.config=x"
+            ),
             "a=1,sasl.oauthbearer.config=****"
         );
     }
@@ -186,12 +203,20 @@ mod tests {
         let url = "mongodb://u:Pw/secret@h/?tlsCertificateKeyFilePassword=opt-pw";
         let err = "invalid host `u:Pw`, then `secret@h` and opt-pw";
         let clean = scrub(err, &url_secrets(url));
-        assert!(!clean.contains("secret") && !clean.contains("opt-pw"), "{clean}");
+        assert!(
+            !clean.contains("secret") && !clean.contains("opt-pw"),
+            "{clean}"
+        );
     }
 
     #[test]
     fn secret_property_names() {
-        for k in ["sasl.password", "ssl.key.password", "sasl.oauthbearer.config", "ssl.keystore.password"] {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.oauthbearer.config",
+            "ssl.keystore.password",
+        ] {
             assert!(is_secret_key(k), "{k}");
         }
         for k in ["bootstrap.servers", "security.protocol", "sasl.mechanism"] {

@@ -141,12 +141,23 @@ fn topic_names_are_checked_and_tokens_trimmed() {
     }
     assert!(parse(&["--kafka-dlq-topic=sales.dlq-2_x"]).is_ok());
     let c = parse(&["--admin-token", "tok-1234567890abcd\n"]).unwrap();
-    assert_eq!(c.admin_token().unwrap().expose_secret(), "tok-1234567890abcd");
-    let short = parse(&["--admin-token", "change-me"]).unwrap_err().to_string();
-    assert!(short.contains("ADMIN_TOKEN") && short.contains("at least 16"), "{short}");
+    assert_eq!(
+        c.admin_token().unwrap().expose_secret(),
+        "tok-1234567890abcd"
+    );
+    let short = parse(&["--admin-token", "change-me"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        short.contains("ADMIN_TOKEN") && short.contains("at least 16"),
+        "{short}"
+    );
     for blank in ["", "  \n"] {
         let err = parse(&["--producer-token", blank]).unwrap_err().to_string();
-        assert!(err.contains("PRODUCER_TOKEN") && err.contains("blank"), "{err}");
+        assert!(
+            err.contains("PRODUCER_TOKEN") && err.contains("blank"),
+            "{err}"
+        );
     }
     assert!(parse(&["--admin-token", "  "])
         .unwrap()

@@ -126,7 +126,10 @@ fn body(t: &mut Tokens, m: &mut Message, depth: usize) -> Result<(), String> {
                 t.next().ok_or("a oneof without a name")?;
                 expect(t, "{")?;
                 if depth >= MAX_DEPTH {
-                    return Err(format!("a oneof in {} is nested deeper than {MAX_DEPTH} levels", m.name));
+                    return Err(format!(
+                        "a oneof in {} is nested deeper than {MAX_DEPTH} levels",
+                        m.name
+                    ));
                 }
                 body(t, m, depth + 1)?;
             }
@@ -345,7 +348,10 @@ mod tests {
         assert!(parse(&deep(MAX_DEPTH)).is_ok());
         let err = parse(&deep(40_000)).unwrap_err();
         assert!(err.contains("nested deeper than 32"), "{err}");
-        let oneofs = format!("message M {{ {} }}", "oneof o { ".repeat(100) + &"}".repeat(100));
+        let oneofs = format!(
+            "message M {{ {} }}",
+            "oneof o { ".repeat(100) + &"}".repeat(100)
+        );
         assert!(parse(&oneofs).unwrap_err().contains("deeper"));
         let huge = "message M { } ".repeat(MAX_TOKENS / 4 + 1);
         assert!(parse(&huge).unwrap_err().contains("tokens"));

@@ -298,7 +298,10 @@ impl Registry {
 /// Why a 200 body is not a schema, with how the body begins.
 /// The body of `response`; None past MAX_BODY_BYTES.
 async fn read_capped(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, String> {
-    if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
         return Ok(None);
     }
     let mut body = Vec::new();

@@ -143,14 +143,12 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IngestAdminServer::new(services.admin))
-        .add_service(
-            budget::Budgeted {
-                budget: services.ingest.budget.clone(),
-                inner: IngestEventsServer::new(services.ingest)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            },
-        )
+        .add_service(budget::Budgeted {
+            budget: services.ingest.budget.clone(),
+            inner: IngestEventsServer::new(services.ingest)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        })
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -60,7 +60,10 @@ fn field(b: &[u8], at: &mut usize) -> Result<Field, &'static str> {
     let key = varint(b, at)?;
     let (number, wire_type) = (key >> 3, key & 7);
     let skip = |at: &mut usize, n: usize| {
-        let end = at.checked_add(n).filter(|&e| e <= b.len()).ok_or("truncated field")?;
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= b.len())
+            .ok_or("truncated field")?;
         let start = *at;
         *at = end;
         Ok::<_, &'static str>(start..end)
@@ -75,7 +78,11 @@ fn field(b: &[u8], at: &mut usize) -> Result<Field, &'static str> {
         (number, 2) => {
             let len = usize::try_from(varint(b, at)?).map_err(|_| "length too large")?;
             let range = skip(at, len)?;
-            Ok(if number == 2 { Field::Event(range) } else { Field::Other })
+            Ok(if number == 2 {
+                Field::Event(range)
+            } else {
+                Field::Other
+            })
         }
         _ => Err("unsupported wire type"),
     }
@@ -195,7 +202,10 @@ mod tests {
 
     #[test]
     fn a_scan_counts_millions_of_empty_events_without_holding_them() {
-        let wire: Vec<u8> = [0x08, 0x03].into_iter().chain([0x12, 0x00].repeat(2_000_000)).collect();
+        let wire: Vec<u8> = [0x08, 0x03]
+            .into_iter()
+            .chain([0x12, 0x00].repeat(2_000_000))
+            .collect();
         let scanned = ScannedRequest::scan(wire.into()).unwrap();
         assert_eq!((scanned.seq, scanned.count), (3, 2_000_000));
         assert_eq!(scanned.wire_len(), 4_000_002);
@@ -203,12 +213,23 @@ mod tests {
 
     #[test]
     fn a_scan_refuses_what_prost_refuses_and_skips_unknown_fields() {
-        for bad in [&[0x12, 0x05, 0x01][..], &[0x08], &[0x0a, 0x00], &[0x10, 0xff], &[0x00]] {
-            assert!(ScannedRequest::scan(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        for bad in [
+            &[0x12, 0x05, 0x01][..],
+            &[0x08],
+            &[0x0a, 0x00],
+            &[0x10, 0xff],
+            &[0x00],
+        ] {
+            assert!(
+                ScannedRequest::scan(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
             assert!(RawIngestRequest::decode(bad).is_err(), "{bad:?}");
         }
         // field 3 varint, field 4 fixed32, field 5 bytes, then one event.
-        let wire = [0x18, 0x01, 0x25, 1, 2, 3, 4, 0x2a, 0x01, 0x09, 0x12, 0x01, 0x07];
+        let wire = [
+            0x18, 0x01, 0x25, 1, 2, 3, 4, 0x2a, 0x01, 0x09, 0x12, 0x01, 0x07,
+        ];
         let scanned = ScannedRequest::scan(Bytes::copy_from_slice(&wire)).unwrap();
         assert_eq!(scanned.count, 1);
         assert_eq!(scanned.events().next().unwrap().as_ref(), &[0x07]);

@@ -74,4 +74,3 @@ pub async fn serve<F>(
     drop(listener);
     graceful.shutdown().await;
 }
-

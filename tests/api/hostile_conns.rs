@@ -10,7 +10,9 @@ use std::{
 use test_support::service::server_env;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tonic::transport::Channel;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::{
     backends::{backends, start_server},
@@ -28,10 +30,13 @@ enum Kind {
 
 /// Opens a connection to `port` and starts it as `kind`; None when refused.
 async fn attack(port: u16, kind: Kind, grpc: bool) -> Option<TcpStream> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .ok()?
-        .ok()?;
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
     if let Kind::Slow = kind {
         let start: &[u8] = if grpc {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -77,9 +82,14 @@ async fn probe(http_url: &str, grpc_url: &str) -> Result<(), String> {
         return Err(format!("/health answered {}", resp.status()));
     }
     let check = async {
-        let ch = Channel::from_shared(grpc_url.to_string()).unwrap().connect().await?;
+        let ch = Channel::from_shared(grpc_url.to_string())
+            .unwrap()
+            .connect()
+            .await?;
         let resp = HealthClient::new(ch)
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await?;
         Ok::<_, Box<dyn std::error::Error>>(resp.into_inner().status)
     };
@@ -111,7 +121,10 @@ async fn thousands_of_idle_and_slow_connections_cannot_lock_out_health_checks() 
         ],
     );
     let mut server = start_server("flood", &env);
-    server.wait_health(200, Duration::from_secs(30)).await.unwrap();
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     let limited = Command::new("prlimit")
         .args(["--nofile=256:256", "--pid", &server.pid().to_string()])
         .status()
@@ -131,7 +144,9 @@ async fn thousands_of_idle_and_slow_connections_cannot_lock_out_health_checks() 
             }
         }
         if i % 100 == 0 {
-            probe(&server.http_url, &server.grpc_url).await.expect("probe while connecting");
+            probe(&server.http_url, &server.grpc_url)
+                .await
+                .expect("probe while connecting");
         }
     }
     // The flood goes on: 20 new connections per port between probes.
@@ -145,7 +160,9 @@ async fn thousands_of_idle_and_slow_connections_cannot_lock_out_health_checks() 
                 }
             }
         }
-        probe(&server.http_url, &server.grpc_url).await.expect("probe under the flood");
+        probe(&server.http_url, &server.grpc_url)
+            .await
+            .expect("probe under the flood");
         probes += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -157,7 +174,10 @@ async fn thousands_of_idle_and_slow_connections_cannot_lock_out_health_checks() 
         held.len() - open,
         started.elapsed().as_secs_f64()
     );
-    assert!(open <= GRPC_MAX + HTTP_MAX, "{open} attacking connections still open");
+    assert!(
+        open <= GRPC_MAX + HTTP_MAX,
+        "{open} attacking connections still open"
+    );
     assert!(server.running(), "{}", server.log_tail());
     assert!(
         !server.logs().contains("Too many open files"),

@@ -10,7 +10,9 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::{
     backends::{backends, start_server},
@@ -61,13 +63,20 @@ type Frame = (u8, u8, u32, Vec<u8>);
 /// A raw HTTP/2 connection past the handshake, with the server's SETTINGS.
 async fn connect(port: u16) -> (TcpStream, Vec<(u16, u32)>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
     s.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
     let (kind, _, _, payload) = read_frame(&mut s).await.unwrap();
     assert_eq!(kind, SETTINGS);
     let settings = payload
         .chunks(6)
-        .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
         .collect();
     s.write_all(&frame(SETTINGS, 1, 0, &[])).await.unwrap();
     (s, settings)
@@ -111,7 +120,9 @@ async fn send(s: &mut TcpStream, bytes: &[u8]) -> bool {
 async fn served(grpc_url: &str) {
     let mut health = HealthClient::new(channel(grpc_url).await);
     let status = health
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("another client is served")
         .into_inner()
@@ -122,16 +133,28 @@ async fn served(grpc_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_stream_floods_and_reset_floods_are_cut_off_and_others_are_served() {
     let dbname = unique("h2_db");
-    let env = server_env(backends(), "unused", "unused", &dbname, &[("KAFKA_ENABLED", "false".into())]);
+    let env = server_env(
+        backends(),
+        "unused",
+        "unused",
+        &dbname,
+        &[("KAFKA_ENABLED", "false".into())],
+    );
     let server = start_server("h2abuse", &env);
-    server.wait_health(200, Duration::from_secs(30)).await.unwrap();
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     let port: u16 = server.grpc_url.rsplit(':').next().unwrap().parse().unwrap();
     let watch = headers("/grpc.health.v1.Health/Watch");
     let empty_message = [0u8; 5];
 
     // 1. Many streams on one connection: the server advertises and enforces the limit.
     let (mut s, settings) = connect(port).await;
-    assert!(settings.contains(&(3, 100)), "SETTINGS_MAX_CONCURRENT_STREAMS: {settings:?}");
+    assert!(
+        settings.contains(&(3, 100)),
+        "SETTINGS_MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
     let mut burst = Vec::new();
     for i in 0..300u32 {
         let id = 2 * i + 1;
@@ -140,16 +163,32 @@ async fn http2_stream_floods_and_reset_floods_are_cut_off_and_others_are_served(
     }
     send(&mut s, &burst).await;
     let (frames, _) = frames_until_closed(&mut s, Duration::from_secs(2)).await;
-    let answered: std::collections::BTreeSet<u32> =
-        frames.iter().filter(|f| f.0 == HEADERS).map(|f| f.2).collect();
-    let refused = frames.iter().filter(|f| f.0 == RST_STREAM && f.3 == 7u32.to_be_bytes()).count();
+    let answered: std::collections::BTreeSet<u32> = frames
+        .iter()
+        .filter(|f| f.0 == HEADERS)
+        .map(|f| f.2)
+        .collect();
+    let refused = frames
+        .iter()
+        .filter(|f| f.0 == RST_STREAM && f.3 == 7u32.to_be_bytes())
+        .count();
     let goaway = goaway_code(&frames);
-    eprintln!("H2_STREAMS opened=300 answered={} refused={refused} goaway={goaway:?}", answered.len());
-    assert!(answered.len() <= 100, "{} streams answered at once", answered.len());
+    eprintln!(
+        "H2_STREAMS opened=300 answered={} refused={refused} goaway={goaway:?}",
+        answered.len()
+    );
+    assert!(
+        answered.len() <= 100,
+        "{} streams answered at once",
+        answered.len()
+    );
     // Past the limit streams are refused, and a client that keeps opening them is cut
     // off with ENHANCE_YOUR_CALM.
     assert!(refused > 0, "no stream refused");
-    assert!(refused >= 200 || goaway == Some(0xb), "refused {refused}, GOAWAY {goaway:?}");
+    assert!(
+        refused >= 200 || goaway == Some(0xb),
+        "refused {refused}, GOAWAY {goaway:?}"
+    );
     served(&server.grpc_url).await;
     drop(s);
 
@@ -167,7 +206,9 @@ async fn http2_stream_floods_and_reset_floods_are_cut_off_and_others_are_served(
     let (frames, closed) = frames_until_closed(&mut s, Duration::from_secs(5)).await;
     let resets = frames.iter().filter(|f| f.0 == RST_STREAM).count();
     let goaway = goaway_code(&frames);
-    eprintln!("H2_MADE_YOU_RESET sent=2000 server_resets={resets} goaway={goaway:?} closed={closed}");
+    eprintln!(
+        "H2_MADE_YOU_RESET sent=2000 server_resets={resets} goaway={goaway:?} closed={closed}"
+    );
     // The connection is closed with GOAWAY long before every stream was reset:
     // PROTOCOL_ERROR (0x1) when the server takes the frame for a connection error,
     // ENHANCE_YOUR_CALM (0xb) after the allowed number of stream resets.
@@ -175,7 +216,10 @@ async fn http2_stream_floods_and_reset_floods_are_cut_off_and_others_are_served(
         matches!(goaway, Some(0x1 | 0xb)) && closed,
         "resets {resets}, goaway {goaway:?}, closed {closed}"
     );
-    assert!(resets <= 64, "the server reset {resets} streams before GOAWAY");
+    assert!(
+        resets <= 64,
+        "the server reset {resets} streams before GOAWAY"
+    );
     assert!(resets < 2000, "the server reset all {resets} streams");
     served(&server.grpc_url).await;
 
@@ -191,7 +235,10 @@ async fn http2_stream_floods_and_reset_floods_are_cut_off_and_others_are_served(
     let (frames, closed) = frames_until_closed(&mut s, Duration::from_secs(5)).await;
     let goaway = goaway_code(&frames);
     eprintln!("H2_RAPID_RESET sent=20000 sent_all={sent_all} goaway={goaway:?} closed={closed}");
-    assert!(goaway == Some(0xb) && closed, "a rapid-reset client kept its connection: {goaway:?}");
+    assert!(
+        goaway == Some(0xb) && closed,
+        "a rapid-reset client kept its connection: {goaway:?}"
+    );
     served(&server.grpc_url).await;
 
     let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use prost::Message as _;
-use sales_ingest::proto::ingest::v1::{ingest_events_client::IngestEventsClient, IngestAck, IngestRequest};
+use sales_ingest::proto::ingest::v1::{
+    ingest_events_client::IngestEventsClient, IngestAck, IngestRequest,
+};
 use test_support::service::server_env;
 use tokio_stream::StreamExt;
 use tonic::{
@@ -22,7 +24,10 @@ use crate::{
 
 /// The Deployment's memory limit (deploy/kubernetes/deployment.yaml), MiB.
 fn pod_memory_limit_mib() -> u64 {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/deployment.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/deployment.yaml"
+    );
     let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let limit = doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
@@ -63,7 +68,9 @@ impl Decoder for AckDecoder {
     type Item = IngestAck;
     type Error = Status;
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<IngestAck>, Status> {
-        IngestAck::decode(src).map(Some).map_err(|e| Status::internal(e.to_string()))
+        IngestAck::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }
 
@@ -111,7 +118,10 @@ async fn every_stream_sending_its_largest_request_at_once_stays_under_the_pod_me
         ],
     );
     let server = start_server("bomb", &env);
-    server.wait_health(200, Duration::from_secs(30)).await.unwrap();
+    server
+        .wait_health(200, Duration::from_secs(30))
+        .await
+        .unwrap();
     let idle = server.memory().unwrap().rss_kib / 1024;
 
     // The well-behaved producer holds one stream slot and sends a request every 50 ms.
@@ -122,7 +132,10 @@ async fn every_stream_sending_its_largest_request_at_once_stays_under_the_pod_me
         tokio::spawn(async move {
             for seq in 0..40u64 {
                 let events = (0..50).map(|i| valid_event(i, &format!("good-{seq}-{i}")));
-                let req = IngestRequest { seq, events: events.collect() };
+                let req = IngestRequest {
+                    seq,
+                    events: events.collect(),
+                };
                 if tx.send(req).await.is_err() {
                     return;
                 }
@@ -161,7 +174,10 @@ async fn every_stream_sending_its_largest_request_at_once_stays_under_the_pod_me
     for t in throwers {
         for status in t.await.unwrap() {
             assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            assert!(status.message().contains("GRPC_MAX_EVENTS_PER_REQUEST"), "{status:?}");
+            assert!(
+                status.message().contains("GRPC_MAX_EVENTS_PER_REQUEST"),
+                "{status:?}"
+            );
             refused += 1;
         }
     }
@@ -175,7 +191,10 @@ async fn every_stream_sending_its_largest_request_at_once_stays_under_the_pod_me
          peak_rss_sampled={peak}MiB vmhwm={hwm}MiB pod_limit={limit}MiB",
         bomb.len()
     );
-    assert!(hwm < limit, "peak resident memory {hwm} MiB, the pod's limit {limit} MiB");
+    assert!(
+        hwm < limit,
+        "peak resident memory {hwm} MiB, the pod's limit {limit} MiB"
+    );
     let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
 }

@@ -51,7 +51,10 @@ async fn a_deeply_nested_or_huge_schema_is_refused_with_a_reason_and_the_process
         &[("SCHEMA_REGISTRY_URL", url)],
     );
     let mut server = start_server("hostile-schema", &env);
-    server.wait_health(200, Duration::from_secs(60)).await.unwrap();
+    server
+        .wait_health(200, Duration::from_secs(60))
+        .await
+        .unwrap();
     let pb = |id: &str| encode(&valid_event(1, id));
     let payloads = vec![
         frame(2, &[0], &pb("deep")),
@@ -79,7 +82,11 @@ async fn a_deeply_nested_or_huge_schema_is_refused_with_a_reason_and_the_process
     let db = mongo_client().await.database(&dbname);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while count(&db).await < 1 {
-        assert!(std::time::Instant::now() < deadline, "{}", server.log_tail());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(server.running(), "{}", server.log_tail());

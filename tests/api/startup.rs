@@ -14,8 +14,10 @@ async fn an_admin_token_read_from_a_file_with_its_newline_still_matches() {
     })
     .await;
     let mut req = tonic::Request::new(PauseConsumerRequest {});
-    req.metadata_mut()
-        .insert("authorization", "Bearer file-token-0123456789".parse().unwrap());
+    req.metadata_mut().insert(
+        "authorization",
+        "Bearer file-token-0123456789".parse().unwrap(),
+    );
     let resp = app.admin().await.pause_consumer(req).await.unwrap();
     assert!(resp.into_inner().paused);
     app.stop().await;
@@ -156,6 +158,9 @@ fn a_blank_or_short_token_exits_2_naming_the_variable() {
     ] {
         let (code, err) = run_binary(&[(var, value)]);
         assert_eq!(code, Some(2), "{var}={value:?}: {err}");
-        assert!(err.contains(var) && err.contains(says), "{var}={value:?}: {err}");
+        assert!(
+            err.contains(var) && err.contains(says),
+            "{var}={value:?}: {err}"
+        );
     }
 }
