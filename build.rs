@@ -30,9 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stream = tonic_build::manual::Method::builder()
         .name("stream")
         .route_name("Stream")
-        .input_type("crate::grpc::wire::RawIngestRequest")
+        .input_type("crate::grpc::wire::ScannedRequest")
         .output_type("crate::proto::ingest::v1::IngestAck")
-        .codec_path("tonic_prost::ProstCodec")
+        .codec_path("crate::grpc::wire::ScanCodec")
         .client_streaming()
         .server_streaming()
         .build();

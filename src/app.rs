@@ -13,9 +13,10 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    conn::Gate,
     deps::{self, Dependencies, State, StateWriter},
     format::{Registry, ValueDecoder},
-    grpc::{self, admin::Admin, ingest::Ingest},
+    grpc::{self, admin::Admin, budget::Budget, ingest::Ingest},
     health::Health,
     http, kafka_client,
     metrics::Metrics,
@@ -115,9 +116,13 @@ impl Application {
         config
             .check()
             .map_err(|(var, message)| BuildError::Config { var, message })?;
-        let client = mongo::client(&config.mongodb_url)
-            .await
-            .map_err(|e| config_error("MONGODB_URL", e))?;
+        let client = mongo::client(&config.mongodb_url).await.map_err(|e| {
+            let secrets = crate::config::url_secrets(&config.mongodb_url);
+            config_error(
+                "MONGODB_URL",
+                crate::config::scrub(&e.to_string(), &secrets),
+            )
+        })?;
         let db = client.database(&config.mongodb_database);
         let (consumer, dlq_producer) = if config.kafka_enabled {
             kafka_client::check(&config).map_err(|e| config_error(e.var, e.message))?;
@@ -150,6 +155,11 @@ impl Application {
         if config.admin_token().is_none() {
             warn!(
                 "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown, SeekConsumer, RedriveDeadLetters and POST /shutdown are disabled"
+            );
+        }
+        if config.producer_token().is_none() {
+            warn!(
+                "PRODUCER_TOKEN is not set: IngestEvents accepts events from anyone who reaches the gRPC port; set PRODUCER_TOKEN to require a bearer token"
             );
         }
         Ok(Self {
@@ -330,6 +340,10 @@ impl Application {
                 streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
                 max_streams: config.grpc_max_streams as usize,
                 max_events_per_request: config.grpc_max_events_per_request as usize,
+                budget: Budget::new(
+                    config.limits.grpc_max_buffered_bytes as usize,
+                    config.grpc_max_message_bytes as usize,
+                ),
                 producer_token: config.producer_token().cloned(),
                 idle_timeout: config.grpc_stream_idle_timeout(),
                 stop: shutdown.requested.clone(),
@@ -337,6 +351,7 @@ impl Application {
             },
             health: health_service,
             max_message_bytes: config.grpc_max_message_bytes as usize,
+            limits: config.limits.clone(),
             tls,
         };
         {
@@ -358,8 +373,14 @@ impl Application {
                 shutdown: shutdown.requested.clone(),
             };
             let stop = shutdown.background.clone();
+            let gate = Gate::new(
+                "HTTP_MAX_CONNECTIONS",
+                config.limits.http_max_connections as usize,
+                config.limits.connection_idle_timeout(),
+            );
             tasks.spawn(async move {
-                http::serve(http_listener, shared, async move { stop.cancelled().await }).await;
+                let stop = async move { stop.cancelled().await };
+                http::serve(http_listener, shared, gate, stop).await;
             });
         }
         info!(grpc = %config.grpc_addr, http = %config.http_addr, "sales-ingest started");

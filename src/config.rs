@@ -78,7 +78,7 @@ pub struct Config {
     pub kafka_ssl_ca_location: Option<String>,
     /// Any other librdkafka properties, comma-separated key=value pairs
     /// (e.g. `fetch.max.bytes=52428800,client.id=ingest-1`); applied last.
-    #[arg(long, env = "KAFKA_PROPERTIES", value_parser = parse_properties, default_value = "", hide_default_value = true)]
+    #[arg(long, env = "KAFKA_PROPERTIES", value_parser = parse_properties, default_value = "", hide_default_value = true, hide_env_values = true)]
     pub kafka_properties: Properties,
     /// How Kafka values are read: `auto` (detect each: Confluent framing, JSON or bare
     /// Protobuf), or one format pinned: `protobuf`, `confluent` or `json`.
@@ -86,7 +86,7 @@ pub struct Config {
     pub kafka_value_format: ValueFormat,
     /// Confluent Schema Registry URL; unset reads Confluent-framed values as SalesEvents
     /// without a lookup (message index [0] only).
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_parser = http_url)]
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", value_parser = http_url, hide_env_values = true)]
     pub schema_registry_url: Option<MaskedUrl>,
     /// Schema registry user name (HTTP basic auth).
     #[arg(long, env = "SCHEMA_REGISTRY_USERNAME")]
@@ -95,7 +95,7 @@ pub struct Config {
     #[arg(long, env = "SCHEMA_REGISTRY_PASSWORD", hide_env_values = true, value_parser = secret)]
     pub schema_registry_password: Option<SecretString>,
     /// MongoDB connection string (credentials allowed; they are masked in logs).
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017", value_parser = mongodb_url)]
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://localhost:27017", value_parser = mongodb_url, hide_env_values = true)]
     pub mongodb_url: MaskedUrl,
     /// Database the events are stored in.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "sales_db", value_parser = non_empty)]
@@ -162,10 +162,11 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Bearer token for the admin RPCs other than GetStats and for POST /shutdown; unset
     /// disables them.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = admin_token)]
     pub admin_token: Option<SecretString>,
-    /// Bearer token IngestEvents producers must send; unset leaves the stream open.
-    #[arg(long, env = "PRODUCER_TOKEN", hide_env_values = true, value_parser = secret)]
+    /// Bearer token IngestEvents producers must send; unset leaves the stream open (and
+    /// start-up warns), blank is refused.
+    #[arg(long, env = "PRODUCER_TOKEN", hide_env_values = true, value_parser = producer_token)]
     pub producer_token: Option<SecretString>,
     /// PEM certificate chain for gRPC TLS (with GRPC_TLS_KEY); unset serves plaintext.
     #[arg(long, env = "GRPC_TLS_CERT", requires = "grpc_tls_key")]
@@ -198,6 +199,8 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax, e.g. info,sales_ingest=debug).
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub rust_log: String,
+    #[command(flatten)]
+    pub limits: Limits,
 }
 
 impl Config {
@@ -360,7 +363,7 @@ pub struct Properties(pub Vec<(String, String)>);
 
 impl fmt::Debug for Properties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secret = |k: &str| ["password", "secret", "key"].iter().any(|s| k.contains(s));
+        let secret = is_secret_key;
         f.debug_map()
             .entries(
                 self.0
@@ -388,8 +391,13 @@ impl std::ops::Deref for MaskedUrl {
     }
 }
 
+mod limits;
+mod mask;
 mod values;
-pub use values::mask_url_password;
+pub use limits::Limits;
+pub use mask::{
+    is_secret_key, mask_url_password, mask_value, masked_parse_error, scrub, url_secrets,
+};
 use values::*;
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ use warp::{
     Filter, Reply,
 };
 
+mod serve;
+
 use crate::{
+    conn::Gate,
     grpc::auth::{self, Denied},
     health::Health,
     stats::Stats,
@@ -160,17 +163,15 @@ fn shutdown_route(
         })
 }
 
-/// Serves the routes on `listener` until `stop` resolves.
+/// Serves the routes on `listener`, its connections admitted by `gate`, until `stop`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
     shared: Shared,
+    gate: Arc<Gate>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(shared))
-        .incoming(listener)
-        .graceful(stop)
-        .run()
-        .await;
+    serve::serve(listener, routes(shared), gate, stop).await;
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 pub mod app;
 pub mod batcher;
 pub mod config;
+pub mod conn;
 pub mod deps;
 pub mod event;
 pub mod format;

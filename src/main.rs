@@ -37,7 +37,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit() // --help, --version
+        }
+        eprint!("{}", sales_ingest::config::masked_parse_error(&e));
+        std::process::exit(e.exit_code())
+    });
     if let Some(Command::Healthcheck { addr }) = cli.command {
         return runtime().block_on(async {
             match sales_ingest::probe::check(&addr, "").await {

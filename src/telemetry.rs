@@ -77,7 +77,20 @@ pub fn init_traces() -> Result<Traces, String> {
         .map_or(true, |u| u.scheme().is_none())
     {
         return Err(format!(
-            "invalid value for {var}: `{url}` is not an absolute URL (e.g. http://collector:4317)"
+            "invalid value for {var}: `{}` is not an absolute URL (e.g. http://collector:4317)",
+            crate::config::mask_url_password(&url)
+        ));
+    }
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    if url[scheme_end..]
+        .split(['/', '?'])
+        .next()
+        .is_some_and(|a| a.contains('@'))
+    {
+        return Err(format!(
+            "invalid value for {var}: `{}` carries credentials, which OTLP/gRPC does not \
+             send (and libraries log endpoints); put them in OTEL_EXPORTER_OTLP_HEADERS",
+            crate::config::mask_url_password(&url)
         ));
     }
     otel_env::check(|name| std::env::var(name).ok())?;
@@ -93,7 +106,8 @@ pub fn init_traces() -> Result<Traces, String> {
     global::set_tracer_provider(provider.clone());
     let _ = TRACER.set(global::tracer("sales-ingest"));
     ENABLED.store(true, Ordering::Relaxed);
-    tracing::info!(endpoint = %url, "exporting traces over OTLP/gRPC");
+    let shown = crate::config::mask_url_password(&url);
+    tracing::info!(endpoint = %shown, "exporting traces over OTLP/gRPC");
     Ok(Traces(Some(provider)))
 }
 

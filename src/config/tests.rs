@@ -83,12 +83,12 @@ fn secrets_are_masked_in_debug_output() {
         "--mongodb-url",
         "mongodb://ingest:s3cr3t@db:27017/?authSource=admin",
         "--admin-token",
-        "tok-123",
+        "tok-1234567890abcdef",
     ])
     .unwrap();
     let shown = format!("{c:?}");
     assert!(
-        !shown.contains("s3cr3t") && !shown.contains("tok-123"),
+        !shown.contains("s3cr3t") && !shown.contains("tok-1234567890abcdef"),
         "{shown}"
     );
     assert!(shown.contains("mongodb://ingest:****@db:27017"), "{shown}");
@@ -140,8 +140,25 @@ fn topic_names_are_checked_and_tokens_trimmed() {
         assert!(parse(&["--kafka-topic", bad]).is_err());
     }
     assert!(parse(&["--kafka-dlq-topic=sales.dlq-2_x"]).is_ok());
-    let c = parse(&["--admin-token", "tok-1\n"]).unwrap();
-    assert_eq!(c.admin_token().unwrap().expose_secret(), "tok-1");
+    let c = parse(&["--admin-token", "tok-1234567890abcd\n"]).unwrap();
+    assert_eq!(
+        c.admin_token().unwrap().expose_secret(),
+        "tok-1234567890abcd"
+    );
+    let short = parse(&["--admin-token", "change-me"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        short.contains("ADMIN_TOKEN") && short.contains("at least 16"),
+        "{short}"
+    );
+    for blank in ["", "  \n"] {
+        let err = parse(&["--producer-token", blank]).unwrap_err().to_string();
+        assert!(
+            err.contains("PRODUCER_TOKEN") && err.contains("blank"),
+            "{err}"
+        );
+    }
     assert!(parse(&["--admin-token", "  "])
         .unwrap()
         .admin_token()

@@ -2,7 +2,7 @@
 //! into the message clap prints after the variable's name (exit 2).
 use secrecy::SecretString;
 
-use super::{MaskedUrl, Properties};
+use super::{mask_url_password, MaskedUrl, Properties};
 
 pub(super) fn mongodb_url(s: &str) -> Result<MaskedUrl, String> {
     Ok(MaskedUrl(s.to_string()))
@@ -25,6 +25,40 @@ pub(super) fn http_url(s: &str) -> Result<MaskedUrl, String> {
 /// A secret, with surrounding whitespace (a file's trailing newline) trimmed once here.
 pub(super) fn secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s.trim().to_string()))
+}
+
+/// The shortest bearer token accepted: 16 characters (`openssl rand -hex 32` gives 64).
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// ADMIN_TOKEN: blank leaves the admin RPCs disabled; otherwise at least
+/// MIN_TOKEN_CHARS characters, so a placeholder such as `change-me` is refused.
+pub(super) fn admin_token(s: &str) -> Result<SecretString, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(SecretString::from(String::new()));
+    }
+    token_length(t)
+}
+
+/// PRODUCER_TOKEN: never blank (unset it to leave IngestEvents open, which start-up
+/// warns about) and at least MIN_TOKEN_CHARS characters.
+pub(super) fn producer_token(s: &str) -> Result<SecretString, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("is blank: a blank token would leave IngestEvents open to anyone; set a                     token or unset the variable"
+            .into());
+    }
+    token_length(t)
+}
+
+fn token_length(t: &str) -> Result<SecretString, String> {
+    let n = t.chars().count();
+    if n < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "is {n} characters long; a token needs at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(SecretString::from(t.to_string()))
 }
 
 /// A legal Kafka topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
@@ -50,27 +84,6 @@ pub(super) fn parse_properties(s: &str) -> Result<Properties, String> {
         })
         .collect::<Result<_, _>>()
         .map(Properties)
-}
-
-/// Replaces the password of a `mongodb://user:password@host` URL with `****`.
-pub fn mask_url_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:****{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
 }
 
 pub(super) fn log_filter(s: &str) -> Result<String, String> {

@@ -3,6 +3,9 @@
 //! Confluent message-index path counts) and their fields' numbers, types and labels.
 //! Enums, services, options, extensions and reserved ranges are skipped. It answers one
 //! question: is a message field-compatible with `sales.v1.SalesEvent`?
+//!
+//! A registry's answer is untrusted input: nesting deeper than MAX_DEPTH and text of
+//! more than MAX_TOKENS tokens are refused with a reason instead of being followed.
 use std::{iter::Peekable, vec::IntoIter};
 
 /// One message type and the messages nested in it.
@@ -22,6 +25,12 @@ pub struct Field {
     pub repeated: bool,
 }
 
+/// Messages (and oneofs) nested deeper than this are refused.
+pub const MAX_DEPTH: usize = 32;
+
+/// Schema text of more tokens than this is refused.
+pub const MAX_TOKENS: usize = 200_000;
+
 /// SalesEvent's fields: number, name, type.
 const SALES_EVENT: [(u32, &str, &str); 5] = [
     (1, "sku", "string"),
@@ -37,7 +46,7 @@ pub fn parse(text: &str) -> Result<Vec<Message>, String> {
     let mut messages = Vec::new();
     while let Some(tok) = t.next() {
         match tok.as_str() {
-            "message" => messages.push(message(&mut t)?),
+            "message" => messages.push(message(&mut t, 1)?),
             "syntax" | "edition" | "package" | "import" | "option" => skip_statement(&mut t),
             "enum" | "service" | "extend" => skip_block(&mut t)?,
             ";" => {}
@@ -85,19 +94,24 @@ impl Message {
 
 type Tokens = Peekable<IntoIter<String>>;
 
-fn message(t: &mut Tokens) -> Result<Message, String> {
+fn message(t: &mut Tokens, depth: usize) -> Result<Message, String> {
     let name = t.next().ok_or("a message without a name")?;
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "message {name} is nested deeper than {MAX_DEPTH} levels"
+        ));
+    }
     expect(t, "{")?;
     let mut m = Message {
         name,
         ..Message::default()
     };
-    body(t, &mut m)?;
+    body(t, &mut m, depth)?;
     Ok(m)
 }
 
 /// A message's (or a oneof's) statements up to and including its closing brace.
-fn body(t: &mut Tokens, m: &mut Message) -> Result<(), String> {
+fn body(t: &mut Tokens, m: &mut Message, depth: usize) -> Result<(), String> {
     loop {
         let tok = t
             .next()
@@ -105,13 +119,19 @@ fn body(t: &mut Tokens, m: &mut Message) -> Result<(), String> {
         match tok.as_str() {
             "}" => return Ok(()),
             ";" => {}
-            "message" => m.nested.push(message(t)?),
+            "message" => m.nested.push(message(t, depth + 1)?),
             "enum" | "extend" => skip_block(t)?,
             "option" | "reserved" | "extensions" => skip_statement(t),
             "oneof" => {
                 t.next().ok_or("a oneof without a name")?;
                 expect(t, "{")?;
-                body(t, m)?;
+                if depth >= MAX_DEPTH {
+                    return Err(format!(
+                        "a oneof in {} is nested deeper than {MAX_DEPTH} levels",
+                        m.name
+                    ));
+                }
+                body(t, m, depth + 1)?;
             }
             "optional" | "required" => field(t, m, None, false)?,
             "repeated" => field(t, m, None, true)?,
@@ -195,6 +215,9 @@ fn tokens(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
+        if out.len() > MAX_TOKENS {
+            return Err(format!("the schema has more than {MAX_TOKENS} tokens"));
+        }
         match c {
             c if c.is_whitespace() => {}
             '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
@@ -317,5 +340,20 @@ mod tests {
         assert!(parse("garbage").is_err());
         assert!(parse("message M { group G = 1 {} }").is_err());
         assert!(parse("/* open").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_text_are_refused_with_a_reason() {
+        let deep = |n: usize| "message M { ".repeat(n) + &"}".repeat(n);
+        assert!(parse(&deep(MAX_DEPTH)).is_ok());
+        let err = parse(&deep(40_000)).unwrap_err();
+        assert!(err.contains("nested deeper than 32"), "{err}");
+        let oneofs = format!(
+            "message M {{ {} }}",
+            "oneof o { ".repeat(100) + &"}".repeat(100)
+        );
+        assert!(parse(&oneofs).unwrap_err().contains("deeper"));
+        let huge = "message M { } ".repeat(MAX_TOKENS / 4 + 1);
+        assert!(parse(&huge).unwrap_err().contains("tokens"));
     }
 }

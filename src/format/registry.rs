@@ -8,6 +8,9 @@
 //! it. The client owns the "schema registry" dependency state: down while lookups
 //! fail, up at the next answer; its probe (`probe`) keeps the state true while no
 //! lookup asks.
+//!
+//! The answer is untrusted: bodies over MAX_BODY_BYTES are unreadable, the cache holds
+//! at most MAX_CACHED ids, and credentials over `http://` are warned about at start-up.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -35,6 +38,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Time allowed for one registry request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest registry answer read; a larger one is unreadable.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Schemas (and refusals) cached at most; when full, the cache starts over.
+const MAX_CACHED: usize = 1024;
 
 /// A schema as the registry returned it: its messages, or why they cannot be read as
 /// SalesEvents (not Protobuf, unparsable text).
@@ -107,6 +116,12 @@ pub struct Registry {
 impl Registry {
     /// A client for `settings`, the only writer of the "schema registry" state.
     pub fn new(settings: RegistrySettings, state: StateWriter, metrics: Arc<Metrics>) -> Self {
+        if settings.username.is_some() && settings.url.starts_with("http://") {
+            warn!(
+                "SCHEMA_REGISTRY_URL is http:// and SCHEMA_REGISTRY_USERNAME/PASSWORD are set: \
+                 the credentials cross the network unencrypted; use https://"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -142,7 +157,12 @@ impl Registry {
                         Lookup::Found(s) => Cached::Found(s.clone()),
                         refused => Cached::Refused(refused.clone(), Instant::now()),
                     };
-                    self.cache.lock().expect("cache lock").insert(id, cached);
+                    let mut cache = self.cache.lock().expect("cache lock");
+                    if cache.len() >= MAX_CACHED {
+                        // Ids come from records: a bounded cache starts over when full.
+                        cache.clear();
+                    }
+                    cache.insert(id, cached);
                     return Some(found);
                 }
                 Err(e) => {
@@ -219,10 +239,12 @@ impl Registry {
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?;
+        let Some(body) = read_capped(response).await? else {
+            self.metrics.schema_registry_request("unreadable");
+            return Ok(Lookup::Unreadable(format!(
+                "the answer is larger than {MAX_BODY_BYTES} bytes"
+            )));
+        };
         match serde_json::from_slice::<SchemaResponse>(&body) {
             Ok(body) => {
                 self.metrics.schema_registry_request("found");
@@ -274,6 +296,28 @@ impl Registry {
 }
 
 /// Why a 200 body is not a schema, with how the body begins.
+/// The body of `response`; None past MAX_BODY_BYTES.
+async fn read_capped(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, String> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 fn unreadable(body: &[u8], e: &serde_json::Error) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(60)]);
     let text: String = text.chars().filter(|c| !c.is_control()).collect();

@@ -1,16 +1,19 @@
 //! Bearer-token checks for the mutating admin RPCs (and, when configured, producers),
 //! and the transport-neutral `check` that `POST /shutdown` on the HTTP port uses too.
-//! Tokens are compared in constant time and never logged.
+//! Tokens are compared in constant time over their SHA-256 digests (so neither the
+//! contents nor the length of the configured token leak through timing), never
+//! logged, and every refused token is logged as a warning.
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::{metadata::MetadataMap, Status};
 
-/// Compares a presented token with the configured one in constant time.
+/// Compares a presented token with the configured one in constant time, over digests
+/// of equal length whatever the tokens' lengths.
 pub fn token_matches(presented: &str, token: &SecretString) -> bool {
-    presented
-        .as_bytes()
-        .ct_eq(token.expose_secret().as_bytes())
-        .into()
+    let presented = Sha256::digest(presented.as_bytes());
+    let token = Sha256::digest(token.expose_secret().as_bytes());
+    presented.as_slice().ct_eq(token.as_slice()).into()
 }
 
 /// Why a bearer-token check failed, whatever the transport.
@@ -35,11 +38,15 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// Checks an `authorization` value against the configured token, in constant time.
 pub fn check(authorization: Option<&str>, token: Option<&SecretString>) -> Result<(), Denied> {
     let token = token.ok_or(Denied::Disabled)?;
-    match authorization.and_then(bearer) {
+    let checked = match authorization.and_then(bearer) {
         None => Err(Denied::Missing),
         Some(p) if token_matches(p, token) => Ok(()),
         Some(_) => Err(Denied::Invalid),
+    };
+    if let Err(denied) = checked {
+        tracing::warn!(?denied, "a call was refused: bearer token missing or wrong");
     }
+    checked
 }
 
 /// Checks `authorization: Bearer <token>` against the configured token. With no

@@ -7,8 +7,12 @@
 //! A stream ends, always after the acks already owed: OK when the producer half-closed
 //! it; UNAVAILABLE when the server shuts down first (the status counts the requests
 //! that arrived and were not read; the producer resends every request without an ack)
-//! and when it has been idle — no request and nothing owed — for
-//! `GRPC_STREAM_IDLE_TIMEOUT`.
+//! and when it has been idle — no request, nothing owed and no request waiting for
+//! the byte budget — for `GRPC_STREAM_IDLE_TIMEOUT`.
+//!
+//! A request's bytes stay reserved in the byte budget (`grpc::budget`) until its ack is
+//! resolved, and a request over GRPC_MAX_EVENTS_PER_REQUEST is refused by its count
+//! before any of its events is sliced out.
 use std::{
     pin::Pin,
     sync::{
@@ -29,7 +33,11 @@ use opentelemetry::{trace::SpanKind, KeyValue};
 
 use crate::{
     event::{Ack, GrpcAck, Incoming, RequestAck, RequestResult},
-    grpc::{auth::require_bearer, wire::RawIngestRequest},
+    grpc::{
+        auth::require_bearer,
+        budget::{Budget, Held},
+        wire::ScannedRequest,
+    },
     proto::{ingest::v1::IngestAck, raw_ingest_events::ingest_events_server::IngestEvents},
     telemetry,
 };
@@ -43,6 +51,7 @@ pub struct Ingest {
     pub streams: Arc<Semaphore>,
     pub max_streams: usize,
     pub max_events_per_request: usize,
+    pub budget: Budget,
     pub producer_token: Option<SecretString>,
     pub idle_timeout: Duration,
     pub stop: CancellationToken,
@@ -53,8 +62,12 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<IngestAck, Status>> + Send>>;
 
 /// What a stream owes its producer, in order.
 enum Owed {
-    /// The ack of one request, once its events are resolved.
-    Ack(oneshot::Receiver<RequestResult>),
+    /// The ack of one request, once its events are resolved, and the request's
+    /// reservation in the byte budget, released with it.
+    Ack(
+        oneshot::Receiver<RequestResult>,
+        Option<OwnedSemaphorePermit>,
+    ),
     /// The status the stream ends with.
     End(Status),
 }
@@ -65,7 +78,7 @@ impl IngestEvents for Ingest {
 
     async fn stream(
         &self,
-        req: Request<Streaming<RawIngestRequest>>,
+        req: Request<Streaming<ScannedRequest>>,
     ) -> Result<Response<AckStream>, Status> {
         if let Some(token) = &self.producer_token {
             require_bearer(req.metadata(), token)?;
@@ -85,8 +98,11 @@ impl IngestEvents for Ingest {
             let header = |k| req.metadata().get(k).and_then(|v| v.to_str().ok());
             telemetry::remote_parent(header("traceparent"), header("tracestate"))
         });
+        let held = req.extensions().get::<Held>().cloned().unwrap_or_default();
         let reader = Reader {
             parent,
+            held,
+            budget: self.budget.clone(),
             inbound: req.into_inner(),
             tx: self.tx.clone(),
             owed: owed_tx,
@@ -123,7 +139,7 @@ fn ack_stream(
                 return None;
             }
             let result = match rx.recv().await? {
-                Owed::Ack(pending) => {
+                Owed::Ack(pending, _reserved) => {
                     let result = match pending.await {
                         Ok(Ok(ack)) => Ok(ack),
                         Ok(Err(why)) => Err(Status::unavailable(why)),
@@ -143,7 +159,10 @@ fn ack_stream(
 struct Reader {
     /// The producer's trace context from the stream's metadata (while traces are on).
     parent: Option<opentelemetry::Context>,
-    inbound: Streaming<RawIngestRequest>,
+    inbound: Streaming<ScannedRequest>,
+    /// The byte-budget reservations of this stream's messages, taken one per request.
+    held: Held,
+    budget: Budget,
     tx: mpsc::Sender<Incoming>,
     owed: mpsc::Sender<Owed>,
     /// Requests read whose ack the producer has not been sent yet.
@@ -162,7 +181,7 @@ impl Reader {
                 _ = self.stop.cancelled() => break self.shutdown_status(),
                 msg = self.inbound.message() => msg,
                 _ = tokio::time::sleep(self.idle_timeout) => {
-                    if self.unacked.load(Ordering::SeqCst) == 0 {
+                    if self.unacked.load(Ordering::SeqCst) == 0 && !self.held.waiting() {
                         break Some(Status::unavailable(format!(
                             "stream idle for {} s without a request (GRPC_STREAM_IDLE_TIMEOUT); open a new one to send more",
                             self.idle_timeout.as_secs_f64()
@@ -214,19 +233,19 @@ impl Reader {
     }
 
     /// Queues one request's ack and its events; an error status ends the stream.
-    async fn submit(&mut self, request: RawIngestRequest) -> Result<(), Status> {
-        let RawIngestRequest { seq, events } = request;
-        if events.len() > self.max_events {
+    async fn submit(&mut self, request: ScannedRequest) -> Result<(), Status> {
+        let reserved = self.held.take(self.budget.cost(request.wire_len()));
+        let (seq, count) = (request.seq, request.count);
+        if count > self.max_events {
             return Err(Status::resource_exhausted(format!(
-                "request {seq} has {} events; at most {} allowed (GRPC_MAX_EVENTS_PER_REQUEST)",
-                events.len(),
+                "request {seq} has {count} events; at most {} allowed (GRPC_MAX_EVENTS_PER_REQUEST)",
                 self.max_events
             )));
         }
-        let (req, rx) = RequestAck::new(seq, events.len());
+        let (req, rx) = RequestAck::new(seq, count);
         self.unacked.fetch_add(1, Ordering::SeqCst);
         tokio::select! {
-            sent = self.owed.send(Owed::Ack(rx)) => {
+            sent = self.owed.send(Owed::Ack(rx, reserved)) => {
                 if sent.is_err() {
                     return Err(Status::cancelled("the producer went away"));
                 }
@@ -245,11 +264,11 @@ impl Reader {
                 parent,
                 vec![
                     KeyValue::new("ingest.seq", seq as i64),
-                    KeyValue::new("ingest.events", events.len() as i64),
+                    KeyValue::new("ingest.events", count as i64),
                 ],
             )
         });
-        for (index, payload) in events.into_iter().enumerate() {
+        for (index, payload) in request.events().enumerate() {
             let item = Incoming {
                 payload,
                 ack: Ack::Grpc(GrpcAck {

@@ -4,6 +4,7 @@
 //! parsed at start-up, so a bad certificate or key stops the process naming the variable.
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod ingest;
 pub mod wire;
 
@@ -11,13 +12,27 @@ use std::{future::Future, path::Path, time::Duration};
 
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::conn::Gate;
 use crate::proto::{
     ingest::v1::ingest_admin_server::IngestAdminServer,
     raw_ingest_events::ingest_events_server::IngestEventsServer, FILE_DESCRIPTOR_SET,
 };
+
+/// Streams a peer may reset by causing errors, per connection, before it is closed
+/// (hyper's defence against "MadeYouReset", CVE-2025-8671).
+const LOCAL_ERROR_RESETS: usize = 64;
+
+/// Bytes of headers a call may send.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Time the calls of a connection past GRPC_MAX_CONNECTION_AGE have to finish.
+const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+
+/// Time a call has until its response starts (unary admin calls answer within it; a
+/// stream's response starts at once and lasts as long as the stream).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything the gRPC listener serves.
 pub struct Services {
@@ -25,6 +40,8 @@ pub struct Services {
     pub ingest: ingest::Ingest,
     pub health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     pub max_message_bytes: usize,
+    /// Connection and stream limits.
+    pub limits: crate::config::Limits,
     /// TLS (and client-certificate verification) when configured.
     pub tls: Option<ServerTlsConfig>,
 }
@@ -85,10 +102,39 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let max = services.max_message_bytes;
+    let limits = &services.limits;
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)));
+        .max_concurrent_streams(limits.grpc_max_concurrent_streams)
+        .http2_max_pending_accept_reset_streams(Some(limits.grpc_max_concurrent_streams as usize))
+        .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_connection_age(limits.grpc_max_connection_age())
+        .max_connection_age_grace(CONNECTION_AGE_GRACE)
+        .timeout(CALL_TIMEOUT);
+    let gate = Gate::new(
+        "GRPC_MAX_CONNECTIONS",
+        limits.grpc_max_connections as usize,
+        limits.connection_idle_timeout(),
+    );
+    let incoming = futures::stream::unfold(listener, move |listener| {
+        let gate = gate.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        return Some((Ok::<_, std::io::Error>(gate.admit(stream)), listener))
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, typically: wait instead of spinning.
+                        tracing::warn!(error = %e, "gRPC accept error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    });
     if let Some(tls) = services.tls {
         builder = builder.tls_config(tls)?;
     }
@@ -97,12 +143,13 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IngestAdminServer::new(services.admin))
-        .add_service(
-            IngestEventsServer::new(services.ingest)
+        .add_service(budget::Budgeted {
+            budget: services.ingest.budget.clone(),
+            inner: IngestEventsServer::new(services.ingest)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        })
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -265,6 +265,10 @@ async fn mongodb_authentication_works_refuses_a_wrong_password_clearly_and_no_se
         logs.contains("ADMIN_TOKEN is not set"),
         "start-up warns that admin RPCs are disabled"
     );
+    assert!(
+        logs.contains("PRODUCER_TOKEN is not set"),
+        "start-up warns that IngestEvents is open"
+    );
     assert!(!logs.contains("wrong-pw"), "password not logged");
     let (status, _) = wrong.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());

@@ -9,13 +9,15 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_token_read_from_a_file_with_its_newline_still_matches() {
     let app = spawn_app(AppOptions {
-        admin_token: Some("file-token\n".into()),
+        admin_token: Some("file-token-0123456789\n".into()),
         ..Default::default()
     })
     .await;
     let mut req = tonic::Request::new(PauseConsumerRequest {});
-    req.metadata_mut()
-        .insert("authorization", "Bearer file-token".parse().unwrap());
+    req.metadata_mut().insert(
+        "authorization",
+        "Bearer file-token-0123456789".parse().unwrap(),
+    );
     let resp = app.admin().await.pause_consumer(req).await.unwrap();
     assert!(resp.into_inner().paused);
     app.stop().await;
@@ -142,6 +144,23 @@ fn unusable_otel_values_and_incomplete_registry_credentials_exit_2_naming_the_va
         assert!(
             err.contains(&format!("{missing} is missing")),
             "{env:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_blank_or_short_token_exits_2_naming_the_variable() {
+    for (var, value, says) in [
+        ("PRODUCER_TOKEN", "", "blank"),
+        ("PRODUCER_TOKEN", "  \n", "blank"),
+        ("PRODUCER_TOKEN", "change-me-too", "at least 16"),
+        ("ADMIN_TOKEN", "change-me", "at least 16"),
+    ] {
+        let (code, err) = run_binary(&[(var, value)]);
+        assert_eq!(code, Some(2), "{var}={value:?}: {err}");
+        assert!(
+            err.contains(var) && err.contains(says),
+            "{var}={value:?}: {err}"
         );
     }
 }
