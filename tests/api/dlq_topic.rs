@@ -55,7 +55,8 @@ fn env_at(bootstrap: &str, topic: &str, db: &str, extra: &[(&str, String)]) -> V
 }
 
 async fn health(svc: &Service) -> serde_json::Value {
-    let (_, body) = get(&format!("{}/health", svc.http_url)).await;
+    let resp = reqwest::get(format!("{}/health", svc.http_url)).await;
+    let body = resp.expect("GET /health").text().await.expect("a body");
     serde_json::from_str(&body).expect("/health is JSON")
 }
 

@@ -6,7 +6,7 @@
 //! consumes everything.
 use std::{path::Path, time::Duration};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use test_support::{
     kafka::{KafkaOptions, Listener},
     servers::{scratch_dir, Backends},
@@ -25,18 +25,19 @@ const EVENTS: usize = 2_000;
 const PARTITIONS: i32 = 3;
 
 /// A CA's certificate, and a server certificate it signed (with its key) for
-/// 127.0.0.1 and localhost, all PEM.
+/// 127.0.0.1 and localhost, all PEM. Each has its own subject: OpenSSL takes a leaf
+/// whose subject is its issuer's for a self-signed certificate.
 fn ca_and_server() -> (String, String, String) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    (ca_params.distinguished_name).push(DnType::CommonName, "sales-ingest test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::from_params(&ca_params, &ca_key);
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+    (params.distinguished_name).push(DnType::CommonName, "kafka broker");
+    let cert = params.signed_by(&key, &issuer).unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
@@ -102,7 +103,12 @@ async fn kafka_down_because(svc: &Service, cause: &str) -> String {
     let url = format!("{}/health", svc.http_url);
     let mut last = String::new();
     for _ in 0..600 {
-        let (status, body) = get(&url).await;
+        let Ok(resp) = reqwest::get(&url).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
         if status == 503 && body.contains("\"kafka\":\"down\"") && body.contains(cause) {
             return body;
         }
@@ -142,6 +148,7 @@ async fn scram_over_tls_refuses_a_wrong_password_and_an_untrusted_ca_then_consum
     );
     let body = kafka_down_because(&wrong, "SASL authentication error").await;
     assert!(body.contains("SCRAM-SHA-512"), "{body}");
+    eprintln!("wrong password: /health {body}");
     assert!(!body.contains("not-the-password"), "no secret in /health: {body}");
     wrong.stop().unwrap();
 
@@ -151,6 +158,7 @@ async fn scram_over_tls_refuses_a_wrong_password_and_an_untrusted_ca_then_consum
     );
     let body = kafka_down_because(&untrusted, "certificate verify failed").await;
     assert!(body.contains("SSL handshake failed"), "{body}");
+    eprintln!("untrusted CA: /health {body}");
     untrusted.stop().unwrap();
     assert_eq!(count(&db).await, 0, "nothing consumed without authentication");
 
