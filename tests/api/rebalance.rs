@@ -117,6 +117,25 @@ fn protocol_env(protocol: &str, topic: &str, group: &str, db: &str) -> Vec<(Stri
     env
 }
 
+/// The group as the broker's classic DescribeGroups shows it: its state, protocol type
+/// and protocol, or the error (a consumer-protocol group is not a classic group).
+fn describe_group(group: &str) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &backends().kafka)
+        .create()
+        .expect("client");
+    match client.fetch_group_list(Some(group), Duration::from_secs(10)) {
+        Ok(list) => list
+            .groups()
+            .iter()
+            .map(|g| format!("{} {} {} {}", g.name(), g.state(), g.protocol_type(), g.protocol()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
 async fn join_and_leave(protocol: &str) {
     let (topic, group, dbname) = (unique("coop"), unique("coop_g"), unique("coop_db"));
     create_topic(&topic, PARTITIONS).await;
@@ -130,6 +149,20 @@ async fn join_and_leave(protocol: &str) {
             "a never got the partitions"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The protocol is in effect: the classic API sees a classic group, stable with its
+    // assignor, and finds no classic group where the consumer protocol runs.
+    let described = describe_group(&group);
+    match protocol {
+        "classic" => assert!(
+            described.ends_with("Stable consumer cooperative-sticky"),
+            "{described}"
+        ),
+        _ => assert!(
+            !described.contains("Stable") && !described.contains("cooperative"),
+            "a classic group where group.protocol=consumer runs: {described}"
+        ),
     }
 
     // Events flow for the whole test: 600 every 200 ms, round-robin over the partitions.
