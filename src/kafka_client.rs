@@ -163,22 +163,54 @@ mod tests {
     #[test]
     fn the_consumer_protocol_refuses_the_settings_the_broker_owns() {
         let consumer = "--kafka-group-protocol=consumer";
-        assert!(check(&config(&[consumer])).is_ok(), "defaults are not passed");
+        assert!(
+            check(&config(&[consumer])).is_ok(),
+            "defaults are not passed"
+        );
         for (flag, var) in [
-            ("--kafka-session-timeout-ms=6000", "KAFKA_SESSION_TIMEOUT_MS"),
-            ("--kafka-heartbeat-interval-ms=1000", "KAFKA_HEARTBEAT_INTERVAL_MS"),
-            ("--kafka-partition-assignment=range", "KAFKA_PARTITION_ASSIGNMENT"),
-            ("--kafka-properties=session.timeout.ms=6000", "KAFKA_PROPERTIES"),
-            ("--kafka-properties=partition.assignment.strategy=range", "KAFKA_PROPERTIES"),
-            ("--kafka-properties=group.protocol.type=consumer", "KAFKA_PROPERTIES"),
+            (
+                "--kafka-session-timeout-ms=6000",
+                "KAFKA_SESSION_TIMEOUT_MS",
+            ),
+            (
+                "--kafka-heartbeat-interval-ms=1000",
+                "KAFKA_HEARTBEAT_INTERVAL_MS",
+            ),
+            (
+                "--kafka-partition-assignment=range",
+                "KAFKA_PARTITION_ASSIGNMENT",
+            ),
+            (
+                "--kafka-properties=session.timeout.ms=6000",
+                "KAFKA_PROPERTIES",
+            ),
+            (
+                "--kafka-properties=partition.assignment.strategy=range",
+                "KAFKA_PROPERTIES",
+            ),
+            (
+                "--kafka-properties=group.protocol.type=consumer",
+                "KAFKA_PROPERTIES",
+            ),
         ] {
             let err = check(&config(&[consumer, flag])).unwrap_err();
             assert_eq!(err.var, var, "{flag}");
-            assert!(err.message.contains("KAFKA_GROUP_PROTOCOL=consumer"), "{}", err.message);
-            assert!(check(&config(&[flag])).is_ok(), "{flag} is fine with classic");
+            assert!(
+                err.message.contains("KAFKA_GROUP_PROTOCOL=consumer"),
+                "{}",
+                err.message
+            );
+            assert!(
+                check(&config(&[flag])).is_ok(),
+                "{flag} is fine with classic"
+            );
         }
         let err = check(&config(&["--kafka-properties=group.protocol=consumer"])).unwrap_err();
         assert_eq!(err.var, "KAFKA_PROPERTIES");
-        assert!(err.message.contains("KAFKA_GROUP_PROTOCOL"), "{}", err.message);
+        assert!(
+            err.message.contains("KAFKA_GROUP_PROTOCOL"),
+            "{}",
+            err.message
+        );
     }
 }

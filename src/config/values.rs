@@ -132,10 +132,12 @@ pub(super) fn sasl_mechanism(s: &str) -> Result<String, String> {
     const OFFERED: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
     match s.trim() {
         m if OFFERED.contains(&m) => Ok(m.to_string()),
-        "GSSAPI" => Err("GSSAPI (Kerberos) is not supported: this build of librdkafka has no \
+        "GSSAPI" => Err(
+            "GSSAPI (Kerberos) is not supported: this build of librdkafka has no \
              GSSAPI support (it is built without Cyrus SASL); use SCRAM-SHA-512, \
              SCRAM-SHA-256, PLAIN or OAUTHBEARER"
-            .into()),
+                .into(),
+        ),
         other => Err(format!(
             "`{other}` is not a SASL mechanism (one of {})",
             OFFERED.join(", ")

@@ -9,9 +9,9 @@ use std::{
 };
 
 use rdkafka::{
+    config::RDKafkaLogLevel,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
-    config::RDKafkaLogLevel,
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
@@ -335,7 +335,12 @@ pub async fn probe(consumer: Arc<IngestConsumer>, state: StateWriter, stop: Canc
         let problem = (consumer.context().problem.lock().expect("problem lock"))
             .as_ref()
             .and_then(|p| p.counts().map(str::to_string));
-        let failure = (consumer.context().last_failure.lock().expect("last_failure lock")).clone();
+        let failure = (consumer
+            .context()
+            .last_failure
+            .lock()
+            .expect("last_failure lock"))
+        .clone();
         state.set(match (up, fresh, problem) {
             (false, _, _) => State::Down(match failure {
                 Some(why) => format!("no broker connection is up; the last attempt failed: {why}"),

@@ -110,9 +110,21 @@ fn help_lists_every_variable_with_defaults() {
 fn the_consumer_group_protocol_refuses_the_settings_the_broker_owns_with_exit_2() {
     let consumer = ("KAFKA_GROUP_PROTOCOL", "consumer");
     for (var, value, names) in [
-        ("KAFKA_SESSION_TIMEOUT_MS", "6000", "KAFKA_SESSION_TIMEOUT_MS"),
-        ("KAFKA_HEARTBEAT_INTERVAL_MS", "1000", "KAFKA_HEARTBEAT_INTERVAL_MS"),
-        ("KAFKA_PARTITION_ASSIGNMENT", "range", "KAFKA_PARTITION_ASSIGNMENT"),
+        (
+            "KAFKA_SESSION_TIMEOUT_MS",
+            "6000",
+            "KAFKA_SESSION_TIMEOUT_MS",
+        ),
+        (
+            "KAFKA_HEARTBEAT_INTERVAL_MS",
+            "1000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS",
+        ),
+        (
+            "KAFKA_PARTITION_ASSIGNMENT",
+            "range",
+            "KAFKA_PARTITION_ASSIGNMENT",
+        ),
         (
             "KAFKA_PROPERTIES",
             "session.timeout.ms=6000",
@@ -127,7 +139,10 @@ fn the_consumer_group_protocol_refuses_the_settings_the_broker_owns_with_exit_2(
         let (code, stderr) = run_with(&[
             consumer,
             (var, value),
-            ("MONGODB_URL", "mongodb://127.0.0.1:1/?directConnection=true"),
+            (
+                "MONGODB_URL",
+                "mongodb://127.0.0.1:1/?directConnection=true",
+            ),
             ("GRPC_ADDR", "127.0.0.1:0"),
             ("HTTP_ADDR", "127.0.0.1:0"),
         ]);

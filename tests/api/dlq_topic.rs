@@ -45,7 +45,12 @@ async fn produce_mixed(bootstrap: &str, topic: &str, prefix: &str) {
     produce_at(bootstrap, topic, PARTITIONS, &all).await;
 }
 
-fn env_at(bootstrap: &str, topic: &str, db: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
+fn env_at(
+    bootstrap: &str,
+    topic: &str,
+    db: &str,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
     let at = Backends {
         kafka: bootstrap.to_string(),
         mongodb: backends().mongodb.clone(),
@@ -67,11 +72,19 @@ async fn wait_consumed(bootstrap: &str, topic: &str, db: &mongodb::Database) {
         async move { count(&db).await >= VALID as u64 }
     })
     .await;
-    let (b, t, want) = (bootstrap.to_string(), topic.to_string(), ends(INVALID + VALID, PARTITIONS));
-    wait_until(Duration::from_secs(60), "offsets committed to the end", || {
-        let (b, t, want) = (b.clone(), t.clone(), want.clone());
-        async move { committed_at(&b, &t, &format!("{t}_g"), PARTITIONS) == want }
-    })
+    let (b, t, want) = (
+        bootstrap.to_string(),
+        topic.to_string(),
+        ends(INVALID + VALID, PARTITIONS),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "offsets committed to the end",
+        || {
+            let (b, t, want) = (b.clone(), t.clone(), want.clone());
+            async move { committed_at(&b, &t, &format!("{t}_g"), PARTITIONS) == want }
+        },
+    )
     .await;
 }
 
@@ -89,12 +102,19 @@ async fn without_auto_creation_the_dead_letter_topic_is_created_or_its_refusal_r
     svc.wait_serving(Duration::from_secs(90)).await.unwrap();
     let b = bootstrap.clone();
     let d = dlq.clone();
-    wait_until(Duration::from_secs(30), "the dead-letter topic created", || {
-        let (b, d) = (b.clone(), d.clone());
-        async move { partition_count_at(&b, &d).is_some() }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the dead-letter topic created",
+        || {
+            let (b, d) = (b.clone(), d.clone());
+            async move { partition_count_at(&b, &d).is_some() }
+        },
+    )
     .await;
-    assert_eq!(partition_count_at(&bootstrap, &dlq), Some(PARTITIONS as usize));
+    assert_eq!(
+        partition_count_at(&bootstrap, &dlq),
+        Some(PARTITIONS as usize)
+    );
     assert_eq!(health(&svc).await["dead_letter_topic"], "ready");
     produce_mixed(&bootstrap, &topic, "created").await;
     let db = mongo_client().await.database(&dbname);
@@ -121,12 +141,18 @@ async fn without_auto_creation_the_dead_letter_topic_is_created_or_its_refusal_r
         report = health(&svc).await;
     }
     assert_eq!(report["dead_letter_topic"], "unavailable", "{report}");
-    let why = report["dead_letter_topic_error"].as_str().unwrap().to_string();
+    let why = report["dead_letter_topic_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         why.contains("replication factor") && why.contains("KAFKA_DLQ_REPLICATION_FACTOR=3"),
         "{why}"
     );
-    assert_eq!(report["status"], "serving", "letters still have a place: {report}");
+    assert_eq!(
+        report["status"], "serving",
+        "letters still have a place: {report}"
+    );
     let stats = svc.stats().await.unwrap();
     assert_eq!(stats.dead_letter_topic, "unavailable");
     assert_eq!(stats.dead_letter_topic_error, why);
@@ -135,8 +161,14 @@ async fn without_auto_creation_the_dead_letter_topic_is_created_or_its_refusal_r
     wait_consumed(&bootstrap, &topic, &db).await;
     let in_collection = db.collection::<Document>("raw_sales_dlq");
     let filter = doc! { "reason": "invalid_qty", "dlq_topic_error": &why };
-    assert_eq!(in_collection.count_documents(filter).await.unwrap(), INVALID as u64);
-    assert_eq!(partition_count_at(&bootstrap, &format!("{topic}.dlq")), None);
+    assert_eq!(
+        in_collection.count_documents(filter).await.unwrap(),
+        INVALID as u64
+    );
+    assert_eq!(
+        partition_count_at(&bootstrap, &format!("{topic}.dlq")),
+        None
+    );
     let logs = svc.logs();
     let warned = logs
         .lines()

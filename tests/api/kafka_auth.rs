@@ -35,7 +35,8 @@ fn ca_and_server() -> (String, String, String) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::from_params(&ca_params, &ca_key);
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
     (params.distinguished_name).push(DnType::CommonName, "kafka broker");
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
@@ -47,8 +48,14 @@ fn secure_broker(keystore: &Path) -> test_support::kafka::KafkaCluster {
     let jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
     let props = [
         ("sasl.enabled.mechanisms", "SCRAM-SHA-512".to_string()),
-        ("listener.name.secure.sasl.enabled.mechanisms", "SCRAM-SHA-512".into()),
-        ("listener.name.secure.scram-sha-512.sasl.jaas.config", jaas.into()),
+        (
+            "listener.name.secure.sasl.enabled.mechanisms",
+            "SCRAM-SHA-512".into(),
+        ),
+        (
+            "listener.name.secure.scram-sha-512.sasl.jaas.config",
+            jaas.into(),
+        ),
         ("listener.name.secure.ssl.keystore.type", "PEM".into()),
         (
             "listener.name.secure.ssl.keystore.location",
@@ -149,7 +156,10 @@ async fn scram_over_tls_refuses_a_wrong_password_and_an_untrusted_ca_then_consum
     let body = kafka_down_because(&wrong, "SASL authentication error").await;
     assert!(body.contains("SCRAM-SHA-512"), "{body}");
     eprintln!("wrong password: /health {body}");
-    assert!(!body.contains("not-the-password"), "no secret in /health: {body}");
+    assert!(
+        !body.contains("not-the-password"),
+        "no secret in /health: {body}"
+    );
     wrong.stop().unwrap();
 
     let untrusted = start_server(
@@ -160,7 +170,11 @@ async fn scram_over_tls_refuses_a_wrong_password_and_an_untrusted_ca_then_consum
     assert!(body.contains("SSL handshake failed"), "{body}");
     eprintln!("untrusted CA: /health {body}");
     untrusted.stop().unwrap();
-    assert_eq!(count(&db).await, 0, "nothing consumed without authentication");
+    assert_eq!(
+        count(&db).await,
+        0,
+        "nothing consumed without authentication"
+    );
 
     let mut right = start_server(
         "sasl-right",
@@ -175,13 +189,21 @@ async fn scram_over_tls_refuses_a_wrong_password_and_an_untrusted_ca_then_consum
     .await;
     let group = format!("{topic}_g");
     let ends = crate::faults::ends(EVENTS, PARTITIONS);
-    wait_until(Duration::from_secs(30), "offsets committed to the end", || {
-        let (plain, topic, group, ends) = (plain.clone(), topic.clone(), group.clone(), ends.clone());
-        async move { committed_at(&plain, &topic, &group, PARTITIONS) == ends }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "offsets committed to the end",
+        || {
+            let (plain, topic, group, ends) =
+                (plain.clone(), topic.clone(), group.clone(), ends.clone());
+            async move { committed_at(&plain, &topic, &group, PARTITIONS) == ends }
+        },
+    )
     .await;
     assert_eq!(count(&db).await, EVENTS as u64, "every event exactly once");
-    assert!(!right.logs().contains(PASSWORD), "the password is never logged");
+    assert!(
+        !right.logs().contains(PASSWORD),
+        "the password is never logged"
+    );
     right.stop().unwrap();
     cluster.stop(Duration::from_secs(20)).unwrap();
     eprintln!("RELIABILITY sasl_ssl: sent={EVENTS} stored={EVENTS} lost=0 duplicated=0 wrong password and untrusted CA named in /health");

@@ -129,7 +129,15 @@ fn describe_group(group: &str) -> String {
         Ok(list) => list
             .groups()
             .iter()
-            .map(|g| format!("{} {} {} {}", g.name(), g.state(), g.protocol_type(), g.protocol()))
+            .map(|g| {
+                format!(
+                    "{} {} {} {}",
+                    g.name(),
+                    g.state(),
+                    g.protocol_type(),
+                    g.protocol()
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "),
         Err(e) => format!("error: {e}"),

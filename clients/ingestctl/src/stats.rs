@@ -243,7 +243,10 @@ mod tests {
             ..sample()
         };
         let text = render("a", &v);
-        assert!(text.contains("dead-letter topic  UNAVAILABLE: not creatable\n"), "{text}");
+        assert!(
+            text.contains("dead-letter topic  UNAVAILABLE: not creatable\n"),
+            "{text}"
+        );
     }
 
     #[test]
