@@ -23,7 +23,11 @@ use crate::{
     pipeline::{self, PipelineConfig},
     redrive::{Redriver, TopicSource},
     shutdown::{Shutdown, Stopped},
-    sink::{dead_letter::DlqProducer, mongo, DeadLetters, MongoWriter, Store},
+    sink::{
+        dead_letter::DlqProducer,
+        dlq_topic::{self, DlqAdmin, TopicState},
+        mongo, DeadLetters, MongoWriter, Store,
+    },
     source::{
         kafka::{self, IngestConsumer, KafkaSource},
         seek::SeekHandle,
@@ -48,6 +52,7 @@ struct StateWriters {
     dead_letters: StateWriter,
     kafka: Option<StateWriter>,
     schema_registry: Option<StateWriter>,
+    dead_letter_topic: Option<watch::Sender<TopicState>>,
     deps: Dependencies,
 }
 
@@ -70,18 +75,27 @@ impl StateWriters {
             }
             false => (None, None),
         };
+        let (dead_letter_topic, topic_r) = match kafka_r.is_some() {
+            true => {
+                let (w, r) = watch::channel(TopicState::Checking);
+                (Some(w), Some(r))
+            }
+            false => (None, None),
+        };
         StateWriters {
             mongodb_reachable,
             mongodb_writes,
             dead_letters,
             kafka,
             schema_registry,
+            dead_letter_topic,
             deps: Dependencies {
                 mongodb_reachable: reach,
                 mongodb_writes: writes,
                 dead_letters: letters,
                 kafka: kafka_r,
                 schema_registry: registry_r,
+                dead_letter_topic: topic_r,
             },
         }
     }
@@ -96,6 +110,7 @@ pub struct Application {
     db: mongodb::Database,
     consumer: Option<Arc<IngestConsumer>>,
     dlq_producer: Option<DlqProducer>,
+    dlq_admin: Option<DlqAdmin>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     metrics: Arc<Metrics>,
     stats: Arc<Stats>,
@@ -124,13 +139,14 @@ impl Application {
             )
         })?;
         let db = client.database(&config.mongodb_database);
-        let (consumer, dlq_producer) = if config.kafka_enabled {
+        let (consumer, dlq_producer, dlq_admin) = if config.kafka_enabled {
             kafka_client::check(&config).map_err(|e| config_error(e.var, e.message))?;
             let c = kafka::consumer(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
             let p = kafka::producer(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
-            (Some(c), Some(p))
+            let a = dlq_topic::admin(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
+            (Some(c), Some(p), Some(a))
         } else {
-            (None, None)
+            (None, None, None)
         };
         let tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
             (Some(cert), Some(key)) => Some(
@@ -169,6 +185,7 @@ impl Application {
             db,
             consumer,
             dlq_producer,
+            dlq_admin,
             tls,
             metrics,
             stats,
@@ -208,6 +225,7 @@ impl Application {
             db,
             consumer,
             dlq_producer,
+            dlq_admin,
             tls,
             metrics,
             stats,
@@ -236,6 +254,25 @@ impl Application {
         } else {
             (None, None)
         };
+        let mut dead_letters = DeadLetters::new(
+            dlq_producer.map(|p| (p, config.dlq_topic())),
+            &db,
+            &config.dlq_collection(),
+            metrics.clone(),
+            writers.dead_letters,
+            config.dlq_max_attempts,
+        );
+        if let (Some(admin), Some(state)) = (dlq_admin, writers.dead_letter_topic) {
+            dead_letters = dead_letters.with_topic_state(state.subscribe());
+            let provisioning = dlq_topic::Provisioning {
+                admin: Arc::new(admin),
+                source_topic: config.kafka_topic.clone(),
+                topic: config.dlq_topic(),
+                replication_factor: config.kafka_dlq_replication_factor,
+                collection: config.dlq_collection(),
+            };
+            tasks.spawn(provisioning.run(state, shutdown.background.clone()));
+        }
         let store = Store {
             writer: MongoWriter::new(
                 &db,
@@ -247,14 +284,7 @@ impl Application {
             )
             .with_mode(config.write_mode)
             .with_legacy_lookup(config.legacy_event_id_lookup),
-            dead_letters: DeadLetters::new(
-                dlq_producer.map(|p| (p, config.dlq_topic())),
-                &db,
-                &config.dlq_collection(),
-                metrics.clone(),
-                writers.dead_letters,
-                config.dlq_max_attempts,
-            ),
+            dead_letters,
         };
         let registry = writers.schema_registry.map(|state| {
             Arc::new(Registry::new(

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     format::{RegistrySettings, ValueFormat},
+    kafka_client::GroupProtocol,
     sink::{document::DocumentFormat, upsert::WriteMode},
     validate::{self, NaiveTs, Rules},
 };
@@ -47,25 +48,37 @@ pub struct Config {
     /// Dead-letter topic for invalid Kafka events [default: <KAFKA_TOPIC>.dlq].
     #[arg(long, env = "KAFKA_DLQ_TOPIC", value_parser = topic_name)]
     pub kafka_dlq_topic: Option<String>,
-    /// Consumer session timeout in milliseconds.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1000..=3_600_000))]
-    pub kafka_session_timeout_ms: u32,
-    /// Consumer heartbeat interval in milliseconds.
-    #[arg(long, env = "KAFKA_HEARTBEAT_INTERVAL_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
-    pub kafka_heartbeat_interval_ms: u32,
+    /// Replication factor of the dead-letter topic when the service creates it (it
+    /// does when the topic is missing); -1 takes the brokers' default.replication.factor.
+    #[arg(long, env = "KAFKA_DLQ_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true, value_parser = replication_factor)]
+    pub kafka_dlq_replication_factor: i32,
+    /// Consumer-group protocol (librdkafka group.protocol): `classic` (the group's
+    /// leader assigns, KAFKA_SESSION_TIMEOUT_MS, KAFKA_HEARTBEAT_INTERVAL_MS and
+    /// KAFKA_PARTITION_ASSIGNMENT apply) or `consumer` (KIP-848, Kafka 4.0 or later: the
+    /// broker assigns incrementally and sets the session timeout and heartbeat interval).
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
+    pub kafka_group_protocol: GroupProtocol,
+    /// Consumer session timeout in milliseconds [default: 10000]; classic protocol only.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", value_parser = clap::value_parser!(u32).range(1000..=3_600_000))]
+    pub kafka_session_timeout_ms: Option<u32>,
+    /// Consumer heartbeat interval in milliseconds [default: 3000]; classic protocol only.
+    #[arg(long, env = "KAFKA_HEARTBEAT_INTERVAL_MS", value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
+    pub kafka_heartbeat_interval_ms: Option<u32>,
     /// Maximum time between polls before the consumer leaves the group, milliseconds.
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u32).range(1000..=86_400_000))]
     pub kafka_max_poll_interval_ms: u32,
-    /// Consumer-group partition assignment (librdkafka partition.assignment.strategy):
-    /// cooperative-sticky moves only the partitions that change owner; range and
-    /// roundrobin are eager (every partition stops at each rebalance).
-    #[arg(long, env = "KAFKA_PARTITION_ASSIGNMENT", default_value = "cooperative-sticky", value_parser = ["cooperative-sticky", "range", "roundrobin"])]
-    pub kafka_partition_assignment: String,
+    /// Consumer-group partition assignment (librdkafka partition.assignment.strategy)
+    /// [default: cooperative-sticky]; classic protocol only. cooperative-sticky moves
+    /// only the partitions that change owner; range and roundrobin are eager (every
+    /// partition stops at each rebalance).
+    #[arg(long, env = "KAFKA_PARTITION_ASSIGNMENT", value_parser = ["cooperative-sticky", "range", "roundrobin"])]
+    pub kafka_partition_assignment: Option<String>,
     /// librdkafka security.protocol.
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
     pub kafka_security_protocol: Option<String>,
-    /// librdkafka sasl.mechanism.
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"])]
+    /// librdkafka sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER
+    /// (GSSAPI is refused: this build of librdkafka has no Kerberos support).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_parser = sasl_mechanism)]
     pub kafka_sasl_mechanism: Option<String>,
     /// SASL user name.
     #[arg(long, env = "KAFKA_SASL_USERNAME")]

@@ -7,6 +7,8 @@
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::sink::dlq_topic::TopicState;
+
 /// One dependency state: up, or down with the reason an operator can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
@@ -83,6 +85,10 @@ pub struct Dependencies {
     pub kafka: Option<StateReader>,
     /// None when no schema registry is configured.
     pub schema_registry: Option<StateReader>,
+    /// Whether the dead-letter topic exists (written by `sink::dlq_topic`); None when
+    /// Kafka is disabled. Not a verdict: while it is unavailable, dead letters go to
+    /// the collection, so health reports it without turning NOT_SERVING.
+    pub dead_letter_topic: Option<watch::Receiver<TopicState>>,
 }
 
 impl Dependencies {
@@ -106,6 +112,11 @@ impl Dependencies {
         self.schema_registry.as_ref().map(|r| r.borrow().clone())
     }
 
+    /// The dead-letter topic's state; None when Kafka is disabled.
+    pub fn dead_letter_topic(&self) -> Option<TopicState> {
+        self.dead_letter_topic.as_ref().map(|t| t.borrow().clone())
+    }
+
     /// Whether refused events can be dead-lettered.
     pub fn dead_letters(&self) -> State {
         self.dead_letters.borrow().clone()
@@ -127,6 +138,7 @@ impl Dependencies {
             dead_letters: state("dead letters", State::Up).1,
             kafka: kafka.then(|| state("kafka", State::Up).1),
             schema_registry: None,
+            dead_letter_topic: None,
         }
     }
 }
@@ -145,6 +157,7 @@ mod tests {
             dead_letters: state("dead letters", State::Up).1,
             kafka: None,
             schema_registry: None,
+            dead_letter_topic: None,
         };
         assert!(!deps.all_up());
         assert!(reach.set(State::Up));
@@ -168,6 +181,7 @@ mod tests {
             dead_letters: state("dead letters", State::Up).1,
             kafka: Some(kafka_r),
             schema_registry: None,
+            dead_letter_topic: None,
         };
         assert!(!deps.all_up());
         kafka.set(State::Up);

@@ -61,6 +61,11 @@ pub struct HealthReport {
     pub dead_letters_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_registry_error: Option<String>,
+    /// The dead-letter topic: `ready`, `checking`, `unavailable` (dead letters of Kafka
+    /// events go to the collection; not a reason to stop serving) or `disabled`.
+    pub dead_letter_topic: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic_error: Option<String>,
     pub shutting_down: bool,
 }
 
@@ -103,6 +108,7 @@ impl Health {
         let kafka = self.deps.kafka();
         let dead_letters = self.deps.dead_letters();
         let registry = self.deps.schema_registry();
+        let topic = self.deps.dead_letter_topic();
         HealthReport {
             status: if self.published() {
                 "serving"
@@ -117,6 +123,8 @@ impl Health {
             dead_letters_error: dead_letters.error().map(str::to_string),
             schema_registry: registry.as_ref().map(word),
             schema_registry_error: registry.as_ref().and_then(State::error).map(str::to_string),
+            dead_letter_topic: topic.as_ref().map_or("disabled", |t| t.word()),
+            dead_letter_topic_error: topic.as_ref().and_then(|t| t.error().map(str::to_string)),
             shutting_down: self.shutting_down.load(Ordering::SeqCst),
         }
     }

@@ -2,7 +2,8 @@
 //! bootstrap servers, the client's own settings, then the security settings and
 //! KAFKA_PROPERTIES last, so an operator can override anything. Each setting is checked
 //! on its own by librdkafka before any client is made, so an error names the variable
-//! it came from.
+//! it came from. Also the consumer-group protocol and the settings it rules out.
+use clap::ValueEnum;
 use rdkafka::config::ClientConfig;
 
 use crate::config::Config;
@@ -13,6 +14,93 @@ use crate::config::Config;
 pub struct SettingError {
     pub var: &'static str,
     pub message: String,
+}
+
+/// The consumer-group protocol (librdkafka `group.protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup: the group's leader assigns the partitions.
+    Classic,
+    /// KIP-848: the broker assigns incrementally; session timeout and heartbeat
+    /// interval are the broker's.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// Its librdkafka name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+/// The settings the consumer protocol leaves to the broker: each variable (or
+/// KAFKA_PROPERTIES key) that sets one, and why it cannot apply.
+const BROKER_OWNED: [(&str, &str, &str); 4] = [
+    (
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "session.timeout.ms",
+        "the session timeout is the broker's group.consumer.session.timeout.ms (or the \
+         group's consumer.session.timeout.ms)",
+    ),
+    (
+        "KAFKA_HEARTBEAT_INTERVAL_MS",
+        "heartbeat.interval.ms",
+        "the heartbeat interval is the broker's group.consumer.heartbeat.interval.ms (or \
+         the group's consumer.heartbeat.interval.ms)",
+    ),
+    (
+        "KAFKA_PARTITION_ASSIGNMENT",
+        "partition.assignment.strategy",
+        "the broker assigns the partitions, incrementally (its assignor is chosen with \
+         group.remote.assignor in KAFKA_PROPERTIES)",
+    ),
+    (
+        "KAFKA_PROPERTIES",
+        "group.protocol.type",
+        "it belongs to the classic protocol",
+    ),
+];
+
+/// Refuses what the group protocol rules out, naming the variable: `group.protocol`
+/// in KAFKA_PROPERTIES (KAFKA_GROUP_PROTOCOL sets it), and with `consumer` any
+/// setting the broker owns that the operator set (left unset, it is not passed).
+fn check_group_protocol(cfg: &Config) -> Result<(), SettingError> {
+    let props = &cfg.kafka_properties.0;
+    if props.iter().any(|(k, _)| k == "group.protocol") {
+        return Err(SettingError {
+            var: "KAFKA_PROPERTIES",
+            message: "group.protocol is set with KAFKA_GROUP_PROTOCOL, not KAFKA_PROPERTIES".into(),
+        });
+    }
+    if cfg.kafka_group_protocol != GroupProtocol::Consumer {
+        return Ok(());
+    }
+    let set_by_variable = [
+        cfg.kafka_session_timeout_ms.is_some(),
+        cfg.kafka_heartbeat_interval_ms.is_some(),
+        cfg.kafka_partition_assignment.is_some(),
+        false,
+    ];
+    for ((var, key, why), by_variable) in BROKER_OWNED.into_iter().zip(set_by_variable) {
+        let (var, what) = if by_variable {
+            (var, var.to_string())
+        } else if props.iter().any(|(k, _)| k == key) {
+            ("KAFKA_PROPERTIES", format!("{key} in KAFKA_PROPERTIES"))
+        } else {
+            continue;
+        };
+        return Err(SettingError {
+            var,
+            message: format!(
+                "{what} is set, but with KAFKA_GROUP_PROTOCOL=consumer {why}; unset it or \
+                 use KAFKA_GROUP_PROTOCOL=classic"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Every librdkafka property the configuration sets, with the variable it came from.
@@ -28,6 +116,7 @@ fn sourced_properties(cfg: &Config) -> Vec<(String, String, &'static str)> {
 
 /// Checks every setting on its own; the first one librdkafka refuses is named.
 pub fn check(cfg: &Config) -> Result<(), SettingError> {
+    check_group_protocol(cfg)?;
     for (key, value, var) in sourced_properties(cfg) {
         ClientConfig::new()
             .set(&key, &value)
@@ -69,5 +158,59 @@ mod tests {
         let err = check(&config(&["--kafka-properties=no.such.property=1"])).unwrap_err();
         assert_eq!(err.var, "KAFKA_PROPERTIES");
         assert!(check(&config(&[])).is_ok());
+    }
+
+    #[test]
+    fn the_consumer_protocol_refuses_the_settings_the_broker_owns() {
+        let consumer = "--kafka-group-protocol=consumer";
+        assert!(
+            check(&config(&[consumer])).is_ok(),
+            "defaults are not passed"
+        );
+        for (flag, var) in [
+            (
+                "--kafka-session-timeout-ms=6000",
+                "KAFKA_SESSION_TIMEOUT_MS",
+            ),
+            (
+                "--kafka-heartbeat-interval-ms=1000",
+                "KAFKA_HEARTBEAT_INTERVAL_MS",
+            ),
+            (
+                "--kafka-partition-assignment=range",
+                "KAFKA_PARTITION_ASSIGNMENT",
+            ),
+            (
+                "--kafka-properties=session.timeout.ms=6000",
+                "KAFKA_PROPERTIES",
+            ),
+            (
+                "--kafka-properties=partition.assignment.strategy=range",
+                "KAFKA_PROPERTIES",
+            ),
+            (
+                "--kafka-properties=group.protocol.type=consumer",
+                "KAFKA_PROPERTIES",
+            ),
+        ] {
+            let err = check(&config(&[consumer, flag])).unwrap_err();
+            assert_eq!(err.var, var, "{flag}");
+            assert!(
+                err.message.contains("KAFKA_GROUP_PROTOCOL=consumer"),
+                "{}",
+                err.message
+            );
+            assert!(
+                check(&config(&[flag])).is_ok(),
+                "{flag} is fine with classic"
+            );
+        }
+        let err = check(&config(&["--kafka-properties=group.protocol=consumer"])).unwrap_err();
+        assert_eq!(err.var, "KAFKA_PROPERTIES");
+        assert!(
+            err.message.contains("KAFKA_GROUP_PROTOCOL"),
+            "{}",
+            err.message
+        );
     }
 }

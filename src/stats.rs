@@ -218,6 +218,12 @@ impl Stats {
             redrive_running: self.redrive_running.load(Ordering::SeqCst),
             redrive_examined: self.redrive_examined.load(Ordering::Relaxed),
             redrive_stored: self.redrive_stored.load(Ordering::Relaxed),
+            dead_letter_topic: (self.deps.dead_letter_topic())
+                .map_or("", |t| t.word())
+                .to_string(),
+            dead_letter_topic_error: (self.deps.dead_letter_topic())
+                .and_then(|t| t.error().map(str::to_string))
+                .unwrap_or_default(),
         }
     }
 

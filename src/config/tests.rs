@@ -256,3 +256,56 @@ fn schema_registry_credentials_need_each_other_and_the_url() {
         assert_eq!(parse(&args).unwrap().check(), Ok(()), "{args:?}");
     }
 }
+
+#[test]
+fn gssapi_is_refused_because_this_librdkafka_has_no_gssapi() {
+    // librdkafka's own `builtin.features` lists sasl_gssapi even without Cyrus SASL (its
+    // CMake build defines WITH_SASL_CYRUS as 0); a client using the mechanism tells.
+    let client = |mechanism: &str| {
+        rdkafka::ClientConfig::new()
+            .set("security.protocol", "sasl_plaintext")
+            .set("sasl.mechanism", mechanism)
+            .set("sasl.username", "u")
+            .set("sasl.password", "p")
+            .create::<rdkafka::producer::BaseProducer>()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(client("SCRAM-SHA-512"), Ok(()));
+    let missing = client("GSSAPI").expect_err(
+        "librdkafka has GSSAPI support now: accept KAFKA_SASL_MECHANISM=GSSAPI and test it",
+    );
+    assert!(missing.contains("GSSAPI"), "{missing}");
+    let err = parse(&["--kafka-sasl-mechanism=GSSAPI"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("KAFKA_SASL_MECHANISM") && err.contains("no GSSAPI support"),
+        "{err}"
+    );
+    let c = parse(&["--kafka-sasl-mechanism=SCRAM-SHA-512"]).unwrap();
+    assert_eq!(c.kafka_sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+}
+
+#[test]
+fn the_group_protocol_defaults_to_classic_and_unset_timings_stay_unset() {
+    use crate::kafka_client::GroupProtocol;
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.kafka_group_protocol, GroupProtocol::Classic);
+    assert_eq!(c.kafka_session_timeout_ms, None);
+    assert_eq!(c.kafka_dlq_replication_factor, -1);
+    let c = parse(&[
+        "--kafka-group-protocol=consumer",
+        "--kafka-dlq-replication-factor=3",
+    ])
+    .unwrap();
+    assert_eq!(c.kafka_group_protocol, GroupProtocol::Consumer);
+    assert_eq!(c.kafka_dlq_replication_factor, 3);
+    for bad in ["0", "-2", "40000", "three"] {
+        let err = parse(&[&format!("--kafka-dlq-replication-factor={bad}")]).unwrap_err();
+        assert!(
+            err.to_string().contains("KAFKA_DLQ_REPLICATION_FACTOR"),
+            "{err}"
+        );
+    }
+}

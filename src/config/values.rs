@@ -128,3 +128,32 @@ pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
         _ => Err(format!("`{s}` is not a boolean (true/false)")),
     }
 }
+
+/// A replication factor: -1 (the brokers' default) or 1 to 32767.
+pub(super) fn replication_factor(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(v) if v == -1 || (1..=i32::from(i16::MAX)).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a replication factor (-1 for the brokers' default, or 1 to 32767)"
+        )),
+    }
+}
+
+/// The SASL mechanisms this build of librdkafka offers. GSSAPI needs librdkafka built
+/// with Cyrus SASL (Kerberos), which this build is not.
+pub(super) fn sasl_mechanism(s: &str) -> Result<String, String> {
+    const OFFERED: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+    match s.trim() {
+        m if OFFERED.contains(&m) => Ok(m.to_string()),
+        "GSSAPI" => Err(
+            "GSSAPI (Kerberos) is not supported: this build of librdkafka has no \
+             GSSAPI support (it is built without Cyrus SASL); use SCRAM-SHA-512, \
+             SCRAM-SHA-256, PLAIN or OAUTHBEARER"
+                .into(),
+        ),
+        other => Err(format!(
+            "`{other}` is not a SASL mechanism (one of {})",
+            OFFERED.join(", ")
+        )),
+    }
+}

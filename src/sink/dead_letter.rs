@@ -4,7 +4,9 @@
 //! got the rejection in its ack, and the gRPC path must not depend on Kafka). A dead
 //! letter the topic refuses — at once for a permanent error, or after
 //! `DLQ_MAX_ATTEMPTS` attempts — falls back to the collection with the topic's refusal,
-//! so its offset can be committed and nothing is lost. Only while the collection
+//! so its offset can be committed and nothing is lost; while the topic is known to be
+//! unavailable (`dlq_topic`: missing and not creatable) every such letter goes to the
+//! collection at once, with why. Only while the collection
 //! refuses too does the partition wait; this module owns the "dead letters" dependency
 //! state, so health says so.
 use std::{
@@ -22,14 +24,14 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext},
     ClientContext,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::warn;
 
 use crate::{
     deps::{State, StateWriter},
     event::{DeadLetter, Origin},
     metrics::Metrics,
-    sink::retry::backoff,
+    sink::{dlq_topic::TopicState, retry::backoff},
 };
 
 /// How often a sender waiting for delivery reports polls the producer.
@@ -85,6 +87,8 @@ pub struct DeadLetters {
     metrics: Arc<Metrics>,
     state: StateWriter,
     max_attempts: u32,
+    /// Whether the topic exists (None: not looked for; letters go to it).
+    topic_state: Option<watch::Receiver<TopicState>>,
 }
 
 impl DeadLetters {
@@ -109,7 +113,21 @@ impl DeadLetters {
             metrics,
             state,
             max_attempts: max_attempts.max(1),
+            topic_state: None,
         }
+    }
+
+    /// Follows the dead-letter topic's state: while it is unavailable, Kafka events'
+    /// letters go to the collection without an attempt at the topic.
+    pub fn with_topic_state(mut self, state: watch::Receiver<TopicState>) -> Self {
+        self.topic_state = Some(state);
+        self
+    }
+
+    /// Why the topic cannot take letters now, if it is known not to.
+    fn topic_unavailable(&self) -> Option<String> {
+        let state = self.topic_state.as_ref()?.borrow();
+        state.error().map(str::to_string)
     }
 
     /// Makes every letter durable: Kafka events on the topic (falling back to the
@@ -119,7 +137,9 @@ impl DeadLetters {
             .into_iter()
             .map(|l| (l, None))
             .partition(|(l, _)| self.kafka.is_some() && matches!(l.origin, Origin::Kafka { .. }));
-        if let Some((producer, topic)) = &self.kafka {
+        if let Some(why) = self.topic_unavailable() {
+            to_collection.extend(to_topic.into_iter().map(|(l, _)| (l, Some(why.clone()))));
+        } else if let Some((producer, topic)) = &self.kafka {
             to_collection.extend(self.to_topic(producer, topic, to_topic).await);
         }
         if !to_collection.is_empty() {

@@ -1,6 +1,7 @@
 //! Where events end up: MongoDB for valid ones (`document` says how they are stored),
 //! the dead-letter destinations for the rest. `Store` is the pipeline's production `Sink`.
 pub mod dead_letter;
+pub mod dlq_topic;
 pub mod document;
 pub mod legacy;
 pub mod mongo;

@@ -9,17 +9,18 @@ use std::{
 };
 
 use rdkafka::{
+    config::RDKafkaLogLevel,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::Config,
     deps::{State, StateWriter},
-    kafka_client::client_config,
+    kafka_client::{client_config, GroupProtocol},
     sink::dead_letter::{DeliveryContext, DlqProducer},
     source::offsets::OffsetTracker,
 };
@@ -67,9 +68,27 @@ pub struct SourceContext {
     /// group refusing it, no authorization); cleared by an assignment or a consumed
     /// message.
     pub(super) problem: Mutex<Option<Problem>>,
+    /// librdkafka's last broker connection failure (refused, TLS handshake, SASL
+    /// authentication), as it logged it: why no broker connection is up.
+    pub(super) last_failure: Mutex<Option<String>>,
 }
 
 impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                if fac == "FAIL" {
+                    *self.last_failure.lock().expect("last_failure lock") = Some(message.into());
+                }
+                error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Warning => warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Debug => debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let up = statistics
             .brokers
@@ -221,6 +240,12 @@ const PROBLEM_WINDOW: Duration = Duration::from_secs(30);
 /// create the topic next to the service, so a first start may race its creation.
 const TOPIC_GRACE: Duration = Duration::from_secs(60);
 
+/// KAFKA_SESSION_TIMEOUT_MS, KAFKA_HEARTBEAT_INTERVAL_MS and KAFKA_PARTITION_ASSIGNMENT
+/// when unset (classic protocol).
+const SESSION_TIMEOUT_MS: u32 = 10_000;
+const HEARTBEAT_INTERVAL_MS: u32 = 3_000;
+const PARTITION_ASSIGNMENT: &str = "cooperative-sticky";
+
 /// The consumer type the source uses.
 pub type IngestConsumer = StreamConsumer<SourceContext>;
 
@@ -234,28 +259,18 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         refreshing: AtomicBool::new(false),
         broker_up: Mutex::new((false, None)),
         problem: Mutex::new(None),
+        last_failure: Mutex::new(None),
     };
-    let settings = [
+    let mut settings = vec![
         ("group.id", cfg.kafka_group_id.clone()),
+        ("group.protocol", cfg.kafka_group_protocol.name().into()),
         ("enable.auto.commit", "false".into()),
         ("enable.auto.offset.store", "false".into()),
         ("auto.offset.reset", "earliest".into()),
         ("enable.partition.eof", "false".into()),
         (
-            "session.timeout.ms",
-            cfg.kafka_session_timeout_ms.to_string(),
-        ),
-        (
-            "heartbeat.interval.ms",
-            cfg.kafka_heartbeat_interval_ms.to_string(),
-        ),
-        (
             "max.poll.interval.ms",
             cfg.kafka_max_poll_interval_ms.to_string(),
-        ),
-        (
-            "partition.assignment.strategy",
-            cfg.kafka_partition_assignment.clone(),
         ),
         ("statistics.interval.ms", "1000".into()),
         // A topic created after start-up (or new partitions) is noticed within 10 s;
@@ -265,6 +280,29 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         ("queued.max.messages.kbytes", "16384".into()),
         ("fetch.wait.max.ms", "100".into()),
     ];
+    // The consumer protocol leaves these to the broker (start-up refuses them set).
+    if cfg.kafka_group_protocol == GroupProtocol::Classic {
+        settings.extend([
+            (
+                "session.timeout.ms",
+                cfg.kafka_session_timeout_ms
+                    .unwrap_or(SESSION_TIMEOUT_MS)
+                    .to_string(),
+            ),
+            (
+                "heartbeat.interval.ms",
+                cfg.kafka_heartbeat_interval_ms
+                    .unwrap_or(HEARTBEAT_INTERVAL_MS)
+                    .to_string(),
+            ),
+            (
+                "partition.assignment.strategy",
+                cfg.kafka_partition_assignment
+                    .clone()
+                    .unwrap_or_else(|| PARTITION_ASSIGNMENT.into()),
+            ),
+        ]);
+    }
     let consumer: IngestConsumer = client_config(cfg, &settings).create_with_context(ctx)?;
     consumer.subscribe(&[&cfg.kafka_topic])?;
     Ok(Arc::new(consumer))
@@ -282,7 +320,7 @@ pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
 
 /// Publishes broker reachability, once a second, from librdkafka's own view of its
 /// broker connections (the statistics it emits every second): a broker connection is
-/// UP, statistics are fresh, and no consumer error that keeps this member from
+/// UP (else the last connection failure librdkafka logged says why), statistics are fresh, and no consumer error that keeps this member from
 /// consuming was reported in the last [`PROBLEM_WINDOW`]. It adds no request of its
 /// own. The one writer of "Kafka reachable".
 pub async fn probe(consumer: Arc<IngestConsumer>, state: StateWriter, stop: CancellationToken) {
@@ -297,8 +335,17 @@ pub async fn probe(consumer: Arc<IngestConsumer>, state: StateWriter, stop: Canc
         let problem = (consumer.context().problem.lock().expect("problem lock"))
             .as_ref()
             .and_then(|p| p.counts().map(str::to_string));
+        let failure = (consumer
+            .context()
+            .last_failure
+            .lock()
+            .expect("last_failure lock"))
+        .clone();
         state.set(match (up, fresh, problem) {
-            (false, _, _) => State::Down("no broker connection is up".into()),
+            (false, _, _) => State::Down(match failure {
+                Some(why) => format!("no broker connection is up; the last attempt failed: {why}"),
+                None => "no broker connection is up".into(),
+            }),
             (true, false, _) => State::Down("no statistics from librdkafka for 5 s".into()),
             (true, true, Some(why)) => State::Down(why),
             (true, true, None) => State::Up,

@@ -105,3 +105,85 @@ fn help_lists_every_variable_with_defaults() {
     }
     assert!(help.contains("[default: sales_txn]") && help.contains("[default: 100]"));
 }
+
+#[test]
+fn the_consumer_group_protocol_refuses_the_settings_the_broker_owns_with_exit_2() {
+    let consumer = ("KAFKA_GROUP_PROTOCOL", "consumer");
+    for (var, value, names) in [
+        (
+            "KAFKA_SESSION_TIMEOUT_MS",
+            "6000",
+            "KAFKA_SESSION_TIMEOUT_MS",
+        ),
+        (
+            "KAFKA_HEARTBEAT_INTERVAL_MS",
+            "1000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS",
+        ),
+        (
+            "KAFKA_PARTITION_ASSIGNMENT",
+            "range",
+            "KAFKA_PARTITION_ASSIGNMENT",
+        ),
+        (
+            "KAFKA_PROPERTIES",
+            "session.timeout.ms=6000",
+            "session.timeout.ms in KAFKA_PROPERTIES",
+        ),
+        (
+            "KAFKA_PROPERTIES",
+            "partition.assignment.strategy=range",
+            "partition.assignment.strategy in KAFKA_PROPERTIES",
+        ),
+    ] {
+        let (code, stderr) = run_with(&[
+            consumer,
+            (var, value),
+            (
+                "MONGODB_URL",
+                "mongodb://127.0.0.1:1/?directConnection=true",
+            ),
+            ("GRPC_ADDR", "127.0.0.1:0"),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ]);
+        assert_eq!(code, Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value for {var}"))
+                && stderr.contains(names)
+                && stderr.contains("KAFKA_GROUP_PROTOCOL=consumer"),
+            "{var}={value}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("sales-ingest started"),
+            "nothing half-started: {stderr}"
+        );
+    }
+    let (code, stderr) = run_with(&[
+        ("KAFKA_PROPERTIES", "group.protocol=consumer"),
+        ("GRPC_ADDR", "127.0.0.1:0"),
+        ("HTTP_ADDR", "127.0.0.1:0"),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("KAFKA_PROPERTIES") && stderr.contains("KAFKA_GROUP_PROTOCOL"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_with(&[("KAFKA_GROUP_PROTOCOL", "next-gen")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("KAFKA_GROUP_PROTOCOL"), "{stderr}");
+}
+
+#[test]
+fn gssapi_is_refused_with_exit_2_saying_the_build_has_no_kerberos() {
+    let (code, stderr) = run_with(&[
+        ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+        ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+        ("GRPC_ADDR", "127.0.0.1:0"),
+        ("HTTP_ADDR", "127.0.0.1:0"),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("KAFKA_SASL_MECHANISM") && stderr.contains("no GSSAPI support"),
+        "{stderr}"
+    );
+}

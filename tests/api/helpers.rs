@@ -30,7 +30,10 @@ use crate::backends::backends;
 
 mod kafka;
 pub mod pki;
-pub use kafka::{committed, consume, create_topic, create_topic_at, produce};
+pub use kafka::{
+    committed, committed_at, consume, consume_at, create_topic, create_topic_at,
+    partition_count_at, produce, produce_at,
+};
 
 /// Options a test may change; the rest are the test defaults of
 /// `test_support::service::DEFAULTS`.

@@ -1,7 +1,9 @@
-//! Cooperative rebalancing under load: three server processes join and leave a group on
-//! a 12-partition topic one by one while events flow. Every event is stored exactly
-//! once, and while the group rebalances, the partitions that stay with an instance keep
-//! being consumed: no instance present before a change is ever left without partitions.
+//! Incremental rebalancing under load, with either group protocol (classic with
+//! cooperative-sticky, and the broker-assigned consumer protocol of KIP-848): three
+//! server processes join and leave a group on a 12-partition topic one by one while
+//! events flow. Every event is stored exactly once, and while the group rebalances, the
+//! partitions that stay with an instance keep being consumed: no instance present
+//! before a change is ever left without partitions.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
@@ -90,10 +92,63 @@ async fn through_rebalance(what: &str, stay: &[&Service], after: &[&Service]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_join_and_leave_under_load_and_kept_partitions_keep_flowing() {
+    join_and_leave("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_join_and_leave_with_the_consumer_group_protocol() {
+    join_and_leave("consumer").await;
+}
+
+/// The servers' environment for `protocol`: with `consumer`, without the session
+/// timeout and heartbeat interval of the test defaults (the broker sets them; the test
+/// broker uses the same 6 s and 1 s).
+fn protocol_env(protocol: &str, topic: &str, group: &str, db: &str) -> Vec<(String, String)> {
+    let mut env = server_env(
+        backends(),
+        topic,
+        group,
+        db,
+        &[("KAFKA_GROUP_PROTOCOL", protocol.to_string())],
+    );
+    if protocol == "consumer" {
+        env.retain(|(k, _)| k != "KAFKA_SESSION_TIMEOUT_MS" && k != "KAFKA_HEARTBEAT_INTERVAL_MS");
+    }
+    env
+}
+
+/// The group as the broker's classic DescribeGroups shows it: its state, protocol type
+/// and protocol, or the error (a consumer-protocol group is not a classic group).
+fn describe_group(group: &str) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &backends().kafka)
+        .create()
+        .expect("client");
+    match client.fetch_group_list(Some(group), Duration::from_secs(10)) {
+        Ok(list) => list
+            .groups()
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {} {} {}",
+                    g.name(),
+                    g.state(),
+                    g.protocol_type(),
+                    g.protocol()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn join_and_leave(protocol: &str) {
     let (topic, group, dbname) = (unique("coop"), unique("coop_g"), unique("coop_db"));
     create_topic(&topic, PARTITIONS).await;
     let db = mongo_client().await.database(&dbname);
-    let env = server_env(backends(), &topic, &group, &dbname, &[]);
+    let env = protocol_env(protocol, &topic, &group, &dbname);
     let a = start_server("coop-a", &env);
     let t0 = Instant::now();
     while owned(&a).await.len() < PARTITIONS as usize {
@@ -102,6 +157,20 @@ async fn three_instances_join_and_leave_under_load_and_kept_partitions_keep_flow
             "a never got the partitions"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The protocol is in effect: the classic API sees a classic group, stable with its
+    // assignor, and finds no classic group where the consumer protocol runs.
+    let described = describe_group(&group);
+    match protocol {
+        "classic" => assert!(
+            described.ends_with("Stable consumer cooperative-sticky"),
+            "{described}"
+        ),
+        _ => assert!(
+            !described.contains("Stable") && !described.contains("cooperative"),
+            "a classic group where group.protocol=consumer runs: {described}"
+        ),
     }
 
     // Events flow for the whole test: 600 every 200 ms, round-robin over the partitions.
@@ -146,7 +215,7 @@ async fn three_instances_join_and_leave_under_load_and_kept_partitions_keep_flow
     let (status, _) = a.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     eprintln!(
-        "RELIABILITY cooperative: sent={n} stored={n} lost=0 duplicated=0 settle_b_join={:.1}s \
+        "RELIABILITY rebalance group.protocol={protocol}: sent={n} stored={n} lost=0 duplicated=0 settle_b_join={:.1}s \
          settle_c_join={:.1}s settle_c_leave={:.1}s settle_b_leave={:.1}s",
         join_b.as_secs_f64(),
         join_c.as_secs_f64(),

@@ -92,6 +92,10 @@ pub fn render(addr: &str, v: &GetStatsResponse) -> String {
     if v.schema_registry_enabled {
         summary.push(("schema registry", connection(v.schema_registry_connected)));
     }
+    if v.dead_letter_topic == "unavailable" {
+        let why = &v.dead_letter_topic_error;
+        summary.push(("dead-letter topic", format!("UNAVAILABLE: {why}")));
+    }
     summary.extend([
         ("consumer paused", paused(v)),
         ("consumer lag", v.consumer_lag.to_string()),
@@ -246,6 +250,21 @@ mod tests {
         };
         let text = render("a", &v);
         assert!(text.contains("schema registry  NOT connected\n"), "{text}");
+    }
+
+    #[test]
+    fn an_unavailable_dead_letter_topic_shows_why() {
+        assert!(!render("a", &sample()).contains("dead-letter topic"));
+        let v = GetStatsResponse {
+            dead_letter_topic: "unavailable".into(),
+            dead_letter_topic_error: "not creatable".into(),
+            ..sample()
+        };
+        let text = render("a", &v);
+        assert!(
+            text.contains("dead-letter topic  UNAVAILABLE: not creatable\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use rdkafka::{
 use super::unique;
 use crate::backends::backends;
 
-fn kafka_config() -> ClientConfig {
+fn kafka_config_at(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &backends().kafka);
+    c.set("bootstrap.servers", bootstrap);
     c
 }
 
@@ -48,7 +48,12 @@ pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
 
 /// Produces payloads (round-robin over `partitions`) and waits for every delivery.
 pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
-    let producer: FutureProducer = kafka_config()
+    produce_at(&backends().kafka, topic, partitions, payloads).await;
+}
+
+/// Produces payloads to the broker at `bootstrap`.
+pub async fn produce_at(bootstrap: &str, topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer = kafka_config_at(bootstrap)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "2000000")
         .set("queue.buffering.max.kbytes", "2097151")
@@ -74,7 +79,12 @@ pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
 
 /// Committed offsets of `group` for partitions 0..n of `topic`.
 pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config()
+    committed_at(&backends().kafka, topic, group, partitions)
+}
+
+/// Committed offsets of `group` on the broker at `bootstrap`.
+pub fn committed_at(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = kafka_config_at(bootstrap)
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -100,7 +110,17 @@ pub async fn consume(
     count: usize,
     timeout: Duration,
 ) -> Vec<(Vec<u8>, HashMap<String, String>)> {
-    let consumer: StreamConsumer = kafka_config()
+    consume_at(&backends().kafka, topic, count, timeout).await
+}
+
+/// Reads `count` messages from `topic` on the broker at `bootstrap`.
+pub async fn consume_at(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    let consumer: StreamConsumer = kafka_config_at(bootstrap)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -136,4 +156,18 @@ pub async fn consume(
         out.push((m.payload().unwrap_or_default().to_vec(), headers));
     }
     out
+}
+
+/// The partition count of `topic` on the broker at `bootstrap`; None when it does not
+/// exist (the lookup creates nothing).
+pub fn partition_count_at(bootstrap: &str, topic: &str) -> Option<usize> {
+    let consumer: BaseConsumer = kafka_config_at(bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+    (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
 }
