@@ -11,17 +11,18 @@ use std::{
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
+    config::RDKafkaLogLevel,
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::Config,
     deps::{State, StateWriter},
     kafka_client::client_config,
     sink::dead_letter::{DeliveryContext, DlqProducer},
-    source::offsets::OffsetTracker,
+    source::{offsets::OffsetTracker, reset::Resets},
 };
 
 /// A consumer error that keeps the member from consuming.
@@ -67,9 +68,26 @@ pub struct SourceContext {
     /// group refusing it, no authorization); cleared by an assignment or a consumed
     /// message.
     pub(super) problem: Mutex<Option<Problem>>,
+    /// Offset resets librdkafka announced and no message has followed yet.
+    pub(super) resets: Resets,
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's log, as tracing events; an offset reset of the topic is noted so
+    /// the next message of its partition tells how many offsets it skipped.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.resets.note_log(&self.topic, fac, log_message);
+        use RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                error!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            L::Warning => warn!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            L::Notice | L::Info => info!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            L::Debug => debug!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let up = statistics
             .brokers
@@ -234,12 +252,16 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         refreshing: AtomicBool::new(false),
         broker_up: Mutex::new((false, None)),
         problem: Mutex::new(None),
+        resets: Resets::default(),
     };
     let settings = [
         ("group.id", cfg.kafka_group_id.clone()),
         ("enable.auto.commit", "false".into()),
         ("enable.auto.offset.store", "false".into()),
         ("auto.offset.reset", "earliest".into()),
+        // Records of open or aborted transactions are never delivered (librdkafka's
+        // default, stated because the service relies on it).
+        ("isolation.level", "read_committed".into()),
         ("enable.partition.eof", "false".into()),
         (
             "session.timeout.ms",
@@ -265,7 +287,12 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         ("queued.max.messages.kbytes", "16384".into()),
         ("fetch.wait.max.ms", "100".into()),
     ];
-    let consumer: IngestConsumer = client_config(cfg, &settings).create_with_context(ctx)?;
+    let mut config = client_config(cfg, &settings);
+    // librdkafka logs offset resets as warnings; the source counts them from the log.
+    if (config.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
+        config.set_log_level(RDKafkaLogLevel::Warning);
+    }
+    let consumer: IngestConsumer = config.create_with_context(ctx)?;
     consumer.subscribe(&[&cfg.kafka_topic])?;
     Ok(Arc::new(consumer))
 }
@@ -276,6 +303,9 @@ pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
     let settings = [
         ("message.timeout.ms", "10000".into()),
         ("linger.ms", "5".into()),
+        // A letter is delivered once every in-sync replica has it (librdkafka's
+        // default, stated because a letter replaces the event's commit).
+        ("acks", "all".into()),
     ];
     client_config(cfg, &settings).create_with_context(DeliveryContext)
 }

@@ -29,7 +29,10 @@ use tonic::transport::Channel;
 use crate::backends::backends;
 
 mod kafka;
-pub use kafka::{committed, consume, create_topic, create_topic_at, produce};
+pub use kafka::{
+    committed, committed_at, consume, consume_at, create_topic, create_topic_at, produce, produce_with,
+    steady_producer, watermarks_at,
+};
 
 /// Options a test may change; the rest are the test defaults of
 /// `test_support::service::DEFAULTS`.

@@ -1,6 +1,8 @@
 //! All integration tests, built as one binary so the backends start once.
 mod admin;
 mod backends;
+mod broker_restart;
+mod cluster;
 mod config;
 mod dayops;
 mod dead_letters;
@@ -19,10 +21,13 @@ mod observe;
 mod outage;
 mod python_client;
 mod rebalance;
+mod retention;
 mod security;
 mod startup;
 mod status_page;
 mod tools;
+mod topic_growth;
 mod traces;
+mod transactions;
 mod upsert;
 mod write_health;

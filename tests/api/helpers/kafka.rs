@@ -55,6 +55,32 @@ pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
+    produce_with(&producer, topic, partitions, payloads).await;
+}
+
+/// A producer to `bootstrap` that waits out a broker outage or a leader change:
+/// idempotent (a retry never writes a record twice), acks=all, 3 minutes per delivery.
+pub fn steady_producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("message.timeout.ms", "180000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces payloads with `producer` (round-robin over `partitions`) and waits for
+/// every delivery.
+pub async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    payloads: &[Vec<u8>],
+) {
     let mut pending = Vec::with_capacity(payloads.len());
     for (i, p) in payloads.iter().enumerate() {
         let record = FutureRecord::<(), [u8]>::to(topic)
@@ -74,7 +100,30 @@ pub async fn produce(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
 
 /// Committed offsets of `group` for partitions 0..n of `topic`.
 pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config()
+    committed_at(&backends().kafka, topic, group, partitions)
+}
+
+/// (log start offset, high watermark) of partitions 0..n of `topic` on the brokers at
+/// `bootstrap`, from the partition leaders (ListOffsets).
+pub fn watermarks_at(bootstrap: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+        })
+        .collect()
+}
+
+/// Committed offsets of `group` for partitions 0..n of `topic` on the brokers at
+/// `bootstrap` (-1 where nothing is committed).
+pub fn committed_at(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -100,7 +149,18 @@ pub async fn consume(
     count: usize,
     timeout: Duration,
 ) -> Vec<(Vec<u8>, HashMap<String, String>)> {
-    let consumer: StreamConsumer = kafka_config()
+    consume_at(&backends().kafka, topic, count, timeout).await
+}
+
+/// [`consume`] from the brokers at `bootstrap`.
+pub async fn consume_at(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
