@@ -280,6 +280,9 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
             cfg.kafka_partition_assignment.clone(),
         ),
         ("statistics.interval.ms", "1000".into()),
+        // A broker that comes back is reconnected within 2 s (librdkafka backs off up
+        // to 10 s by default).
+        ("reconnect.backoff.max.ms", "2000".into()),
         // A topic created after start-up (or new partitions) is noticed within 10 s;
         // librdkafka's default is 5 minutes.
         ("topic.metadata.refresh.interval.ms", "10000".into()),

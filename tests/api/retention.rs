@@ -45,6 +45,20 @@ fn skipped(metrics: &str, partition: i32) -> Option<u64> {
         .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
 }
 
+/// `text` without its ANSI colour sequences (`ESC [ … m`).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deleting_unconsumed_records_is_counted_and_logged() {
     let (topic, group, dbname) = (unique("retain"), unique("retain_g"), unique("retain_db"));
@@ -104,7 +118,7 @@ async fn retention_deleting_unconsumed_records_is_counted_and_logged() {
     for p in 0..PARTITIONS {
         assert_eq!(skipped(&metrics, p), Some(100), "partition {p}:\n{metrics}");
     }
-    let logs = server.logs();
+    let logs = without_colours(&server.logs());
     assert!(
         logs.contains("offset reset (auto.offset.reset)") && logs.contains("skipped=100"),
         "the reset is logged:\n{}",

@@ -131,9 +131,16 @@ pub fn committed_at(bootstrap: &str, topic: &str, group: &str, partitions: i32) 
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed offsets");
+    // The group coordinator may be moving or loading (a broker restart, a busy
+    // machine): ask again for up to 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline => eprintln!("committed offsets: {e}; again"),
+            Err(e) => panic!("committed offsets: {e}"),
+        }
+    };
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
