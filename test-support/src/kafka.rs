@@ -20,7 +20,7 @@ use crate::{
 const POM: &str = include_str!("../kafka/pom.xml");
 /// How long a node may take from start to "Kafka Server started" (a JVM on a busy
 /// 2-core machine).
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+const START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The Kafka version of the POM (`<kafka.version>`).
 pub fn version() -> &'static str {
