@@ -66,7 +66,8 @@ fn parse(topic: &str, fac: &str, line: &str) -> Option<(i32, i64)> {
 mod tests {
     use super::*;
 
-    const LINE: &str = "[thrd:main]: sales [2]: offset reset (at offset 10 (leader epoch 0), broker 1) \
+    const LINE: &str =
+        "[thrd:main]: sales [2]: offset reset (at offset 10 (leader epoch 0), broker 1) \
         to offset BEGINNING: fetch failed due to requested offset not available on the \
         broker: Broker: Offset out of range";
 
@@ -75,7 +76,11 @@ mod tests {
         assert_eq!(parse("sales", "OFFSET", LINE), Some((2, 10)));
         assert_eq!(parse("sales-2", "OFFSET", LINE), None, "another topic");
         assert_eq!(parse("sales", "FETCH", LINE), None);
-        assert_eq!(parse("sales", "OFFSET", &LINE[13..]), Some((2, 10)), "no thread");
+        assert_eq!(
+            parse("sales", "OFFSET", &LINE[13..]),
+            Some((2, 10)),
+            "no thread"
+        );
         let logical = "sales [0]: offset reset (at offset END (leader epoch -1), broker 1)";
         assert_eq!(parse("sales", "OFFSET", logical), None);
     }

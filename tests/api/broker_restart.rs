@@ -98,12 +98,21 @@ async fn a_broker_sigkilled_mid_ingest_and_restarted_stores_each_event_once() {
         .iter()
         .map(|w| w.1)
         .collect();
-    assert_eq!(ends.iter().sum::<i64>(), N as i64, "the log holds each event once");
+    assert_eq!(
+        ends.iter().sum::<i64>(),
+        N as i64,
+        "the log holds each event once"
+    );
     wait_until(
         Duration::from_secs(240),
         "offsets committed to the high watermark of every partition",
         || {
-            let (b, t, g, ends) = (bootstrap.clone(), topic.clone(), group.clone(), ends.clone());
+            let (b, t, g, ends) = (
+                bootstrap.clone(),
+                topic.clone(),
+                group.clone(),
+                ends.clone(),
+            );
             async move { committed_at(&b, &t, &g, PARTITIONS) == ends }
         },
     )
@@ -121,11 +130,17 @@ async fn a_broker_sigkilled_mid_ingest_and_restarted_stores_each_event_once() {
     // service's own counters, not just the collection's unique ids.
     assert_eq!(kafka.stored, N as u64, "inserted once each");
     assert_eq!((kafka.rejected, kafka.failed), (0, 0));
-    wait_until(Duration::from_secs(30), "GetStats: no lag on any partition", || async move {
-        let s = srv.stats().await.unwrap();
-        s.partitions.len() == PARTITIONS as usize
-            && s.partitions.iter().all(|p| p.lag == 0 && p.committed_offset == p.high_watermark)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "GetStats: no lag on any partition",
+        || async move {
+            let s = srv.stats().await.unwrap();
+            s.partitions.len() == PARTITIONS as usize
+                && s.partitions
+                    .iter()
+                    .all(|p| p.lag == 0 && p.committed_offset == p.high_watermark)
+        },
+    )
     .await;
     let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());

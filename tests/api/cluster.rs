@@ -147,9 +147,7 @@ async fn commits_advance(bootstrap: &str, topic: &str, group: &str, parts: &[i32
         "committed offsets advance on the moved partitions",
         || {
             let now = committed_at(bootstrap, topic, group, PARTITIONS);
-            let advanced = parts
-                .iter()
-                .all(|&p| now[p as usize] > before[p as usize]);
+            let advanced = parts.iter().all(|&p| now[p as usize] > before[p as usize]);
             async move { advanced }
         },
     )
@@ -168,7 +166,11 @@ fn kafka_letters(metrics: &str) -> u64 {
 async fn the_leader_of_most_partitions_sigkilled_then_restarted_loses_nothing() {
     let mut cluster = start_kafka(&cluster_options());
     let bootstrap = cluster.bootstrap();
-    let (topic, group, dbname) = (unique("failover"), unique("failover_g"), unique("failover_db"));
+    let (topic, group, dbname) = (
+        unique("failover"),
+        unique("failover_g"),
+        unique("failover_db"),
+    );
     let dlq = format!("{topic}.dlq");
     create_replicated(&bootstrap, &topic, PARTITIONS).await;
     create_replicated(&bootstrap, &dlq, 3).await;
@@ -183,13 +185,23 @@ async fn the_leader_of_most_partitions_sigkilled_then_restarted_loses_nothing() 
     server.wait_serving(Duration::from_secs(90)).await.unwrap();
     let db = mongo_client().await.database(&dbname);
     let (phase, stop) = (Arc::new(AtomicU8::new(0)), Arc::new(AtomicBool::new(false)));
-    let load = steady_load(bootstrap.clone(), topic.clone(), phase.clone(), stop.clone());
-    wait_until(Duration::from_secs(60), "the load is stored and committed", || {
-        let (db, b, t, g) = (db.clone(), bootstrap.clone(), topic.clone(), group.clone());
-        async move {
-            count(&db).await >= 2_000 && committed_at(&b, &t, &g, PARTITIONS).iter().all(|&c| c > 0)
-        }
-    })
+    let load = steady_load(
+        bootstrap.clone(),
+        topic.clone(),
+        phase.clone(),
+        stop.clone(),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the load is stored and committed",
+        || {
+            let (db, b, t, g) = (db.clone(), bootstrap.clone(), topic.clone(), group.clone());
+            async move {
+                count(&db).await >= 2_000
+                    && committed_at(&b, &t, &g, PARTITIONS).iter().all(|&c| c > 0)
+            }
+        },
+    )
     .await;
 
     // Kill the broker that leads most partitions.
@@ -218,10 +230,14 @@ async fn the_leader_of_most_partitions_sigkilled_then_restarted_loses_nothing() 
     phase.store(2, Ordering::SeqCst);
     tokio::task::block_in_place(|| cluster.node(victim as u32).start()).unwrap();
     let restarted = Instant::now();
-    wait_until(Duration::from_secs(90), "the restarted broker leads again", || {
-        let ls = leaders(&bootstrap, &topic);
-        async move { ls.contains(&victim) }
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "the restarted broker leads again",
+        || {
+            let ls = leaders(&bootstrap, &topic);
+            async move { ls.contains(&victim) }
+        },
+    )
     .await;
     let now = leaders(&bootstrap, &topic);
     let back: Vec<i32> = (0..PARTITIONS)
@@ -244,10 +260,19 @@ async fn the_leader_of_most_partitions_sigkilled_then_restarted_loses_nothing() 
         valid + invalid,
         "the log holds each event once (idempotent producer)"
     );
-    wait_until(Duration::from_secs(120), "offsets committed to the end", || {
-        let (b, t, g, ends) = (bootstrap.clone(), topic.clone(), group.clone(), ends.clone());
-        async move { committed_at(&b, &t, &g, PARTITIONS) == ends }
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "offsets committed to the end",
+        || {
+            let (b, t, g, ends) = (
+                bootstrap.clone(),
+                topic.clone(),
+                group.clone(),
+                ends.clone(),
+            );
+            async move { committed_at(&b, &t, &g, PARTITIONS) == ends }
+        },
+    )
     .await;
     let stored = count(&db).await;
     assert_eq!(stored, valid, "every valid event stored, none lost");

@@ -30,8 +30,8 @@ use crate::backends::backends;
 
 mod kafka;
 pub use kafka::{
-    committed, committed_at, consume, consume_at, create_topic, create_topic_at, produce, produce_with,
-    steady_producer, watermarks_at,
+    committed, committed_at, consume, consume_at, create_topic, create_topic_at, produce,
+    produce_with, steady_producer, watermarks_at,
 };
 
 /// Options a test may change; the rest are the test defaults of

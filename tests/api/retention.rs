@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication},
+    admin::{
+        AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+    },
     client::DefaultClientContext,
     ClientConfig,
 };
@@ -108,10 +110,14 @@ async fn retention_deleting_unconsumed_records_is_counted_and_logged() {
         .await
         .unwrap();
     produce(&topic, PARTITIONS, &payloads("k2", 100)).await;
-    wait_until(Duration::from_secs(60), "offsets committed to the end", || {
-        let (t, g) = (topic.clone(), group.clone());
-        async move { committed(&t, &g, PARTITIONS) == vec![155, 155] }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "offsets committed to the end",
+        || {
+            let (t, g) = (topic.clone(), group.clone());
+            async move { committed(&t, &g, PARTITIONS) == vec![155, 155] }
+        },
+    )
     .await;
     assert_eq!(count(&db).await, 110, "the 10 before and the 100 after");
     let metrics = server.metrics().await.unwrap();

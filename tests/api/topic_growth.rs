@@ -50,13 +50,17 @@ async fn partitions_added_while_running_are_assigned_and_consumed() {
     // Events to the new partitions only, produced at once: they wait in the log
     // until the service is assigned the partitions.
     let producer = steady_producer(&backends().kafka);
-    wait_until(Duration::from_secs(30), "the producer sees the new partitions", || {
-        let md = producer
-            .client()
-            .fetch_metadata(Some(topic.as_str()), Duration::from_secs(5));
-        let n = md.map_or(0, |m| m.topics()[0].partitions().len());
-        async move { n == AFTER as usize }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the producer sees the new partitions",
+        || {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(topic.as_str()), Duration::from_secs(5));
+            let n = md.map_or(0, |m| m.topics()[0].partitions().len());
+            async move { n == AFTER as usize }
+        },
+    )
     .await;
     let mut pending = Vec::new();
     for (i, payload) in payloads("g1", 1_000).iter().enumerate() {
@@ -69,13 +73,17 @@ async fn partitions_added_while_running_are_assigned_and_consumed() {
         d.await.unwrap().expect("delivered to a new partition");
     }
     let coll = db.collection::<Document>("raw_sales");
-    wait_until(Duration::from_secs(60), "an event of a new partition stored", || {
-        let coll = coll.clone();
-        async move {
-            let filter = doc! { "_id": { "$regex": "^g1-" } };
-            coll.count_documents(filter).await.unwrap() > 0
-        }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "an event of a new partition stored",
+        || {
+            let coll = coll.clone();
+            async move {
+                let filter = doc! { "_id": { "$regex": "^g1-" } };
+                coll.count_documents(filter).await.unwrap() > 0
+            }
+        },
+    )
     .await;
     let first = added.elapsed();
     wait_until(Duration::from_secs(60), "every event stored", || {
@@ -88,15 +96,23 @@ async fn partitions_added_while_running_are_assigned_and_consumed() {
         .map(|w| w.1)
         .collect();
     assert_eq!(ends, vec![500, 500, 500, 500]);
-    wait_until(Duration::from_secs(60), "offsets committed on all four", || {
-        let (t, g) = (topic.clone(), group.clone());
-        async move { committed(&t, &g, AFTER) == vec![500; 4] }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "offsets committed on all four",
+        || {
+            let (t, g) = (topic.clone(), group.clone());
+            async move { committed(&t, &g, AFTER) == vec![500; 4] }
+        },
+    )
     .await;
     let stats = server.stats().await.unwrap();
     let mut assigned: Vec<i32> = stats.partitions.iter().map(|p| p.partition).collect();
     assigned.sort_unstable();
-    assert_eq!(assigned, vec![0, 1, 2, 3], "GetStats lists the new partitions");
+    assert_eq!(
+        assigned,
+        vec![0, 1, 2, 3],
+        "GetStats lists the new partitions"
+    );
     let (status, _) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     eprintln!(

@@ -92,14 +92,18 @@ async fn only_committed_transactions_are_stored_and_offsets_pass_the_markers() {
         .unwrap();
     assert_eq!(aborted, 0, "no aborted event stored");
     let (srv, ends) = (&server, &ends);
-    wait_until(Duration::from_secs(30), "GetStats: lag 0 on every partition", || async move {
-        let s = srv.stats().await.unwrap();
-        s.partitions.len() == PARTITIONS as usize
-            && s.consumer_lag == 0
-            && s.partitions
-                .iter()
-                .all(|p| p.lag == 0 && p.committed_offset == ends[p.partition as usize])
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "GetStats: lag 0 on every partition",
+        || async move {
+            let s = srv.stats().await.unwrap();
+            s.partitions.len() == PARTITIONS as usize
+                && s.consumer_lag == 0
+                && s.partitions
+                    .iter()
+                    .all(|p| p.lag == 0 && p.committed_offset == ends[p.partition as usize])
+        },
+    )
     .await;
     let stats = server.stats().await.unwrap();
     let kafka = stats.kafka.unwrap_or_default();
