@@ -235,7 +235,8 @@ impl Application {
                 config.max_retries,
                 config.document_format,
             )
-            .with_mode(config.write_mode),
+            .with_mode(config.write_mode)
+            .with_legacy_lookup(config.legacy_event_id_lookup),
             dead_letters: DeadLetters::new(
                 dlq_producer.map(|p| (p, config.dlq_topic())),
                 &db,

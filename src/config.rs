@@ -12,6 +12,9 @@ use crate::{
     validate::{self, NaiveTs, Rules},
 };
 
+/// The largest `BATCH_SIZE`.
+pub const MAX_BATCH_SIZE: u32 = 100_000;
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -107,12 +110,17 @@ pub struct Config {
     /// service's types: ts as the string sent, processed_at as epoch seconds).
     #[arg(long, env = "DOCUMENT_FORMAT", value_enum, default_value_t = DocumentFormat::Typed)]
     pub document_format: DocumentFormat,
+    /// During a cut-over from the Python service onto a collection without a unique
+    /// event_id index: look each batch's event ids up among the documents with a
+    /// non-string _id (the old service's) and count those found as duplicates.
+    #[arg(long, env = "LEGACY_EVENT_ID_LOOKUP", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub legacy_event_id_lookup: bool,
     /// A later event with a stored event_id: `insert` keeps the stored document (a
     /// duplicate), `upsert` replaces it (a correction).
     #[arg(long, env = "WRITE_MODE", value_enum, default_value_t = WriteMode::Insert)]
     pub write_mode: WriteMode,
     /// Events per MongoDB write.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH_SIZE as i64))]
     pub batch_size: u32,
     /// Seconds after which a partial batch is written.
     #[arg(long, env = "FLUSH_INTERVAL", default_value_t = 5.0, value_parser = positive_seconds)]

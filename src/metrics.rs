@@ -12,7 +12,7 @@ use prometheus::{
 use strum::VariantArray;
 
 use crate::{
-    event::{Outcome, Source, WRITE_FAILED},
+    event::{Outcome, Source},
     validate::Reason,
 };
 
@@ -51,6 +51,25 @@ pub enum WriteStatus {
     Retry,
 }
 
+/// Why Kafka fetching is paused (`kafka_consumer_paused{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
+pub enum PauseReason {
+    /// PauseConsumer is in force; ResumeConsumer ends it.
+    Admin,
+    /// The pipeline is full (MongoDB slow or down); it ends by itself.
+    Backpressure,
+    /// The service is shutting down.
+    Shutdown,
+}
+
+impl PauseReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// A dependency whose reachability `dependency_up` reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "lowercase")]
@@ -81,7 +100,7 @@ pub struct Metrics {
     batch_size: Histogram,
     write_duration: HistogramVec,
     queue_depth: IntGauge,
-    paused: IntGauge,
+    paused: IntGaugeVec,
     up: IntGaugeVec,
     dead_letters: IntCounterVec,
     offsets_skipped: IntCounterVec,
@@ -104,6 +123,23 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(buckets);
     register(r, Histogram::with_opts(opts).expect("valid metric"))
+}
+
+fn gauge_vec<'a>(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = &'a str>,
+) -> IntGaugeVec {
+    let g = register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
+    );
+    for v in values {
+        g.with_label_values(&[v]);
+    }
+    g
 }
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -140,7 +176,7 @@ impl Metrics {
         let rejected_by_reason = counter_vec(
             &r,
             "sales_events_rejected_total",
-            "Events refused, by reason code",
+            "Events refused by validation (producer input), by reason code; write refusals are sales_events_processed_total{status=\"failed\"}",
             &["reason"],
         );
         for code in reason_codes() {
@@ -238,14 +274,17 @@ impl Metrics {
                 &r,
                 "mongodb_batch_size",
                 "Documents per insert_many",
-                prometheus::exponential_buckets(1.0, 2.0, 15).expect("buckets"),
+                // 1 doubling to 65,536, then BATCH_SIZE's largest value.
+                batch_size_buckets(),
             ),
             write_duration,
             queue_depth: int_gauge(&r, "ingest_queue_depth", "Events waiting in the pipeline"),
-            paused: int_gauge(
+            paused: gauge_vec(
                 &r,
                 "kafka_consumer_paused",
-                "1 while fetching is paused (PauseConsumer or backpressure)",
+                "1 while fetching is paused, by reason (admin: PauseConsumer, backpressure: pipeline full, shutdown)",
+                "reason",
+                PauseReason::VARIANTS.iter().map(|p| p.as_str()),
             ),
             up,
             dead_letters,
@@ -259,8 +298,11 @@ impl Metrics {
     pub fn event_resolved(&self, source: Source, outcome: &Outcome, took: Duration) {
         let status = Status::of(outcome);
         self.processed[source as usize][status as usize].inc();
-        if let Some((code, _)) = outcome.refusal() {
-            self.rejected_by_reason.with_label_values(&[code]).inc();
+        // Producer input only: a write refusal (`write_failed`) is status "failed".
+        if let Outcome::Rejected(r) = outcome {
+            self.rejected_by_reason
+                .with_label_values(&[r.reason.code()])
+                .inc();
         }
         self.processing_duration.observe(took.as_secs_f64());
     }
@@ -318,9 +360,13 @@ impl Metrics {
         }
     }
 
-    /// Whether Kafka fetching is paused.
-    pub fn consumer_paused(&self, paused: bool) {
-        self.paused.set(paused as i64);
+    /// Why Kafka fetching is paused, or None while it runs: 1 on that reason only.
+    pub fn consumer_paused(&self, reason: Option<PauseReason>) {
+        for r in PauseReason::VARIANTS {
+            self.paused
+                .with_label_values(&[r.as_str()])
+                .set((reason == Some(*r)) as i64);
+        }
     }
 
     /// A dependency's reachability as health sees it.
@@ -366,12 +412,16 @@ impl Metrics {
     }
 }
 
-/// Every reason code a refusal can carry: the validator's and `write_failed`.
+/// `mongodb_batch_size` buckets: 1, 2, 4, … 65,536 and 100,000 (`BATCH_SIZE`'s maximum).
+fn batch_size_buckets() -> Vec<f64> {
+    let mut b = prometheus::exponential_buckets(1.0, 2.0, 17).expect("buckets");
+    b.push(crate::config::MAX_BATCH_SIZE as f64);
+    b
+}
+
+/// Every reason code validation can refuse an event with (`sales_events_rejected_total`).
 fn reason_codes() -> impl Iterator<Item = &'static str> {
-    Reason::VARIANTS
-        .iter()
-        .map(|r| r.code())
-        .chain([WRITE_FAILED])
+    Reason::VARIANTS.iter().map(|r| r.code())
 }
 
 #[cfg(test)]

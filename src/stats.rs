@@ -6,7 +6,7 @@
 //! figures from the running re-drive (`redrive`).
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     deps::Dependencies,
     event::{Incoming, Source},
-    metrics::Metrics,
+    metrics::{Metrics, PauseReason},
     proto::ingest::v1::{GetStatsResponse, PartitionLag, SourceCounts},
 };
 
@@ -30,6 +30,8 @@ pub struct Stats {
     admin_paused: watch::Receiver<bool>,
     /// Whether the Kafka source has fetching paused (written by the source only).
     fetch_paused: AtomicBool,
+    /// Why: 0 not paused, else 1 + the `PauseReason` index (written by the source only).
+    pause_reason: AtomicU8,
     /// Positions per assigned partition (written by the Kafka source only).
     partitions: Mutex<Vec<PartitionLag>>,
     rate: Mutex<RateWindow>,
@@ -61,6 +63,7 @@ impl Stats {
             started: now,
             admin_paused,
             fetch_paused: AtomicBool::new(false),
+            pause_reason: AtomicU8::new(0),
             partitions: Mutex::default(),
             rate: Mutex::new(RateWindow {
                 last: now,
@@ -118,7 +121,24 @@ impl Stats {
     /// backpressure).
     pub fn set_fetch_paused(&self, paused: bool) {
         self.fetch_paused.store(paused, Ordering::Relaxed);
-        self.metrics.consumer_paused(paused);
+    }
+
+    /// The Kafka source reports why fetching is paused (None: it runs).
+    pub fn set_pause_reason(&self, reason: Option<PauseReason>) {
+        let code = reason.map_or(0, |r| r as u8 + 1);
+        if self.pause_reason.swap(code, Ordering::Relaxed) != code {
+            self.metrics.consumer_paused(reason);
+        }
+    }
+
+    /// Why fetching is paused: the source's reason, else "admin" while PauseConsumer
+    /// is asked for and not yet applied; None while it runs.
+    fn pause_reason(&self) -> Option<PauseReason> {
+        use strum::VariantArray;
+        match self.pause_reason.load(Ordering::Relaxed) {
+            0 => (*self.admin_paused.borrow()).then_some(PauseReason::Admin),
+            n => PauseReason::VARIANTS.get(n as usize - 1).copied(),
+        }
     }
 
     /// The Kafka source replaces the per-partition positions.
@@ -178,6 +198,11 @@ impl Stats {
             events_per_second: self.rate.lock().expect("rate lock").value,
             consumer_paused: self.kafka_enabled()
                 && (*self.admin_paused.borrow() || self.fetch_paused.load(Ordering::Relaxed)),
+            consumer_paused_reason: self
+                .pause_reason()
+                .filter(|_| self.kafka_enabled())
+                .map_or("", PauseReason::as_str)
+                .to_string(),
             kafka_enabled: self.kafka_enabled(),
             kafka_connected: self.deps.kafka().is_some_and(|k| k.is_up()),
             mongodb_connected: self.deps.mongodb().is_up(),
@@ -251,8 +276,34 @@ mod tests {
         assert_eq!(json["kafka"]["stored"], 0);
         assert_eq!(json["mongodb_connected"], true);
         assert_eq!(json["consumer_paused"], false, "no consumer without Kafka");
+        assert_eq!(json["consumer_paused_reason"], "");
         assert!(json["rejected_by_reason"].is_object());
         assert_eq!(json["redrive_running"], false);
+    }
+
+    #[test]
+    fn the_pause_reason_is_in_the_snapshot_and_the_metric() {
+        let s = stats(true);
+        assert_eq!(s.snapshot().consumer_paused_reason, "");
+        s.set_fetch_paused(true);
+        s.set_pause_reason(Some(PauseReason::Backpressure));
+        let snap = s.snapshot();
+        assert!(snap.consumer_paused);
+        assert_eq!(snap.consumer_paused_reason, "backpressure");
+        let text = s.render();
+        assert!(
+            text.contains(r#"kafka_consumer_paused{reason="backpressure"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kafka_consumer_paused{reason="admin"} 0"#),
+            "{text}"
+        );
+        s.set_pause_reason(Some(PauseReason::Shutdown));
+        assert_eq!(s.snapshot().consumer_paused_reason, "shutdown");
+        assert!(s
+            .render()
+            .contains(r#"kafka_consumer_paused{reason="backpressure"} 0"#));
     }
 
     #[test]

@@ -107,8 +107,13 @@ async fn run_one(ctx: &Ctx, peer: &Peer, topic: &str, n: u64) -> Result<PeerResu
         .collect::<PathBuf>()
         .join(format!("{}_peer.py", peer.key));
     let database = database(peer);
+    // The project's Python environment (scripts/install-deps makes it), never the system's.
+    let python = std::env::var_os("SALES_INGEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| [env!("CARGO_MANIFEST_DIR"), "..", ".venv"].iter().collect())
+        .join("bin/python3");
     let argv: Vec<String> = [
-        "python3",
+        &python.display().to_string(),
         &script.display().to_string(),
         "--brokers",
         &ctx.backends.kafka,

@@ -3,8 +3,8 @@
 grpcio-health-checking). Prints the status and exits 0 when it is SERVING, 1 when it
 is anything else or the server cannot be reached.
 
-    python3 clients/python/healthcheck.py --target localhost:50051
-    python3 clients/python/healthcheck.py --service ingest.v1.IngestEvents
+    .venv/bin/python3 clients/python/healthcheck.py --target localhost:50051
+    .venv/bin/python3 clients/python/healthcheck.py --service ingest.v1.IngestEvents
 """
 from __future__ import annotations
 

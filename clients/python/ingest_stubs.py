@@ -3,7 +3,7 @@ grpcio-tools and puts them on sys.path. Nothing generated is committed: the stub
 clients/python/.gen/<hash of the .proto files>/ (git-ignored) on first use and are
 reused until a .proto file changes.
 
-    python3 ingest_stubs.py            # generate now and print the directory
+    ../../.venv/bin/python3 ingest_stubs.py            # generate now and print the directory
     import ingest_stubs; ingest_stubs.load()   # from producer.py / healthcheck.py
 
 INGEST_PROTO_DIR overrides where the .proto files are (default: ../../proto).
@@ -42,7 +42,7 @@ def generate() -> Path:
     try:
         from grpc_tools import protoc
     except ImportError:
-        sys.exit("ingest_stubs: grpcio-tools is missing: pip install -r clients/python/requirements.txt")
+        sys.exit("ingest_stubs: grpcio-tools is missing: scripts/install-deps --python installs it into .venv")
     GEN_ROOT.mkdir(parents=True, exist_ok=True)
     # Generate into a scratch directory and rename it into place, so concurrent first
     # runs never see half-written stubs.

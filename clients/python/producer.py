@@ -7,12 +7,21 @@ one JSON line on stdout, in order:
 
 A summary goes to stderr. Exit 0 when every request was acknowledged, 1 otherwise.
 
-    python3 clients/python/producer.py --target localhost:50051 --count 100 --invalid-every 10
+    .venv/bin/python3 clients/python/producer.py --target localhost:50051 --count 100 --invalid-every 10
 
 With --invalid-every K every K-th event (the K-th, 2K-th, ...) is made invalid, cycling
 through empty sku, qty 0, negative price and an unparsable ts, so the acks show
 rejections. Event ids are <id-prefix>-<n>; a fresh random prefix is used unless one is
 given, so rerunning with the same --id-prefix replays the same events (duplicates).
+
+A secured server: --token (or PRODUCER_TOKEN from the environment) is sent as
+`authorization: Bearer <token>`; --ca FILE connects over TLS, verifying the server
+against that PEM CA bundle; --cert FILE --key FILE add a client certificate (mTLS,
+GRPC_TLS_CLIENT_CA on the server); --server-name overrides the name checked in the
+server's certificate (default: the host of --target).
+
+    PRODUCER_TOKEN=... .venv/bin/python3 clients/python/producer.py --target ingest:50051 \\
+        --ca ca.pem --cert client.pem --key client.key --count 10
 """
 from __future__ import annotations
 
@@ -73,7 +82,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--id-prefix", default=None, help="event_id prefix (default: random)")
     p.add_argument("--seq-start", type=int, default=1, help="seq of the first request (default 1)")
     p.add_argument("--timeout", type=float, default=60.0, help="deadline for the whole stream, seconds")
+    p.add_argument("--token", default=os.environ.get("PRODUCER_TOKEN"),
+                   help="bearer token the server's PRODUCER_TOKEN requires (env PRODUCER_TOKEN)")
+    p.add_argument("--ca", help="PEM CA bundle: connect over TLS and verify the server with it")
+    p.add_argument("--cert", help="PEM client certificate chain, for mTLS (with --key and --ca)")
+    p.add_argument("--key", help="PEM private key of --cert")
+    p.add_argument("--server-name", help="name to verify in the server's certificate (default: the target's host)")
     args = p.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        p.error("--cert and --key go together")
+    if args.cert and not args.ca:
+        p.error("--cert needs --ca (a client certificate is sent over TLS only)")
     if args.count < 0 or args.batch_size < 1 or args.invalid_every < 0:
         p.error("--count must be >= 0, --batch-size >= 1, --invalid-every >= 0")
     if args.id_prefix is None:
@@ -81,14 +100,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel(args: argparse.Namespace) -> grpc.Channel:
+    """An insecure channel, or a TLS one (with a client certificate for mTLS)."""
+    if not args.ca:
+        return grpc.insecure_channel(args.target)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca),
+        private_key=read(args.key) if args.key else None,
+        certificate_chain=read(args.cert) if args.cert else None,
+    )
+    options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+    return grpc.secure_channel(args.target, creds, options=options)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    metadata = [("authorization", f"Bearer {args.token}")] if args.token else None
     expected = (args.count + args.batch_size - 1) // args.batch_size
     totals = {"acks": 0, "accepted": 0, "duplicates": 0, "updated": 0, "rejected": 0}
-    with grpc.insecure_channel(args.target) as channel:
-        stub = ingest_pb2_grpc.IngestEventsStub(channel)
+    with channel(args) as chan:
+        stub = ingest_pb2_grpc.IngestEventsStub(chan)
         try:
-            for ack in stub.Stream(requests(args), timeout=args.timeout):
+            for ack in stub.Stream(requests(args), timeout=args.timeout, metadata=metadata):
                 rejected = [{"index": r.index, "reason": r.reason, "detail": r.detail} for r in ack.rejected]
                 print(json.dumps({"seq": ack.seq, "accepted": ack.accepted,
                                   "duplicates": ack.duplicates, "updated": ack.updated,

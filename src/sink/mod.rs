@@ -2,6 +2,7 @@
 //! the dead-letter destinations for the rest. `Store` is the pipeline's production `Sink`.
 pub mod dead_letter;
 pub mod document;
+pub mod legacy;
 pub mod mongo;
 pub mod retry;
 pub mod upsert;

@@ -1,12 +1,13 @@
 //! The MongoDB writer: one unordered `insert_many` per batch, `_id` = event id. Each
-//! document's answer is classified: a duplicate `_id` (11000 on the `_id_` index) is a
-//! duplicate; 11000 on another unique index, and any other per-document error that is
+//! document's answer is classified: 11000 on the `_id_` index, or on a unique index over
+//! `event_id` alone (the Python service's), is a duplicate; 11000 on another unique index, and any other per-document error that is
 //! not transient by its code, is a permanent refusal (dead-lettered as `write_failed`);
 //! per-document errors transient by their code, and any failure of the call itself
 //! (network, server selection, write concern, authorization), are retried with capped
 //! backoff until every document has a final answer. The writer owns the "MongoDB
 //! writes" dependency state: down after `MAX_RETRIES` failed attempts in a row, up at
-//! the next success. Also the MongoDB probe (reachability) and the start-up indexes.
+//! the next success. Also the MongoDB probe (reachability, and the start-up indexes:
+//! down until they exist).
 //! With `WRITE_MODE=upsert` the duplicates that carry an event id are then replaced
 //! (`sink::upsert`).
 use std::{sync::Arc, time::Duration};
@@ -14,17 +15,17 @@ use std::{sync::Arc, time::Duration};
 use mongodb::{
     bson::{doc, DateTime, RawDocumentBuf},
     error::{ErrorKind, IndexedWriteError, InsertManyError},
-    options::{ClientOptions, IndexOptions},
-    Client, Collection, Database, IndexModel,
+    options::ClientOptions,
+    Client, Collection, Database,
 };
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     deps::{State, StateWriter},
     event::{Ack, Pending},
     metrics::{Metrics, WriteStatus},
     sink::{
+        legacy,
         retry::backoff,
         upsert::{self, WriteMode},
     },
@@ -72,10 +73,11 @@ pub enum WriteResult {
 pub fn classify_doc(e: &IndexedWriteError) -> DocResult {
     let text = || format!("code {}: {}", e.code, e.message);
     if e.code == DUPLICATE_KEY {
-        // The server names the index ("... index: sku_1 dup key: ..."); only the `_id`
-        // index means this very event is already stored.
+        // The server names the index and its key ("... index: sku_1 dup key: { sku: .. }");
+        // the `_id` index, or a unique index over `event_id` alone (the Python service's
+        // design), means this very event is already stored.
         match e.message.split("index: ").nth(1) {
-            Some(rest) if !rest.starts_with("_id_") => {
+            Some(rest) if !rest.starts_with("_id_") && !event_id_key(rest) => {
                 let index = rest.split_whitespace().next().unwrap_or("?");
                 DocResult::Failed(format!(
                     "unique index {index} refused the document ({})",
@@ -89,6 +91,33 @@ pub fn classify_doc(e: &IndexedWriteError) -> DocResult {
     } else {
         DocResult::Failed(text())
     }
+}
+
+/// Whether a duplicate key message's `dup key: { .. }` is `event_id` alone.
+fn event_id_key(message: &str) -> bool {
+    let Some(key) = message.split("dup key: ").nth(1) else {
+        return false;
+    };
+    let Some(value) = key.trim().strip_prefix("{ event_id: ") else {
+        return false;
+    };
+    let rest = match value.strip_prefix('"') {
+        // A string value: skip to its closing quote (escaped quotes are `\"`).
+        Some(s) => {
+            let mut escaped = false;
+            let end = s.char_indices().find(|&(_, c)| {
+                let close = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                close
+            });
+            match end {
+                Some((i, _)) => &s[i + 1..],
+                None => return false,
+            }
+        }
+        None => value.trim_start_matches(|c: char| c != ',' && c != '}'),
+    };
+    rest.trim() == "}"
 }
 
 /// Sorts an insert_many result into per-document outcomes.
@@ -138,6 +167,8 @@ pub struct MongoWriter {
     max_retries: u32,
     format: DocumentFormat,
     mode: WriteMode,
+    /// `LEGACY_EVENT_ID_LOOKUP`: look event ids up among the Python service's documents.
+    legacy_lookup: bool,
 }
 
 impl MongoWriter {
@@ -158,7 +189,46 @@ impl MongoWriter {
             max_retries,
             format,
             mode: WriteMode::Insert,
+            legacy_lookup: false,
         }
+    }
+
+    /// The same writer looking each batch's event ids up among the Python service's
+    /// documents first (`LEGACY_EVENT_ID_LOOKUP`, `sink::legacy`).
+    pub fn with_legacy_lookup(mut self, on: bool) -> Self {
+        self.legacy_lookup = on;
+        self
+    }
+
+    /// The indexes into `batch` of `open` whose event id the Python service stored,
+    /// retried with backoff until the lookup answers.
+    async fn stored_by_old_service(&self, batch: &[Pending], open: &[usize]) -> Vec<usize> {
+        let ids: Vec<&str> = open
+            .iter()
+            .map(|&i| batch[i].event.event_id.as_str())
+            .filter(|id| !id.is_empty())
+            .collect();
+        let mut failures = 0u32;
+        let found = loop {
+            match legacy::stored_by_old_service(&self.coll, &ids).await {
+                Ok(found) => break found,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= self.max_retries.max(1) {
+                        self.state.set(State::Down(format!(
+                            "legacy event id lookup failing ({failures} attempts in a row): {}",
+                            describe(&e)
+                        )));
+                    }
+                    warn!(attempt = failures, error = %describe(&e), "legacy event id lookup failed; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        };
+        open.iter()
+            .copied()
+            .filter(|&i| found.contains(&batch[i].event.event_id))
+            .collect()
     }
 
     /// The same writer in `mode` (`WRITE_MODE`).
@@ -200,8 +270,19 @@ impl MongoWriter {
         let mut open: Vec<usize> = (0..docs.len())
             .filter(|&i| superseded[i].is_none())
             .collect();
+        if self.legacy_lookup {
+            let old = self.stored_by_old_service(batch, &open).await;
+            for &i in &old {
+                results[i] = DocResult::Duplicate;
+            }
+            open.retain(|i| !old.contains(i));
+        }
         let mut failures = 0u32;
         loop {
+            if open.is_empty() {
+                // Every document was already stored by the old service.
+                return upsert::with_superseded(results, &superseded);
+            }
             let started = std::time::Instant::now();
             let result = self
                 .coll
@@ -258,12 +339,7 @@ impl MongoWriter {
                     match why {
                         None => {
                             self.state.set(State::Up);
-                            for (i, winner) in superseded.iter().enumerate() {
-                                if let Some(w) = *winner {
-                                    results[i] = upsert::superseded_outcome(&results[w]);
-                                }
-                            }
-                            return results;
+                            return upsert::with_superseded(results, &superseded);
                         }
                         Some(why) => why,
                     }
@@ -293,42 +369,6 @@ impl MongoWriter {
     }
 }
 
-/// Pings MongoDB every quarter second (health reads the result, so an outage shows
-/// within about a second) and creates the indexes on `ts` and `sku` once reachable.
-pub async fn probe(db: Database, collection: String, state: StateWriter, stop: CancellationToken) {
-    let mut indexes_done = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let ping = tokio::time::timeout(PING_TIMEOUT, db.run_command(doc! { "ping": 1 })).await;
-        let error = match ping {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(describe(&e)),
-            // A timeout keeps the last answered reason (a refused password, say), which
-            // says more than the timeout.
-            Err(_) => Some(match state.get() {
-                State::Down(e) if !e.starts_with("ping timed out") => e,
-                _ => format!("ping timed out after {} s", PING_TIMEOUT.as_secs()),
-            }),
-        };
-        let up = error.is_none();
-        state.set(match error {
-            None => State::Up,
-            Some(e) => State::Down(e),
-        });
-        if up && !indexes_done {
-            match ensure_indexes(&db, &collection).await {
-                Ok(()) => indexes_done = true,
-                Err(e) => warn!(error = %describe(&e), "creating indexes failed; will retry"),
-            }
-        }
-    }
-}
-
 /// A driver error in words an operator can act on.
 pub fn describe(e: &mongodb::error::Error) -> String {
     match *e.kind {
@@ -342,19 +382,8 @@ pub fn describe(e: &mongodb::error::Error) -> String {
     }
 }
 
-/// Creates the `ts` and `sku` indexes (idempotent).
-pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), mongodb::error::Error> {
-    let coll = db.collection::<RawDocumentBuf>(collection);
-    let models = ["ts", "sku"].map(|field| {
-        IndexModel::builder()
-            .keys(doc! { field: 1 })
-            .options(IndexOptions::builder().name(format!("{field}_1")).build())
-            .build()
-    });
-    coll.create_indexes(models).await?;
-    info!(collection, "indexes on ts and sku ensured");
-    Ok(())
-}
+mod probe;
+pub use probe::{ensure_indexes, probe};
 
 #[cfg(test)]
 mod tests;

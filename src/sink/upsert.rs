@@ -74,6 +74,20 @@ pub fn superseded_outcome(winner: &DocResult) -> DocResult {
     }
 }
 
+/// `results` with each superseded event given its winner's outcome
+/// ([`superseded_outcome`]); `superseded[i]` is the index of the event that superseded `i`.
+pub fn with_superseded(
+    mut results: Vec<DocResult>,
+    superseded: &[Option<usize>],
+) -> Vec<DocResult> {
+    for (i, winner) in superseded.iter().enumerate() {
+        if let Some(w) = *winner {
+            results[i] = superseded_outcome(&results[w]);
+        }
+    }
+    results
+}
+
 /// The batches in flight by event id, so that a batch holding an id waits for the
 /// earlier batches still writing it: writes run `WRITE_CONCURRENCY` at once, and without
 /// this a correction written in one batch could land before the original written in an

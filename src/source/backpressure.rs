@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::PauseReason;
+
 /// Messages the source holds when the pipeline is full before it stops taking more.
 pub const BACKLOG_MAX: usize = 1024;
 /// How long a full backlog may block the source before fetching is paused.
@@ -45,6 +47,15 @@ impl Backpressure {
         self.paused
     }
 
+    /// Why fetching is paused: PauseConsumer when it is in force, else backpressure.
+    pub fn reason(&self, admin_paused: bool) -> Option<PauseReason> {
+        match (self.paused, admin_paused) {
+            (false, _) => None,
+            (true, true) => Some(PauseReason::Admin),
+            (true, false) => Some(PauseReason::Backpressure),
+        }
+    }
+
     /// Whether the source takes messages: while the backlog has room, or while paused
     /// (polling goes on, and paused partitions deliver nothing new).
     pub fn take_messages(&self, backlog: usize) -> bool {
@@ -66,6 +77,8 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(b.update(BACKLOG_MAX, false, Instant::now()), Some(true));
         assert!(b.paused() && b.take_messages(BACKLOG_MAX));
+        assert_eq!(b.reason(false), Some(PauseReason::Backpressure));
+        assert_eq!(b.reason(true), Some(PauseReason::Admin));
         assert_eq!(
             b.update(BACKLOG_MAX - 1, false, Instant::now()),
             Some(false)
@@ -91,8 +104,10 @@ mod tests {
     async fn pause_consumer_pauses_at_once_and_resume_waits_for_the_backlog() {
         let mut b = Backpressure::default();
         assert_eq!(b.update(0, true, Instant::now()), Some(true));
+        assert_eq!(b.reason(true), Some(PauseReason::Admin));
         assert_eq!(b.update(0, true, Instant::now()), None);
         assert_eq!(b.update(0, false, Instant::now()), Some(false));
+        assert_eq!(b.reason(false), None);
         b.update(BACKLOG_MAX, true, Instant::now());
         tokio::time::advance(STALL_BEFORE_PAUSE).await;
         assert_eq!(

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 pub use crate::source::consumer::{consumer, probe, producer, IngestConsumer, SourceContext};
 use crate::{
     event::{Ack, Incoming, KafkaAck},
+    metrics::PauseReason,
     proto::ingest::v1::PartitionLag,
     source::{
         backpressure::{Backpressure, BACKLOG_MAX},
@@ -112,6 +113,7 @@ impl KafkaSource {
             if let Some(paused) = pressure.update(backlog.len(), admin, now) {
                 self.set_fetch_paused(paused, seek.as_ref());
             }
+            self.stats.set_pause_reason(pressure.reason(admin));
             let take_messages = pressure.take_messages(backlog.len());
             tokio::select! {
                 biased;
@@ -183,6 +185,7 @@ impl KafkaSource {
         }
         drop(seek);
         self.set_fetch_paused(true, None);
+        self.stats.set_pause_reason(Some(PauseReason::Shutdown));
         drop(backlog);
         drained.cancelled().await;
         self.commit_final().await;

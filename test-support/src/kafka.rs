@@ -407,7 +407,11 @@ fn format(libs: &Path, config: &Path, cluster_id: &str, extra: &[String]) -> Res
         ))
         .arg("-cp")
         .arg(format!("{}/*", libs.display()))
-        .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
+        .args(["kafka.tools.StorageTool", "format"])
+        // `--cluster-id=ID` in one argument: an id starting with '-' would be taken for
+        // an option otherwise.
+        .arg(format!("--cluster-id={cluster_id}"))
+        .arg("-c")
         .arg(config)
         .args(extra)
         .stdin(Stdio::null())

@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 use crate::backends::backends;
 
 mod kafka;
+pub mod pki;
 pub use kafka::{
     committed, committed_at, consume, consume_at, create_topic, create_topic_at, produce,
     produce_with, steady_producer, watermarks_at,

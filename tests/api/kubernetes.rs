@@ -154,19 +154,18 @@ fn kubernetes_validate_pin() -> String {
         .to_string()
 }
 
-/// Runs `python3 -m kubernetes_validate --strict [-k VERSION] FILES`; fails the test
-/// saying what to install when the package is missing.
+/// Runs `.venv/bin/python3 -m kubernetes_validate --strict [-k VERSION] FILES`; fails the
+/// test saying what to install when the package is missing.
 fn kubernetes_validate(version: Option<&str>, files: &[PathBuf]) -> std::process::Output {
     let pin = kubernetes_validate_pin();
-    let install =
-        format!("python3 -m pip install kubernetes-validate=={pin} (scripts/install-deps does)");
-    let mut cmd = Command::new("python3");
+    let install = format!("kubernetes-validate=={pin} belongs in .venv: {PYTHON}");
+    let mut cmd = python3();
     cmd.args(["-m", "kubernetes_validate", "--strict"]);
     if let Some(v) = version {
         cmd.args(["-k", v]);
     }
     cmd.args(files).current_dir(repo());
-    let out = run(&mut cmd, "apt-get install python3");
+    let out = run(&mut cmd, PYTHON);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("No module named kubernetes_validate"),

@@ -8,10 +8,8 @@ use serde_json::Value;
 
 use crate::{helpers::*, tools::*};
 
-const PYTHON: &str = "apt-get install python3 python3-pip";
-
 fn python(script: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new("python3");
+    let mut cmd = python3();
     cmd.arg(repo_path(&format!("clients/python/{script}")))
         .args(args);
     cmd
@@ -187,4 +185,111 @@ async fn the_python_health_check_exits_0_when_serving_and_1_when_not_serving_or_
     );
     down.shutdown.cancel();
     down.handle.await.unwrap();
+}
+
+/// The producer against a secured server: PRODUCER_TOKEN with TLS, then mTLS. Without
+/// the token, or without a client certificate under mTLS, it fails (exit 1) and stores
+/// nothing; with them every event is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_producer_sends_the_token_over_tls_and_mtls() {
+    require_python_grpc();
+    let dir = test_support::servers::scratch_dir(&unique("py-pki"));
+    let pki = crate::helpers::pki::PkiFiles::write(&dir);
+    let token = "py-producer-token";
+    for mtls in [false, true] {
+        let mut extra = pki.server_settings(mtls);
+        extra.push(("producer-token".into(), token.into()));
+        let app = spawn_app(AppOptions {
+            kafka: false,
+            extra,
+            ..Default::default()
+        })
+        .await;
+        let target = format!("127.0.0.1:{}", app.grpc_url.rsplit(':').next().unwrap());
+        let ca = pki.ca.display().to_string();
+        let (cert, key) = (
+            pki.client_cert.display().to_string(),
+            pki.client_key.display().to_string(),
+        );
+        let mut base = vec![
+            "--target",
+            &target,
+            "--server-name",
+            "localhost",
+            "--ca",
+            &ca,
+            "--count",
+            "20",
+            "--batch-size",
+            "10",
+        ];
+        let with_cert = ["--cert", cert.as_str(), "--key", key.as_str()];
+        if mtls {
+            // No client certificate: the TLS handshake is refused.
+            let mut cmd = python(
+                "producer.py",
+                &[base.as_slice(), &["--token", token]].concat(),
+            );
+            cmd.env_remove("PRODUCER_TOKEN");
+            let out = run_async(cmd, PYTHON).await;
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "mTLS without a certificate: {}",
+                describe(&out)
+            );
+            base.extend(with_cert);
+        }
+        // No token: UNAUTHENTICATED.
+        let mut cmd = python(
+            "producer.py",
+            &[base.as_slice(), &["--id-prefix", "no-token"]].concat(),
+        );
+        cmd.env_remove("PRODUCER_TOKEN");
+        let out = run_async(cmd, PYTHON).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "without the token: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"),
+            "{}",
+            describe(&out)
+        );
+        assert_eq!(app.stored().await, 0);
+        // --token, then PRODUCER_TOKEN from the environment.
+        let out = run_async(
+            python(
+                "producer.py",
+                &[base.as_slice(), &["--token", token, "--id-prefix", "flag"]].concat(),
+            ),
+            PYTHON,
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "--token (mtls {mtls}): {}",
+            describe(&out)
+        );
+        assert_eq!(acks(&out.stdout).len(), 2, "{}", describe(&out));
+        let mut cmd = python(
+            "producer.py",
+            &[base.as_slice(), &["--id-prefix", "env"]].concat(),
+        );
+        cmd.env("PRODUCER_TOKEN", token);
+        let out = run_async(cmd, PYTHON).await;
+        assert!(
+            out.status.success(),
+            "PRODUCER_TOKEN (mtls {mtls}): {}",
+            describe(&out)
+        );
+        assert_eq!(
+            app.stored().await,
+            40,
+            "every acked event is stored (mtls {mtls})"
+        );
+        app.stop().await;
+    }
 }

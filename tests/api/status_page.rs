@@ -18,6 +18,11 @@ fn chromium_bin() -> String {
 /// Runs headless Chromium on `url` with a fresh profile; `extra` picks the output
 /// (`--dump-dom` or `--screenshot=...`).
 async fn chromium(url: &str, extra: &[String]) -> std::process::Output {
+    chromium_sized(url, (1280, 1000), extra).await
+}
+
+/// [`chromium`] with a window of `(width, height)` CSS pixels.
+async fn chromium_sized(url: &str, size: (u32, u32), extra: &[String]) -> std::process::Output {
     let profile = scratch_dir(&unique("chromium-profile"));
     let mut cmd = Command::new(chromium_bin());
     cmd.args([
@@ -30,9 +35,9 @@ async fn chromium(url: &str, extra: &[String]) -> std::process::Output {
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
-        "--window-size=1280,1000",
         "--virtual-time-budget=5000",
     ])
+    .arg(format!("--window-size={},{}", size.0, size.1))
     .arg(format!("--user-data-dir={}", profile.display()))
     .args(extra)
     .arg(url);
@@ -263,5 +268,71 @@ async fn the_status_page_shows_the_live_figures_in_headless_chromium() {
         bytes.len()
     );
     eprintln!("status page screenshot: {}", png.display());
+    app.stop().await;
+}
+
+/// The value of `name` on the `<body>` of a dumped DOM.
+fn body_attr(dom: &str, name: &str) -> String {
+    let body = &dom[dom.find("<body").expect("a body")..];
+    let tag = &body[..body.find('>').expect("the body tag ends")];
+    let at = tag
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("<body> has no {name}: {tag}"));
+    let rest = &tag[at + name.len() + 2..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// At a phone's, a tablet's and two laptops' widths, with every table filled (partitions,
+/// rejections, sources), no table is wider than its card: the page measures each table
+/// against its card after rendering and lists those that overflow in `data-overflow`.
+/// Screenshots at each width go to `target/test-artifacts/status-<width>.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_stays_inside_its_card_from_a_phone_to_a_wide_laptop() {
+    let app = spawn_app(AppOptions::default()).await;
+    create_topic(&app.topic, 3).await;
+    let payloads: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            let mut e = valid_event(i, &format!("wide-{i}"));
+            if i % 10 == 0 {
+                e.qty = 0;
+            }
+            encode(&e)
+        })
+        .collect();
+    produce(&app.topic, 3, &payloads).await;
+    let stats = app.stats.clone();
+    wait_until(
+        Duration::from_secs(90),
+        "the events resolved on 3 partitions",
+        || {
+            let s = stats.snapshot();
+            async move { s.partitions.len() == 3 && s.kafka.unwrap().stored == 270 }
+        },
+    )
+    .await;
+    let url = format!("{}/", app.http_url);
+    let dir = target_dir().join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    for size in [(375, 812), (768, 1024), (1300, 900), (1920, 1080)] {
+        let out = chromium_sized(&url, size, &["--dump-dom".into()]).await;
+        let dom = String::from_utf8(out.stdout).expect("UTF-8 DOM");
+        assert_ne!(
+            body_attr(&dom, "data-polls"),
+            "0",
+            "the page rendered the stats"
+        );
+        assert_eq!(
+            body_attr(&dom, "data-overflow"),
+            "",
+            "tables wider than their card at {}x{} px",
+            size.0,
+            size.1
+        );
+        let png = dir.join(format!("status-{}.png", size.0));
+        chromium_sized(&url, size, &[format!("--screenshot={}", png.display())]).await;
+        assert!(std::fs::read(&png)
+            .expect("screenshot")
+            .starts_with(b"\x89PNG"));
+    }
     app.stop().await;
 }

@@ -1,4 +1,4 @@
-//! External programs the ops tests run (python3 with grpcio, promtool, chromium): where
+//! External programs the ops tests run (the project's Python, promtool, chromium): where
 //! the repository is, and running a program with a failure that names what to install
 //! when it is missing. A missing tool fails the test; it never skips it.
 use std::{
@@ -46,20 +46,37 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
-/// Checks that python3 can import the client's packages; panics saying how to
-/// install them otherwise.
+/// The project's virtual environment: `.venv`, or `SALES_INGEST_VENV` (the variable
+/// scripts/install-deps reads too).
+pub fn venv() -> PathBuf {
+    std::env::var_os("SALES_INGEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_path(".venv"))
+}
+
+/// The project's Python: `.venv/bin/python3`. Every Python step runs it, never the
+/// system's interpreter, which Debian does not let pip install into.
+pub fn python3() -> Command {
+    Command::new(venv().join("bin/python3"))
+}
+
+/// What to run when the project's Python environment is missing.
+pub const PYTHON: &str = "run `scripts/install-deps --python`: it makes .venv with \
+                          `python3 -m venv` and installs the pinned requirements into it";
+
+/// Checks that the project's Python can import the client's packages; panics saying how
+/// to install them otherwise.
 pub fn require_python_grpc() {
     let out = run(
-        Command::new("python3").args([
+        python3().args([
             "-c",
             "import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2",
         ]),
-        "apt-get install python3",
+        PYTHON,
     );
     assert!(
         out.status.success(),
-        "python3 lacks grpcio / grpcio-tools / grpcio-health-checking: run \
-         `python3 -m pip install -r clients/python/requirements.txt` (scripts/install-deps does)\n{}",
+        "the project's Python lacks grpcio / grpcio-tools / grpcio-health-checking: {PYTHON}\n{}",
         describe(&out)
     );
 }

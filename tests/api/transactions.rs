@@ -25,7 +25,11 @@ const PER_BATCH: usize = 200;
 async fn transaction(producer: &FutureProducer, topic: &str, b: usize) {
     let t = Duration::from_secs(30);
     tokio::task::block_in_place(|| producer.begin_transaction()).unwrap();
-    let verdict = if b.is_multiple_of(2) { "commit" } else { "abort" };
+    let verdict = if b.is_multiple_of(2) {
+        "commit"
+    } else {
+        "abort"
+    };
     let mut pending = Vec::new();
     for i in 0..PER_BATCH {
         let payload = encode(&valid_event(i, &format!("tx-{verdict}-{b}-{i}")));

@@ -129,3 +129,55 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
     drop(tx);
     app.stop().await;
 }
+
+/// A write concern the deployment cannot satisfy (`w=5` on one node) makes MongoDB
+/// refuse the start-up index creation while pings work: MongoDB counts as down with the
+/// server's reason (health NOT_SERVING, /health 503) for as long as it refuses, and the
+/// refusal is logged once, not at every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_start_up_index_creation_keeps_mongodb_down_with_the_servers_reason() {
+    use crate::backends::{backends, start_server};
+    use test_support::service::server_env;
+    let url = format!("{}&w=5&wtimeoutMS=500", backends().mongodb);
+    let env = server_env(
+        backends(),
+        &unique("w5"),
+        &unique("w5_g"),
+        &unique("w5_db"),
+        &[("KAFKA_ENABLED", "false".into()), ("MONGODB_URL", url)],
+    );
+    let server = start_server("w5", &env);
+    server
+        .wait_health(503, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let health = format!("{}/health", server.http_url);
+    // For 6 s (several backed-off retries) health never says serving.
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut body = String::new();
+    while Instant::now() < until {
+        let (status, b) = get(&health).await;
+        assert_eq!(
+            status,
+            503,
+            "health must not be serving: {b}\n{}",
+            server.logs()
+        );
+        body = b;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(body.contains(r#""mongodb":"down""#), "{body}");
+    assert!(body.contains("index creation"), "{body}");
+    assert!(
+        body.contains("UnsatisfiableWriteConcern")
+            || body.contains("code 100")
+            || body.contains("Not enough data-bearing nodes"),
+        "the server's reason: {body}"
+    );
+    let logs = server.logs();
+    let warned = logs.matches("creating indexes failed").count();
+    assert_eq!(
+        warned, 1,
+        "one WARN line per state change, not per attempt:\n{logs}"
+    );
+}

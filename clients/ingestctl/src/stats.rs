@@ -58,6 +58,23 @@ fn counts_row(name: &str, c: &SourceCounts) -> Vec<String> {
     ]
 }
 
+/// "no", or "yes" with the reason and what ends it.
+fn paused(v: &GetStatsResponse) -> String {
+    if !v.consumer_paused {
+        return yes_no(false);
+    }
+    let why = match v.consumer_paused_reason.as_str() {
+        "admin" => "admin: PauseConsumer; `ingestctl resume` ends it",
+        "backpressure" => {
+            "backpressure: the pipeline is full (MongoDB slow or down); ends by itself"
+        }
+        "shutdown" => "shutdown: the service is stopping",
+        "" => return yes_no(true),
+        other => other,
+    };
+    format!("{} ({why})", yes_no(true))
+}
+
 /// The stats as text: a summary, counts per source, lag per partition, rejections.
 pub fn render(addr: &str, v: &GetStatsResponse) -> String {
     let connection = |up: bool| if up { "connected" } else { "NOT connected" }.to_string();
@@ -76,7 +93,7 @@ pub fn render(addr: &str, v: &GetStatsResponse) -> String {
         summary.push(("schema registry", connection(v.schema_registry_connected)));
     }
     summary.extend([
-        ("consumer paused", yes_no(v.consumer_paused)),
+        ("consumer paused", paused(v)),
         ("consumer lag", v.consumer_lag.to_string()),
         ("queue depth", v.queue_depth.to_string()),
         ("batches written", v.batches_written.to_string()),
@@ -175,6 +192,7 @@ mod tests {
             kafka_connected: true,
             mongodb_connected: true,
             consumer_paused: true,
+            consumer_paused_reason: "backpressure".into(),
             partitions: vec![PartitionLag {
                 partition: 0,
                 committed_offset: 5,
@@ -194,7 +212,7 @@ mod tests {
         for expected in [
             "server           http://h:1\n",
             "uptime           1h 02m 03s\n",
-            "consumer paused  yes\n",
+            "consumer paused  yes (backpressure: the pipeline is full (MongoDB slow or down); ends by itself)\n",
             "SOURCE  STORED  DUPLICATE  REJECTED  FAILED  UPDATED\n",
             "grpc      1900          0       100       0        0\n",
             "total     1905          0       100       0        0\n",

@@ -22,6 +22,36 @@ fn a_duplicate_id_is_a_duplicate_and_another_unique_index_a_refusal() {
 }
 
 #[test]
+fn a_unique_event_id_index_means_already_stored_and_a_compound_one_a_refusal() {
+    let msg = |key: &str| {
+        format!("E11000 duplicate key error collection: sales_db.raw_sales index: event_id_1 dup key: {key}")
+    };
+    for key in [
+        r#"{ event_id: "ev-1" }"#,
+        r#"{ event_id: "a, b: \"c\" }" }"#,
+        "{ event_id: 42 }",
+    ] {
+        assert_eq!(
+            classify_doc(&write_error(11000, &msg(key))),
+            DocResult::Duplicate,
+            "{key}"
+        );
+    }
+    for key in [
+        r#"{ event_id: "ev-1", sku: "s" }"#,
+        r#"{ sku: "s", event_id: "e" }"#,
+    ] {
+        assert!(
+            matches!(
+                classify_doc(&write_error(11000, &msg(key))),
+                DocResult::Failed(_)
+            ),
+            "{key}"
+        );
+    }
+}
+
+#[test]
 fn transient_codes_are_retried_and_the_rest_refused() {
     for code in TRANSIENT_CODES {
         assert!(

@@ -207,6 +207,41 @@ fn compose_starts_in_order_once_each_dependency_is_healthy() {
     assert_eq!(env["HTTP_ADDR"], "0.0.0.0:8001");
 }
 
+/// The variables scripts/run starts a local server for while they are unset.
+const RUN_STARTS_LOCAL: [&str; 2] = ["KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL"];
+
+/// Following the README and `.env.example` (`cp .env.example .env`, then
+/// `set -a; . ./.env; set +a`, then scripts/run) leaves unset the variables whose
+/// absence makes scripts/run start its local Kafka broker and MongoDB-protocol server.
+#[test]
+fn sourcing_env_example_leaves_scripts_run_starting_its_local_servers() {
+    let script = std::fs::read_to_string(repo_path("scripts/run")).unwrap();
+    for var in RUN_STARTS_LOCAL {
+        assert!(
+            script.contains(&format!("if [ -z \"${{{var}:-}}\" ]; then")),
+            "scripts/run no longer starts a local server while {var} is unset: update \
+             RUN_STARTS_LOCAL and .env.example"
+        );
+    }
+    let out = run(
+        std::process::Command::new("bash")
+            .args([
+                "-c",
+                "env -u KAFKA_BOOTSTRAP_SERVERS -u MONGODB_URL bash -c \
+                 'set -a; . ./.env.example; set +a; \
+                  echo \"${KAFKA_BOOTSTRAP_SERVERS-unset} ${MONGODB_URL-unset}\"'",
+            ])
+            .current_dir(repo()),
+        "apt-get install bash",
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "unset unset",
+        "sourcing .env.example sets the variables that stop scripts/run starting its servers"
+    );
+}
+
 #[test]
 fn env_example_lists_every_variable_with_its_default() {
     let text = std::fs::read_to_string(repo_path(".env.example")).unwrap();
@@ -225,6 +260,13 @@ fn env_example_lists_every_variable_with_its_default() {
             .get(var)
             .unwrap_or_else(|| panic!(".env.example lacks {var}"));
         match default {
+            Some(d) if RUN_STARTS_LOCAL.contains(&var.as_str()) => {
+                assert!(
+                    *commented,
+                    "{var} set in .env makes scripts/run start nothing"
+                );
+                assert_eq!(value, d, "{var}: .env.example's value is not the default");
+            }
             Some(d) => {
                 assert!(!commented, "{var} has a default and should be set");
                 let same = value == d
