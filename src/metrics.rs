@@ -103,6 +103,7 @@ pub struct Metrics {
     paused: IntGaugeVec,
     up: IntGaugeVec,
     dead_letters: IntCounterVec,
+    offsets_skipped: IntCounterVec,
     schema_registry: IntCounterVec,
 }
 
@@ -230,6 +231,12 @@ impl Metrics {
             "Events written to a dead-letter destination",
             &["destination"],
         );
+        let offsets_skipped = counter_vec(
+            &r,
+            "kafka_offsets_skipped_total",
+            "Offsets the consumer skipped, per partition, because an offset reset moved its position (the log no longer held them: auto.offset.reset)",
+            &["partition"],
+        );
         let schema_registry = counter_vec(
             &r,
             "schema_registry_requests_total",
@@ -281,6 +288,7 @@ impl Metrics {
             ),
             up,
             dead_letters,
+            offsets_skipped,
             schema_registry,
             registry: r,
         }
@@ -316,6 +324,14 @@ impl Metrics {
     /// A dead letter made durable at `destination` ("kafka" or "mongodb").
     pub fn dead_letter_delivered(&self, destination: &'static str) {
         self.dead_letters.with_label_values(&[destination]).inc();
+    }
+
+    /// `count` offsets of `partition` skipped by an offset reset: events that will
+    /// never be stored.
+    pub fn offsets_skipped(&self, partition: i32, count: i64) {
+        self.offsets_skipped
+            .with_label_values(&[&partition.to_string()])
+            .inc_by(count.max(0) as u64);
     }
 
     /// A schema registry lookup ended with `result`: "found", "not_found" or "error"

@@ -52,7 +52,7 @@ async def main() -> int:
         group_id=a.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        # tansu answers JoinGroup after a wait tied to the session timeout.
+        # The tests' short group timings: a dead member is replaced within 6 s.
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
     )

@@ -48,7 +48,7 @@ def main() -> None:
         auto_offset_reset="earliest",
         state_dir=tempfile.mkdtemp(prefix="quix-peer-state-"),
         use_changelog_topics=False,
-        # tansu answers JoinGroup after a wait tied to the session timeout.
+        # The tests' short group timings: a dead member is replaced within 6 s.
         consumer_extra_config={
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1000,

@@ -22,7 +22,7 @@ use crate::{
     deps::{State, StateWriter},
     kafka_client::{client_config, GroupProtocol},
     sink::dead_letter::{DeliveryContext, DlqProducer},
-    source::offsets::OffsetTracker,
+    source::{offsets::OffsetTracker, reset::Resets},
 };
 
 /// A consumer error that keeps the member from consuming.
@@ -71,10 +71,16 @@ pub struct SourceContext {
     /// librdkafka's last broker connection failure (refused, TLS handshake, SASL
     /// authentication), as it logged it: why no broker connection is up.
     pub(super) last_failure: Mutex<Option<String>>,
+    /// Offset resets librdkafka announced and no message has followed yet.
+    pub(super) resets: Resets,
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's log, as tracing events; its last connection failure is kept for
+    /// /health, and an offset reset of the topic is noted so the next message of its
+    /// partition tells how many offsets it skipped.
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.resets.note_log(&self.topic, fac, message);
         use RDKafkaLogLevel as L;
         match level {
             L::Emerg | L::Alert | L::Critical | L::Error => {
@@ -260,6 +266,7 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         broker_up: Mutex::new((false, None)),
         problem: Mutex::new(None),
         last_failure: Mutex::new(None),
+        resets: Resets::default(),
     };
     let mut settings = vec![
         ("group.id", cfg.kafka_group_id.clone()),
@@ -267,12 +274,18 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         ("enable.auto.commit", "false".into()),
         ("enable.auto.offset.store", "false".into()),
         ("auto.offset.reset", "earliest".into()),
+        // Records of open or aborted transactions are never delivered (librdkafka's
+        // default, stated because the service relies on it).
+        ("isolation.level", "read_committed".into()),
         ("enable.partition.eof", "false".into()),
         (
             "max.poll.interval.ms",
             cfg.kafka_max_poll_interval_ms.to_string(),
         ),
         ("statistics.interval.ms", "1000".into()),
+        // A broker that comes back is reconnected within 2 s (librdkafka backs off up
+        // to 10 s by default).
+        ("reconnect.backoff.max.ms", "2000".into()),
         // A topic created after start-up (or new partitions) is noticed within 10 s;
         // librdkafka's default is 5 minutes.
         ("topic.metadata.refresh.interval.ms", "10000".into()),
@@ -303,7 +316,12 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
             ),
         ]);
     }
-    let consumer: IngestConsumer = client_config(cfg, &settings).create_with_context(ctx)?;
+    let mut config = client_config(cfg, &settings);
+    // librdkafka logs offset resets as warnings; the source counts them from the log.
+    if (config.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
+        config.set_log_level(RDKafkaLogLevel::Warning);
+    }
+    let consumer: IngestConsumer = config.create_with_context(ctx)?;
     consumer.subscribe(&[&cfg.kafka_topic])?;
     Ok(Arc::new(consumer))
 }
@@ -314,6 +332,9 @@ pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
     let settings = [
         ("message.timeout.ms", "10000".into()),
         ("linger.ms", "5".into()),
+        // A letter is delivered once every in-sync replica has it (librdkafka's
+        // default, stated because a letter replaces the event's commit).
+        ("acks", "all".into()),
     ];
     client_config(cfg, &settings).create_with_context(DeliveryContext)
 }

@@ -119,7 +119,7 @@ impl KafkaSource {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = commit_tick.tick() => {
-                    self.commit_async();
+                    self.commit_async(seek.is_some());
                     self.refresh_watermarks();
                     self.publish_lag();
                 }
@@ -196,6 +196,17 @@ impl KafkaSource {
 
     fn incoming(&self, m: &BorrowedMessage<'_>, received: Instant) -> Incoming {
         let (partition, offset) = (m.partition(), m.offset());
+        if let Some((at, skipped)) = self.ctx().resets.skipped(partition, offset) {
+            warn!(
+                partition,
+                from = at,
+                to = offset,
+                skipped,
+                "offset reset (auto.offset.reset): the log no longer held the position; \
+                 the skipped events will never be stored"
+            );
+            self.stats.metrics().offsets_skipped(partition, skipped);
+        }
         let generation = self
             .ctx()
             .tracker
@@ -250,7 +261,10 @@ impl KafkaSource {
 
     /// Commits every partition whose durable offset advanced; the commit callback
     /// records what the broker took.
-    fn commit_async(&self) {
+    fn commit_async(&self, seeking: bool) {
+        if !seeking {
+            self.pass_unseen_records();
+        }
         let offsets = self.ctx().tracker.lock().expect("tracker lock").to_commit();
         if offsets.is_empty() {
             return;
@@ -258,6 +272,21 @@ impl KafkaSource {
         let tpl = self.ctx().offsets_list(&offsets);
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             warn!(error = %e, "offset commit failed; will retry");
+        }
+    }
+
+    /// Moves drained partitions past the records librdkafka consumed without handing
+    /// them over (transaction markers, aborted records): its position is then beyond
+    /// the last message, and the commit follows it, so no lag waits on them.
+    fn pass_unseen_records(&self) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut t = self.ctx().tracker.lock().expect("tracker lock");
+        for e in positions.elements_for_topic(&self.topic) {
+            if let rdkafka::Offset::Offset(o) = e.offset() {
+                t.pass_to(e.partition(), o);
+            }
         }
     }
 

@@ -5,6 +5,7 @@ pub mod backpressure;
 pub mod consumer;
 pub mod kafka;
 pub mod offsets;
+pub mod reset;
 pub mod seek;
 pub mod seek_job;
 pub mod trace;

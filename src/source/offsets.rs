@@ -108,6 +108,17 @@ impl OffsetTracker {
         }
     }
 
+    /// Moves a drained partition's next offset to `position` (the consumer's, which is
+    /// past records never handed out: transaction markers, aborted records). Nothing
+    /// pending, nothing moves backwards, and an untracked partition stays untracked.
+    pub fn pass_to(&mut self, partition: i32, position: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            if p.pending.is_empty() && p.next.is_none_or(|n| position > n) {
+                p.next = Some(position);
+            }
+        }
+    }
+
     /// Whether every offset handed out for the partition is resolved (true for a
     /// partition that is not tracked).
     pub fn is_drained(&self, partition: i32) -> bool {
@@ -188,6 +199,23 @@ mod tests {
         t.resolved(1, g1, 0);
         assert_eq!(t.to_commit(), vec![(1, 1)]);
         assert!(t.partitions.values().all(|p| p.pending.is_empty()));
+    }
+
+    #[test]
+    fn a_drained_partition_passes_records_never_handed_out() {
+        let mut t = OffsetTracker::default();
+        let g = t.assign(0);
+        t.received(0, 4);
+        t.pass_to(0, 6);
+        assert_eq!(t.committable(0), Some(4), "offset 4 still in flight");
+        t.resolved(0, g, 4);
+        assert_eq!(t.committable(0), Some(5));
+        t.pass_to(0, 6);
+        assert_eq!(t.committable(0), Some(6), "past the commit marker at 5");
+        t.pass_to(0, 3);
+        assert_eq!(t.committable(0), Some(6), "never backwards");
+        t.pass_to(7, 10);
+        assert!(!t.is_assigned(7));
     }
 
     #[test]

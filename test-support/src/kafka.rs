@@ -20,7 +20,7 @@ use crate::{
 const POM: &str = include_str!("../kafka/pom.xml");
 /// How long a node may take from start to "Kafka Server started" (a JVM on a busy
 /// 2-core machine).
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+const START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The Kafka version of the POM (`<kafka.version>`).
 pub fn version() -> &'static str {
@@ -104,6 +104,8 @@ pub struct KafkaNode {
     log: PathBuf,
     argv: Vec<String>,
     process: Option<Supervised>,
+    /// How many times the log said the node started before the current start.
+    starts_before: usize,
 }
 
 impl KafkaNode {
@@ -144,14 +146,16 @@ impl KafkaNode {
             bail!("kafka node {} already runs", self.id);
         }
         let name = format!("kafka-{}", self.id);
+        // Counted before the JVM runs: a restart must wait for a line of its own, not
+        // take the previous start's.
+        self.starts_before = started_lines(&self.log);
         self.process = Some(Supervised::spawn(&name, &self.argv, &[], &self.log)?);
         Ok(())
     }
 
     fn wait_started(&mut self) -> Result<()> {
-        let starts_before = started_lines(&self.log).saturating_sub(1);
         let deadline = Instant::now() + START_TIMEOUT;
-        while started_lines(&self.log) <= starts_before {
+        while started_lines(&self.log) <= self.starts_before {
             if !self.running() {
                 bail!(
                     "kafka node {} exited at start-up; its log ends:\n{}",
@@ -255,6 +259,7 @@ impl KafkaCluster {
                 log,
                 argv,
                 process: None,
+                starts_before: 0,
             });
         }
         for node in &mut nodes {

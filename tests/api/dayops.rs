@@ -33,15 +33,6 @@ pub async fn wait_assigned(app: &TestApp, n: usize) {
     .await;
 }
 
-/// Produces each payload as its own record batch, waiting for each delivery. (tansu
-/// reports a partition's high watermark as one past the first offset of its last
-/// batch, so a seek to the end is exact only over batches of one.)
-pub async fn produce_singly(topic: &str, payloads: &[Vec<u8>]) {
-    for p in payloads {
-        produce(topic, 1, std::slice::from_ref(p)).await;
-    }
-}
-
 pub fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| encode(&valid_event(i, &format!("{prefix}-{i}"))))

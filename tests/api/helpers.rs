@@ -32,7 +32,7 @@ mod kafka;
 pub mod pki;
 pub use kafka::{
     committed, committed_at, consume, consume_at, create_topic, create_topic_at,
-    partition_count_at, produce, produce_at,
+    partition_count_at, produce, produce_at, produce_with, steady_producer, watermarks_at,
 };
 
 /// Options a test may change; the rest are the test defaults of

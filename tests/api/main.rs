@@ -1,6 +1,8 @@
 //! All integration tests, built as one binary so the backends start once.
 mod admin;
 mod backends;
+mod broker_restart;
+mod cluster;
 mod config;
 mod cutover;
 mod dayops;
@@ -29,11 +31,14 @@ mod python_client;
 mod python_env;
 mod rebalance;
 mod reference;
+mod retention;
 mod secrets;
 mod security;
 mod startup;
 mod status_page;
 mod tools;
+mod topic_growth;
 mod traces;
+mod transactions;
 mod upsert;
 mod write_health;

@@ -1,6 +1,6 @@
 //! Dependencies going away and coming back: MongoDB stopped mid-ingest, MongoDB absent
-//! at start-up, the broker SIGKILLed mid-run and restarted on its data. Each test runs its own server of the kind
-//! it stops, so other tests are not disturbed.
+//! at start-up, the broker SIGKILLed mid-run and restarted on its data. Each test runs
+//! its own server of the kind it stops, so other tests are not disturbed.
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
@@ -22,7 +22,7 @@ use crate::{
     helpers::*,
 };
 
-async fn grpc_serving(url: &str) -> Option<bool> {
+pub async fn grpc_serving(url: &str) -> Option<bool> {
     let ch = tonic::transport::Channel::from_shared(url.to_string())
         .ok()?
         .connect()

@@ -237,7 +237,6 @@ async fn redrive_from_the_topic_stores_the_now_valid_ones_under_their_original_i
     create_topic(&app.topic, 1).await;
     let dlq = format!("{}.dlq", app.topic);
     create_topic(&dlq, 1).await;
-    // One record at a time: each its own batch (see produce_singly).
     let letters: Vec<(Vec<u8>, &str)> = vec![
         (now_valid("t-0"), "invalid_ts"),
         (now_valid("t-1"), "reserved_event_id"),

@@ -93,7 +93,7 @@ async fn seek_to_latest_skips_what_was_not_consumed() {
         .pause_consumer(app.authed(PauseConsumerRequest {}))
         .await
         .unwrap();
-    produce_singly(&app.topic, &payloads("skipped", 7)).await;
+    produce(&app.topic, 1, &payloads("skipped", 7)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let resp = seek(&app, Target::Position(SeekPosition::Latest as i32), vec![0])

@@ -30,8 +30,7 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 
 /// Creates a topic on the broker at `bootstrap`.
 pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let admin: AdminClient<DefaultClientContext> = kafka_config_at(bootstrap)
         .create()
         .expect("admin client");
     let results = admin
@@ -60,6 +59,31 @@ pub async fn produce_at(bootstrap: &str, topic: &str, partitions: i32, payloads:
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
+    produce_with(&producer, topic, partitions, payloads).await;
+}
+
+/// A producer to `bootstrap` that waits out a broker outage or a leader change:
+/// idempotent (a retry never writes a record twice), acks=all, 3 minutes per delivery.
+pub fn steady_producer(bootstrap: &str) -> FutureProducer {
+    kafka_config_at(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("message.timeout.ms", "180000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces payloads with `producer` (round-robin over `partitions`) and waits for
+/// every delivery.
+pub async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    payloads: &[Vec<u8>],
+) {
     let mut pending = Vec::with_capacity(payloads.len());
     for (i, p) in payloads.iter().enumerate() {
         let record = FutureRecord::<(), [u8]>::to(topic)
@@ -82,7 +106,23 @@ pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
     committed_at(&backends().kafka, topic, group, partitions)
 }
 
-/// Committed offsets of `group` on the broker at `bootstrap`.
+/// (log start offset, high watermark) of partitions 0..n of `topic` on the brokers at
+/// `bootstrap`, from the partition leaders (ListOffsets).
+pub fn watermarks_at(bootstrap: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = kafka_config_at(bootstrap)
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+        })
+        .collect()
+}
+
+/// Committed offsets of `group` for partitions 0..n of `topic` on the brokers at
+/// `bootstrap` (-1 where nothing is committed).
 pub fn committed_at(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = kafka_config_at(bootstrap)
         .set("group.id", group)
@@ -92,9 +132,16 @@ pub fn committed_at(bootstrap: &str, topic: &str, group: &str, partitions: i32) 
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed offsets");
+    // The group coordinator may be moving or loading (a broker restart, a busy
+    // machine): ask again for up to 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline => eprintln!("committed offsets: {e}; again"),
+            Err(e) => panic!("committed offsets: {e}"),
+        }
+    };
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
@@ -113,7 +160,7 @@ pub async fn consume(
     consume_at(&backends().kafka, topic, count, timeout).await
 }
 
-/// Reads `count` messages from `topic` on the broker at `bootstrap`.
+/// [`consume`] from the brokers at `bootstrap`.
 pub async fn consume_at(
     bootstrap: &str,
     topic: &str,
