@@ -5,7 +5,7 @@
 use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -282,7 +282,9 @@ impl LocalServers {
     /// Stops both (SIGTERM), waiting for each to exit.
     pub fn stop(self) -> Result<()> {
         let LocalServers {
-            mut kafka, secantus, ..
+            mut kafka,
+            secantus,
+            ..
         } = self;
         kafka.stop(Duration::from_secs(30))?;
         if let Some(s) = secantus {

@@ -12,7 +12,7 @@ use tonic_health::pb::{
 
 use test_support::{
     kafka::KafkaOptions,
-    servers::scratch_dir,
+    servers::{free_port, scratch_dir},
     service::server_env,
 };
 
