@@ -72,12 +72,7 @@ pub struct FaultResult {
 }
 
 /// Runs every fault for `r`; `servers` is the run's servers (fault (a) restarts MongoDB).
-pub async fn run(
-    ctx: &Ctx,
-    servers: &mut LocalServers,
-    r: Rival,
-    n: u64,
-) -> Vec<FaultResult> {
+pub async fn run(ctx: &Ctx, servers: &mut LocalServers, r: Rival, n: u64) -> Vec<FaultResult> {
     let mut out = Vec::new();
     for fault in Fault::ALL {
         eprintln!("bench: phase 11, {} under {}", r.name(), fault.label());
@@ -102,7 +97,11 @@ pub async fn run(
             result.extra_documents,
             result.dead_letters,
             result.recovered,
-            result.error.as_deref().map(|e| format!(", error {e}")).unwrap_or_default()
+            result
+                .error
+                .as_deref()
+                .map(|e| format!(", error {e}"))
+                .unwrap_or_default()
         );
         out.push(result);
     }
@@ -116,7 +115,12 @@ async fn one(
     fault: Fault,
     n: u64,
 ) -> Result<FaultResult> {
-    let topic = format!("bench-fault-{}-{}-{}", fault.key(), r.key(), std::process::id());
+    let topic = format!(
+        "bench-fault-{}-{}-{}",
+        fault.key(),
+        r.key(),
+        std::process::id()
+    );
     kafka::create_topic(&ctx.backends.kafka, &topic, ctx.tuning.partitions).await?;
     let (brokers, t) = (ctx.backends.kafka.clone(), topic.clone());
     let poison = fault == Fault::Poison;

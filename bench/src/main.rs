@@ -121,7 +121,11 @@ pub struct Args {
     pub upsert_only: bool,
     /// The peers to run, comma-separated: connect, benthos (phases 10 and 11, with
     /// sales-ingest on the same JSON topic), aiokafka, quix (phase 9).
-    #[arg(long, value_delimiter = ',', default_value = "connect,benthos,aiokafka,quix")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "connect,benthos,aiokafka,quix"
+    )]
     pub peers: Vec<String>,
     /// Run only the ceiling, phase 2 and the peers' phases (9, 10, 11).
     #[arg(long)]
@@ -154,7 +158,10 @@ fn default_connect_dir() -> PathBuf {
 
 /// `bench/install`'s default for the Benthos binary.
 fn default_benthos() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.cache/bench/benthos"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.cache/bench/benthos"
+    ))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -5,10 +5,9 @@ use anyhow::Result;
 use crate::{
     ceiling::{self, Order},
     grpc_phase, kafka_phase, latency, peers, producers_phase,
-    rival::Rival,
-    rivals_phase,
     report::{Kind, PhaseResult},
-    upsert_phase, Args, Ctx, Settings,
+    rival::Rival,
+    rivals_phase, upsert_phase, Args, Ctx, Settings,
 };
 
 /// What [`run`] measured.
@@ -77,7 +76,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
         .filter(|k| Rival::from_key(k).is_none())
         .cloned()
         .collect();
-    eprintln!("bench: phase 9, Python peers {python:?}, {peer_events} events each from {kafka_topic}");
+    eprintln!(
+        "bench: phase 9, Python peers {python:?}, {peer_events} events each from {kafka_topic}"
+    );
     let peers = peers::run_all(ctx, &kafka_topic, peer_events, &python).await?;
     let mut rivals: Vec<Rival> = args
         .peers

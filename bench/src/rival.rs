@@ -119,7 +119,9 @@ impl Running {
 pub fn start(ctx: &Ctx, rival: Rival, job: &Job) -> Result<Running> {
     let dir = ctx.logs.join(format!("{}-{}", rival.key(), job.run));
     std::fs::create_dir_all(&dir)?;
-    let log = ctx.logs.join(format!("peer-{}-{}.log", rival.key(), job.run));
+    let log = ctx
+        .logs
+        .join(format!("peer-{}-{}.log", rival.key(), job.run));
     let database = rival.database(job.run);
     let group = format!("{}-{}-{}", job.topic, rival.key(), job.run);
     match rival {
@@ -132,7 +134,12 @@ pub fn start(ctx: &Ctx, rival: Rival, job: &Job) -> Result<Running> {
         }
         Rival::Connect => {
             let argv = connect_argv(ctx, job, &dir, &database)?;
-            Ok(Running::Child(Supervised::spawn("connect", &argv, &[], &log)?))
+            Ok(Running::Child(Supervised::spawn(
+                "connect",
+                &argv,
+                &[],
+                &log,
+            )?))
         }
         Rival::Benthos => {
             let config = dir.join("benthos.yaml");
@@ -142,7 +149,12 @@ pub fn start(ctx: &Ctx, rival: Rival, job: &Job) -> Result<Running> {
                 "-c".into(),
                 config.display().to_string(),
             ];
-            Ok(Running::Child(Supervised::spawn("benthos", &argv, &[], &log)?))
+            Ok(Running::Child(Supervised::spawn(
+                "benthos",
+                &argv,
+                &[],
+                &log,
+            )?))
         }
     }
 }

@@ -52,7 +52,9 @@ pub struct RivalResult {
 /// so that the database does the same work per document for every rival.
 pub async fn ensure_indexes(ctx: &Ctx, database: &str) -> Result<()> {
     let client = sales_ingest::sink::mongo::client(&ctx.backends.mongodb).await?;
-    let coll = client.database(database).collection::<Document>("raw_sales");
+    let coll = client
+        .database(database)
+        .collection::<Document>("raw_sales");
     for key in ["ts", "sku"] {
         let model = mongodb::IndexModel::builder()
             .keys(doc! { key: 1 })
@@ -112,7 +114,11 @@ pub async fn run_all(ctx: &Ctx, rivals: &[Rival], n: u64, trickle: (f64, f64)) -
             r.key(),
             result.events_per_second.map(|v| v.round()),
             result.trickle_p99_ms,
-            result.error.as_deref().map(|e| format!(", error {e}")).unwrap_or_default(),
+            result
+                .error
+                .as_deref()
+                .map(|e| format!(", error {e}"))
+                .unwrap_or_default(),
         );
         out.push(result);
     }
@@ -160,7 +166,11 @@ async fn throughput(ctx: &Ctx, r: Rival, topic: &str, n: u64) -> Result<RivalRes
         if count != last {
             (last, last_change) = (count, Instant::now());
         } else if last_change.elapsed() > STALL {
-            bail!("{} stalled at {count} of {n}; log tail:\n{}", r.key(), child.log_tail());
+            bail!(
+                "{} stalled at {count} of {n}; log tail:\n{}",
+                r.key(),
+                child.log_tail()
+            );
         }
     };
     let memory = proc::memory(child.pid())?;
@@ -233,7 +243,11 @@ async fn trickle_latency(ctx: &Ctx, r: Rival, rate: f64, seconds: f64) -> Result
     child.stop()?;
     drop_database(ctx, &database).await?;
     if (seen.len() as u64) < count {
-        bail!("{} stored {} of {count} trickle events", r.key(), seen.len());
+        bail!(
+            "{} stored {} of {count} trickle events",
+            r.key(),
+            seen.len()
+        );
     }
     let mut ms: Vec<f64> = seen
         .iter()

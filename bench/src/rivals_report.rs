@@ -85,7 +85,12 @@ fn rows(phases: &[PhaseResult], peers: &[PeerResult], rivals: &[RivalResult]) ->
 }
 
 /// Appends the tables to `s` (nothing when no JSON rival ran).
-pub fn render(s: &mut String, phases: &[PhaseResult], peers: &[PeerResult], rivals: &[RivalResult]) {
+pub fn render(
+    s: &mut String,
+    phases: &[PhaseResult],
+    peers: &[PeerResult],
+    rivals: &[RivalResult],
+) {
     if rivals.is_empty() {
         return;
     }
@@ -97,7 +102,11 @@ pub fn render(s: &mut String, phases: &[PhaseResult], peers: &[PeerResult], riva
     for r in &rows {
         if let Some(e) = &r.error {
             let first = e.lines().next().unwrap_or_default();
-            let _ = writeln!(s, "| {} | {} | {} | failed: {first} | | | | | | |", r.name, r.topic, r.events);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | failed: {first} | | | | | | |",
+                r.name, r.topic, r.events
+            );
             continue;
         }
         let _ = writeln!(
@@ -125,7 +134,9 @@ fn render_faults(s: &mut String, rivals: &[RivalResult]) {
         return;
     }
     s.push_str("\nFaults (phase 11; valid events lost, documents beyond the valid ones, dead-letter messages, recovered by itself):\n\n");
-    s.push_str("| Consumer | Fault | Lost | Extra documents | Dead letters | Recovered by itself |\n");
+    s.push_str(
+        "| Consumer | Fault | Lost | Extra documents | Dead letters | Recovered by itself |\n",
+    );
     s.push_str("|---|---|---:|---:|---:|---|\n");
     for r in rivals {
         for f in &r.faults {
@@ -148,7 +159,10 @@ fn render_faults(s: &mut String, rivals: &[RivalResult]) {
 }
 
 fn render_targets(s: &mut String, rows: &[Row], rivals: &[RivalResult]) {
-    let Some(ours) = rows.iter().find(|r| r.topic == "JSON" && r.name.starts_with("sales-ingest")) else {
+    let Some(ours) = rows
+        .iter()
+        .find(|r| r.topic == "JSON" && r.name.starts_with("sales-ingest"))
+    else {
         return;
     };
     let others: Vec<&Row> = rows
@@ -176,10 +190,30 @@ fn render_targets(s: &mut String, rows: &[Row], rivals: &[RivalResult]) {
         );
     };
     let ratio = |o: Option<f64>, b: Option<f64>| o.zip(b).map(|(o, b)| o / b);
-    line("events/s ÷ the fastest peer's ≥ 1", ratio(ours.rate, best(|r| r.rate, true)), 1.0, false);
-    line("CPU per event ÷ the cheapest peer's ≤ 1/3", ratio(ours.cpu, best(|r| r.cpu, false)), 1.0 / 3.0, true);
-    line("peak RSS ÷ the smallest peer's ≤ 1/4", ratio(ours.rss, best(|r| r.rss, false)), 0.25, true);
-    line("trickle p99 ÷ the best peer's ≤ 1", ratio(ours.p99, best(|r| r.p99, false)), 1.0, true);
+    line(
+        "events/s ÷ the fastest peer's ≥ 1",
+        ratio(ours.rate, best(|r| r.rate, true)),
+        1.0,
+        false,
+    );
+    line(
+        "CPU per event ÷ the cheapest peer's ≤ 1/3",
+        ratio(ours.cpu, best(|r| r.cpu, false)),
+        1.0 / 3.0,
+        true,
+    );
+    line(
+        "peak RSS ÷ the smallest peer's ≤ 1/4",
+        ratio(ours.rss, best(|r| r.rss, false)),
+        0.25,
+        true,
+    );
+    line(
+        "trickle p99 ÷ the best peer's ≤ 1",
+        ratio(ours.p99, best(|r| r.p99, false)),
+        1.0,
+        true,
+    );
     if let Some(r) = rivals.iter().find(|r| r.key == "sales-ingest") {
         if !r.faults.is_empty() {
             let clean = r

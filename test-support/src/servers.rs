@@ -135,9 +135,9 @@ impl MongoServer {
         match std::env::var("INGEST_TEST_MONGODB_SERVER").as_deref() {
             Err(_) | Ok("") | Ok("secantusd-rs") => MongoServer::Secantus,
             Ok("ferretdb") => MongoServer::FerretDb,
-            Ok(other) => panic!(
-                "INGEST_TEST_MONGODB_SERVER={other}: expected secantusd-rs or ferretdb"
-            ),
+            Ok(other) => {
+                panic!("INGEST_TEST_MONGODB_SERVER={other}: expected secantusd-rs or ferretdb")
+            }
         }
     }
 
@@ -184,7 +184,8 @@ pub fn ferretdb_path() -> Option<PathBuf> {
 /// HTTP server) on `port` with its databases in `data_dir`; logs to
 /// `logs/ferretdb-<port>.log`.
 pub fn start_ferretdb(port: u16, data_dir: &Path, logs: &Path) -> Result<Supervised> {
-    let ferretdb = ferretdb_path().context("ferretdb not found (scripts/install-deps installs it)")?;
+    let ferretdb =
+        ferretdb_path().context("ferretdb not found (scripts/install-deps installs it)")?;
     std::fs::create_dir_all(data_dir)?;
     let argv = vec![
         ferretdb.display().to_string(),
