@@ -117,3 +117,92 @@ pub fn pre_produce(brokers: &str, topic: &str, prefix: &str, n: u64) -> Result<f
     finish(&p, n)?;
     Ok(started.elapsed().as_secs_f64())
 }
+
+/// The proto3 JSON form of `event` (proto field names, as `preserving_proto_field_name`
+/// prints them; parsers take either style): what the JSON peers read.
+pub fn json(event: &SalesEvent) -> Vec<u8> {
+    serde_json::json!({
+        "sku": event.sku,
+        "qty": event.qty,
+        "price": event.price,
+        "ts": event.ts,
+        "event_id": event.event_id,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The malformed values every JSON peer is given (keys `bad-<i>`): not JSON, a JSON
+/// array, `qty` of the wrong type, and well-formed JSON that is not a valid event
+/// (empty sku, negative qty).
+pub const MALFORMED: [&str; 4] = [
+    "not json at all",
+    "[1,2,3]",
+    r#"{"sku":"SKU-1","qty":"lots","price":1.5,"ts":"2026-11-25T00:00:00.000Z","event_id":"bad-2"}"#,
+    r#"{"sku":"","qty":-5,"price":1.5,"ts":"2026-11-25T00:00:00.000Z","event_id":"bad-3"}"#,
+];
+
+/// Sends `payload` keyed by `key`, waiting while the local queue is full.
+pub fn send_raw(
+    p: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<()> {
+    let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload);
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e).context("produce"),
+        }
+    }
+}
+
+/// Produces events `0..n` of `prefix` as proto3 JSON, with [`MALFORMED`] after event
+/// `n / 2` when `malformed` is set; returns the seconds it took.
+pub fn pre_produce_json(
+    brokers: &str,
+    topic: &str,
+    prefix: &str,
+    n: u64,
+    malformed: bool,
+) -> Result<f64> {
+    let started = Instant::now();
+    let p = producer(brokers, 20)?;
+    let mut sent = 0;
+    for i in 0..n {
+        let e = crate::events::event(prefix, i);
+        send_raw(&p, topic, &e.event_id, &json(&e))?;
+        sent += 1;
+        if malformed && i == n / 2 {
+            for (j, bad) in MALFORMED.iter().enumerate() {
+                send_raw(&p, topic, &format!("bad-{j}"), bad.as_bytes())?;
+                sent += 1;
+            }
+        }
+    }
+    finish(&p, sent)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Messages on `topic` (the sum of its partitions' high watermarks), 0 if it does not
+/// exist.
+pub fn message_count(brokers: &str, topic: &str) -> Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut total = 0;
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
+            total += high - low;
+        }
+    }
+    Ok(total)
+}

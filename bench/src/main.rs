@@ -14,7 +14,10 @@
 //! 6. one synchronous gRPC producer and 7. 64 small ones ([`producers_phase`]), and
 //! 8. a Kafka trickle ([`latency`] at 200 events/s), each with the service's default
 //!    BATCH_SIZE and FLUSH_INTERVAL;
-//! 9. Python peers doing phase 2's job on phase 2's topic ([`peers`]).
+//! 9. Python peers doing phase 2's job on phase 2's topic ([`peers`]);
+//! 10. sales-ingest, Kafka Connect's MongoDB sink and Benthos on one JSON topic
+//!     ([`rivals_phase`], configured in [`rival`]) and 11. the same faults for each
+//!     ([`faults`]).
 //!
 //! It prints the figures as Markdown tables with the performance targets and writes
 //! them as JSON (default `target/bench/bench.json`). Every figure is measured in this
@@ -25,6 +28,7 @@
 mod ceiling;
 mod cpu;
 mod events;
+mod faults;
 mod grpc_phase;
 mod kafka;
 mod kafka_phase;
@@ -34,6 +38,9 @@ mod peers;
 mod phases;
 mod producers_phase;
 mod report;
+mod rival;
+mod rivals_phase;
+mod rivals_report;
 mod upsert_phase;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -112,6 +119,49 @@ pub struct Args {
     /// Run only phase 3 and the upsert phases, and print how they compare.
     #[arg(long)]
     pub upsert_only: bool,
+    /// The peers to run, comma-separated: connect, benthos (phases 10 and 11, with
+    /// sales-ingest on the same JSON topic), aiokafka, quix (phase 9).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "connect,benthos,aiokafka,quix"
+    )]
+    pub peers: Vec<String>,
+    /// Run only the ceiling, phase 2 and the peers' phases (9, 10, 11).
+    #[arg(long)]
+    pub peers_only: bool,
+    /// Events on the JSON topic of phase 10 (each rival consumes all of it).
+    #[arg(long, default_value_t = 100_000)]
+    pub rival_events: u64,
+    /// Valid events of each fault run in phase 11 (0 skips the faults).
+    #[arg(long, default_value_t = 30_000)]
+    pub fault_events: u64,
+    /// Kafka Connect's cache (`lib/`, `plugins/`), as `bench/install` prints it.
+    #[arg(long, env = "BENCH_CONNECT_DIR", default_value_os_t = default_connect_dir())]
+    pub connect_dir: PathBuf,
+    /// The Benthos binary `bench/install` built.
+    #[arg(long, env = "BENCH_BENTHOS", default_value_os_t = default_benthos())]
+    pub benthos: PathBuf,
+}
+
+/// `bench/install`'s default for the Connect cache.
+fn default_connect_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_default();
+    cache.join(format!(
+        "sales-ingest/connect-{}",
+        test_support::kafka::version()
+    ))
+}
+
+/// `bench/install`'s default for the Benthos binary.
+fn default_benthos() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.cache/bench/benthos"
+    ))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -157,6 +207,8 @@ pub struct Ctx {
     /// Where the servers' and services' logs go.
     pub logs: PathBuf,
     pub pids: Pids,
+    /// The peers' programs.
+    pub tools: rival::Tools,
 }
 
 impl Ctx {
@@ -239,7 +291,7 @@ async fn run(args: Args) -> Result<()> {
         jvm_flags: Vec::new(),
         ..KafkaOptions::default()
     };
-    let servers = LocalServers::start(&logs, &data_dir, &kafka, &[])?;
+    let mut servers = LocalServers::start(&logs, &data_dir, &kafka, &[])?;
     eprintln!(
         "bench: Apache Kafka {} on {} (started in {:.1}s), secantusd-rs on {}; logs in {}",
         test_support::kafka::version(),
@@ -258,8 +310,22 @@ async fn run(args: Args) -> Result<()> {
             mongodb: servers.mongodb_pid(),
             kafka: servers.kafka_pid(),
         },
+        tools: rival::Tools {
+            connect_dir: args.connect_dir.clone(),
+            benthos: args.benthos.clone(),
+        },
     };
-    let outcome = phases::run(&ctx, &args).await;
+    let mut outcome = phases::run(&ctx, &args).await;
+    if let Ok(measured) = &mut outcome {
+        // Last: fault (a) restarts the MongoDB server, whose pid the phases use.
+        if args.fault_events > 0 {
+            for r in &mut measured.rivals {
+                if let Some(rival) = rival::Rival::from_key(&r.key) {
+                    r.faults = faults::run(&ctx, &mut servers, rival, args.fault_events).await;
+                }
+            }
+        }
+    }
     let stopped = servers.stop().and_then(|()| {
         std::fs::remove_dir_all(&data_dir).with_context(|| format!("remove {}", data_dir.display()))
     });
@@ -274,6 +340,7 @@ async fn run(args: Args) -> Result<()> {
 
     let mut report = Report::new(measured.phases, args.flush_interval);
     report.peers = measured.peers;
+    report.rivals = measured.rivals;
     report.date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     report.machine = machine();
     report.load_average_at_start = load
@@ -296,6 +363,9 @@ async fn run(args: Args) -> Result<()> {
         "small_seconds": args.small_seconds,
         "trickle_rate": args.trickle_rate,
         "peer_events": args.peer_events.min(args.events),
+        "peers": args.peers,
+        "rival_events": args.rival_events,
+        "fault_events": args.fault_events,
         "service_log": args.service_log,
         "service_env": args.service_env,
     });

@@ -71,9 +71,14 @@ pub struct PeerResult {
 }
 
 /// Runs every peer on `topic`, `events` each; a peer's failure is its result.
-pub async fn run_all(ctx: &Ctx, topic: &str, events: u64) -> Result<Vec<PeerResult>> {
+pub async fn run_all(
+    ctx: &Ctx,
+    topic: &str,
+    events: u64,
+    keys: &[String],
+) -> Result<Vec<PeerResult>> {
     let mut out = Vec::new();
-    for peer in &PEERS {
+    for peer in PEERS.iter().filter(|p| keys.iter().any(|k| k == p.key)) {
         eprintln!("bench: peer {}", peer.name);
         let result = match run_one(ctx, peer, topic, events).await {
             Ok(r) => r,

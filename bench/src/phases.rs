@@ -6,13 +6,15 @@ use crate::{
     ceiling::{self, Order},
     grpc_phase, kafka_phase, latency, peers, producers_phase,
     report::{Kind, PhaseResult},
-    upsert_phase, Args, Ctx, Settings,
+    rival::Rival,
+    rivals_phase, upsert_phase, Args, Ctx, Settings,
 };
 
 /// What [`run`] measured.
 pub struct Measured {
     pub phases: Vec<PhaseResult>,
     pub peers: Vec<peers::PeerResult>,
+    pub rivals: Vec<rivals_phase::RivalResult>,
     pub pre_produce_seconds: f64,
 }
 
@@ -28,6 +30,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
         return Ok(Measured {
             phases: vec![grpc, upsert, stress],
             peers: Vec::new(),
+            rivals: Vec::new(),
             pre_produce_seconds: 0.0,
         });
     }
@@ -61,6 +64,55 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
         "bench: Kafka -> MongoDB {:.0} events/s",
         kafka.events_per_second
     );
+    let mut phases = vec![ceiling, key_order];
+    if !args.peers_only {
+        phases.extend(service_phases(ctx, args, kafka.events_per_second).await?);
+    }
+    phases.insert(2, kafka);
+    let peer_events = args.peer_events.min(n);
+    let python: Vec<String> = args
+        .peers
+        .iter()
+        .filter(|k| Rival::from_key(k).is_none())
+        .cloned()
+        .collect();
+    eprintln!(
+        "bench: phase 9, Python peers {python:?}, {peer_events} events each from {kafka_topic}"
+    );
+    let peers = peers::run_all(ctx, &kafka_topic, peer_events, &python).await?;
+    let mut rivals: Vec<Rival> = args
+        .peers
+        .iter()
+        .filter_map(|k| Rival::from_key(k))
+        .filter(|r| *r != Rival::SalesIngest)
+        .collect();
+    if !rivals.is_empty() {
+        rivals.insert(0, Rival::SalesIngest);
+    }
+    let trickle = (args.trickle_rate, args.small_seconds);
+    let rivals = rivals_phase::run_all(ctx, &rivals, args.rival_events, trickle).await;
+    eprintln!("bench: the database ceiling again, to show drift over the run");
+    let again = ceiling::run(
+        ctx,
+        "bench_ceiling_again",
+        n,
+        Order::Sequential,
+        "1b ceiling again, last",
+    )
+    .await?;
+    eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
+    phases.push(again);
+    Ok(Measured {
+        phases,
+        peers,
+        rivals,
+        pre_produce_seconds: pre_produce,
+    })
+}
+
+/// Phases 3 to 8, the service's own; `kafka_rate` is phase 2's events/s.
+async fn service_phases(ctx: &Ctx, args: &Args, kafka_rate: f64) -> Result<Vec<PhaseResult>> {
+    let n = args.events;
     eprintln!("bench: phase 3, gRPC -> MongoDB");
     let grpc = grpc_phase::run(ctx, n).await?;
     eprintln!(
@@ -70,7 +122,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
     eprintln!("bench: phases 3u and 3v, gRPC -> MongoDB with WRITE_MODE=upsert");
     let upsert = upsert_phase::run(ctx, n, upsert_phase::TYPICAL).await?;
     let stress = upsert_phase::run(ctx, n, upsert_phase::STRESS).await?;
-    let rate = kafka.events_per_second / 2.0;
+    let rate = kafka_rate / 2.0;
     eprintln!(
         "bench: phase 5, latency at {rate:.0} events/s for {} s",
         args.latency_seconds
@@ -117,24 +169,5 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Measured> {
         },
     )
     .await?;
-    let peer_events = args.peer_events.min(n);
-    eprintln!("bench: phase 9, Python peers, {peer_events} events each from {kafka_topic}");
-    let peers = peers::run_all(ctx, &kafka_topic, peer_events).await?;
-    eprintln!("bench: the database ceiling again, to show drift over the run");
-    let again = ceiling::run(
-        ctx,
-        "bench_ceiling_again",
-        n,
-        Order::Sequential,
-        "1b ceiling again, last",
-    )
-    .await?;
-    eprintln!("bench: ceiling again {:.0} docs/s", again.events_per_second);
-    Ok(Measured {
-        phases: vec![
-            ceiling, key_order, kafka, grpc, upsert, stress, latency, sync, small, trickle, again,
-        ],
-        peers,
-        pre_produce_seconds: pre_produce,
-    })
+    Ok(vec![grpc, upsert, stress, latency, sync, small, trickle])
 }

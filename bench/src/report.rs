@@ -130,6 +130,8 @@ pub struct Report {
     pub phases: Vec<PhaseResult>,
     /// Phase 9: the Python peers on phase 2's topic.
     pub peers: Vec<PeerResult>,
+    /// Phases 10 and 11: the JSON rivals, their faults.
+    pub rivals: Vec<crate::rivals_phase::RivalResult>,
     pub targets: Vec<Target>,
 }
 
@@ -264,6 +266,7 @@ impl Report {
             bench_cpu_s_per_doc: bench_per_doc,
             phases,
             peers: Vec::new(),
+            rivals: Vec::new(),
             targets,
         }
     }
@@ -377,6 +380,7 @@ impl Report {
             );
         }
         crate::peers::render(&mut s, &self.phases, &self.peers);
+        crate::rivals_report::render(&mut s, &self.phases, &self.peers, &self.rivals);
         s.push_str("\nTargets:\n\n");
         for t in &self.targets {
             let _ = writeln!(

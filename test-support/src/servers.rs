@@ -117,14 +117,100 @@ pub fn start_secantus(
     Ok(child)
 }
 
-/// An Apache Kafka broker (one KRaft node) and a secantusd-rs server started together on
-/// free loopback ports.
+/// How long FerretDB may take to listen.
+const FERRETDB_START: Duration = Duration::from_secs(30);
+
+/// Which MongoDB-protocol server the local servers run: secantusd-rs (the default) or
+/// FerretDB 1.x over SQLite, chosen by `INGEST_TEST_MONGODB_SERVER` (`secantusd-rs`
+/// or `ferretdb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MongoServer {
+    Secantus,
+    FerretDb,
+}
+
+impl MongoServer {
+    /// The server `INGEST_TEST_MONGODB_SERVER` names. Panics on another value.
+    pub fn from_env() -> Self {
+        match std::env::var("INGEST_TEST_MONGODB_SERVER").as_deref() {
+            Err(_) | Ok("") | Ok("secantusd-rs") => MongoServer::Secantus,
+            Ok("ferretdb") => MongoServer::FerretDb,
+            Ok(other) => {
+                panic!("INGEST_TEST_MONGODB_SERVER={other}: expected secantusd-rs or ferretdb")
+            }
+        }
+    }
+
+    /// The server's program, if installed.
+    pub fn path(self) -> Option<PathBuf> {
+        match self {
+            MongoServer::Secantus => secantus_path(),
+            MongoServer::FerretDb => ferretdb_path(),
+        }
+    }
+
+    /// Starts it on `port` with its data in `data_dir` (reopened intact on a restart).
+    /// `secantus_args` are given to secantusd-rs only.
+    pub fn start(
+        self,
+        port: u16,
+        data_dir: &Path,
+        secantus_args: &[&str],
+        logs: &Path,
+    ) -> Result<Supervised> {
+        match self {
+            MongoServer::Secantus => start_secantus(port, data_dir, secantus_args, logs),
+            MongoServer::FerretDb => start_ferretdb(port, data_dir, logs),
+        }
+    }
+}
+
+/// `ferretdb`: `SALES_INGEST_FERRETDB`, else `.cache/bin/ferretdb` in the repository
+/// (where scripts/install-deps puts it), else on PATH; if installed.
+pub fn ferretdb_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SALES_INGEST_FERRETDB") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/bin/ferretdb");
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("ferretdb"))
+            .find(|p| p.is_file())
+    });
+    Some(repo).filter(|p| p.is_file()).or(on_path)
+}
+
+/// Starts FerretDB (`test-support/ferretdb`: the SQLite backend, no telemetry, no debug
+/// HTTP server) on `port` with its databases in `data_dir`; logs to
+/// `logs/ferretdb-<port>.log`.
+pub fn start_ferretdb(port: u16, data_dir: &Path, logs: &Path) -> Result<Supervised> {
+    let ferretdb =
+        ferretdb_path().context("ferretdb not found (scripts/install-deps installs it)")?;
+    std::fs::create_dir_all(data_dir)?;
+    let argv = vec![
+        ferretdb.display().to_string(),
+        format!("--sqlite-url=file:{}/", data_dir.display()),
+        format!("--listen-addr=127.0.0.1:{port}"),
+    ];
+    let log = logs.join(format!("ferretdb-{port}.log"));
+    let child = Supervised::spawn("ferretdb", &argv, &[], &log)?;
+    wait_for_port(port, "ferretdb", FERRETDB_START)?;
+    Ok(child)
+}
+
+/// An Apache Kafka broker (one KRaft node) and a MongoDB-protocol server (secantusd-rs,
+/// or FerretDB with [`LocalServers::start_with`]) started together on free loopback ports.
 pub struct LocalServers {
     /// Where they listen (kind "local").
     pub backends: Backends,
     /// The broker; its start-up time is `kafka.startup`.
     pub kafka: KafkaCluster,
-    secantus: Supervised,
+    secantus: Option<Supervised>,
+    mongo: MongoServer,
+    mongo_port: u16,
+    mongo_dir: PathBuf,
+    secantus_args: Vec<String>,
+    logs: PathBuf,
 }
 
 impl LocalServers {
@@ -137,11 +223,22 @@ impl LocalServers {
         kafka: &KafkaOptions,
         secantus_args: &[&str],
     ) -> Result<Self> {
+        Self::start_with(logs, data_dir, kafka, MongoServer::Secantus, secantus_args)
+    }
+
+    /// [`LocalServers::start`] with `mongo` as the MongoDB-protocol server.
+    pub fn start_with(
+        logs: &Path,
+        data_dir: &Path,
+        kafka: &KafkaOptions,
+        mongo: MongoServer,
+        secantus_args: &[&str],
+    ) -> Result<Self> {
         let kafka = KafkaCluster::start(kafka, &data_dir.join("kafka"), logs)?;
         let mport = free_port();
         let mongo_dir = data_dir.join("mongo");
         std::fs::create_dir_all(&mongo_dir)?;
-        let secantus = start_secantus(mport, &mongo_dir, secantus_args, logs)?;
+        let secantus = Some(mongo.start(mport, &mongo_dir, secantus_args, logs)?);
         Ok(Self {
             backends: Backends {
                 kafka: kafka.bootstrap(),
@@ -150,7 +247,27 @@ impl LocalServers {
             },
             kafka,
             secantus,
+            mongo,
+            mongo_port: mport,
+            mongo_dir,
+            secantus_args: secantus_args.iter().map(|a| a.to_string()).collect(),
+            logs: logs.to_path_buf(),
         })
+    }
+
+    /// Stops the MongoDB server (SIGTERM), waits `down`, and starts it again on the same
+    /// port and data (its pid changes).
+    pub fn restart_mongodb(&mut self, down: Duration) -> Result<()> {
+        if let Some(s) = self.secantus.take() {
+            s.terminate(Duration::from_secs(30))?;
+        }
+        std::thread::sleep(down);
+        let args: Vec<&str> = self.secantus_args.iter().map(String::as_str).collect();
+        let s = self
+            .mongo
+            .start(self.mongo_port, &self.mongo_dir, &args, &self.logs)?;
+        self.secantus = Some(s);
+        Ok(())
     }
 
     /// The broker's pid.
@@ -160,7 +277,7 @@ impl LocalServers {
 
     /// The MongoDB server's pid.
     pub fn mongodb_pid(&self) -> u32 {
-        self.secantus.pid()
+        self.secantus.as_ref().map_or(0, Supervised::pid)
     }
 
     /// Stops both (SIGTERM), waiting for each to exit.
@@ -171,7 +288,9 @@ impl LocalServers {
             ..
         } = self;
         kafka.stop(Duration::from_secs(30))?;
-        secantus.terminate(Duration::from_secs(30))?;
+        if let Some(s) = secantus {
+            s.terminate(Duration::from_secs(30))?;
+        }
         Ok(())
     }
 }

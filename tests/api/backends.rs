@@ -4,7 +4,8 @@
 //! 2. testcontainers (Redpanda, `mongo:7`) when a Docker engine answers;
 //! 3. the local Apache Kafka broker (one KRaft node) and secantusd-rs of docs/testing.md
 //!    (`scripts/install-deps` installs them), started once on free loopback ports and
-//!    stopped when the tests end;
+//!    stopped when the tests end; with `INGEST_TEST_MONGODB_SERVER=ferretdb`, FerretDB
+//!    instead of secantusd-rs, for the tests' own servers too ([`start_secantus`]);
 //! 4. otherwise the tests fail, saying what to install. They never pass by skipping.
 //!
 //! Also the tests' own local servers (for tests that stop or restart one) and the
@@ -18,7 +19,7 @@ use std::{
 
 use test_support::{
     kafka::{self, KafkaCluster, KafkaOptions},
-    servers::{self, scratch_dir, Backends, LocalServers},
+    servers::{self, scratch_dir, Backends, LocalServers, MongoServer},
     service::Service,
     supervisor::Supervised,
 };
@@ -57,15 +58,16 @@ fn resolve() -> Backends {
     if docker_engine_answers() {
         return containers();
     }
-    match (kafka::libs(), servers::secantus_path()) {
-        (Some(_), Some(_)) => local(),
-        (kafka, secantus) => panic!(
+    let mongo = MongoServer::from_env();
+    match (kafka::libs(), mongo.path()) {
+        (Some(_), Some(_)) => local(mongo),
+        (kafka, server) => panic!(
             "no Kafka/MongoDB servers for the integration tests: set INGEST_TEST_KAFKA and \
              INGEST_TEST_MONGODB, or run a Docker engine, or run scripts/install-deps to install \
-             the local servers (Apache Kafka {} jars found: {}, secantusd-rs found: {})",
+             the local servers (Apache Kafka {} jars found: {}, {mongo:?} found: {})",
             kafka::version(),
             kafka.is_some(),
-            secantus.is_some()
+            server.is_some()
         ),
     }
 }
@@ -96,11 +98,15 @@ pub fn start_kafka(options: &KafkaOptions) -> KafkaCluster {
     cluster
 }
 
-/// Starts secantusd-rs on `port` with data in `dir` (reopened intact on restart) and
-/// `extra` arguments.
+/// Starts the tests' MongoDB-protocol server (secantusd-rs, or FerretDB under
+/// `INGEST_TEST_MONGODB_SERVER=ferretdb`) on `port` with data in `dir` (reopened intact
+/// on restart); `extra` arguments go to secantusd-rs only.
 pub fn start_secantus(port: u16, dir: &str, extra: &[&str]) -> Supervised {
     let args: Vec<&str> = SECANTUS_ARGS.iter().chain(extra).copied().collect();
-    servers::start_secantus(port, Path::new(dir), &args, &logs_dir()).expect("start secantusd-rs")
+    let mongo = MongoServer::from_env();
+    mongo
+        .start(port, Path::new(dir), &args, &logs_dir())
+        .unwrap_or_else(|e| panic!("start {mongo:?}: {e:#}"))
 }
 
 /// Starts the debug build of the server as its own process with exactly `env` (from
@@ -111,10 +117,11 @@ pub fn start_server(name: &str, env: &[(String, String)]) -> Service {
         .expect("start sales-ingest")
 }
 
-fn local() -> Backends {
+fn local(mongo: MongoServer) -> Backends {
     let data = scratch_dir("servers");
-    let started = LocalServers::start(&logs_dir(), &data, &KafkaOptions::default(), &SECANTUS_ARGS)
-        .expect("start the local Apache Kafka and secantusd-rs");
+    let options = KafkaOptions::default();
+    let started = LocalServers::start_with(&logs_dir(), &data, &options, mongo, &SECANTUS_ARGS)
+        .unwrap_or_else(|e| panic!("start the local Apache Kafka and {mongo:?}: {e:#}"));
     eprintln!(
         "test kafka: the shared broker (Apache Kafka {}) started in {:.1}s",
         kafka::version(),
