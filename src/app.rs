@@ -274,7 +274,7 @@ impl Application {
                     others: rx,
                     kafka: kafka_rx,
                 };
-                pipeline::run(queues, Arc::new(store), metrics, pipeline_cfg, s.requested).await;
+                pipeline::run(queues, Arc::new(store), metrics, pipeline_cfg, s.clone()).await;
                 s.pipeline_drained.cancel();
             });
         }
@@ -333,6 +333,7 @@ impl Application {
                 idle_timeout: config.grpc_stream_idle_timeout(),
                 stop: shutdown.requested.clone(),
                 tracker: tasks.clone(),
+                lost: metrics.lost_acks(),
             },
             health: health_service,
             max_message_bytes: config.grpc_max_message_bytes as usize,

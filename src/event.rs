@@ -6,13 +6,22 @@
 //! request's `IngestAck`, which is sent when the request's last event is resolved;
 //! re-drive acks do the same for a chunk of re-driven dead letters, and carry the
 //! dead letter's original origin.
+//!
+//! Every ack ends in one of two ways: `resolve` with an outcome, or `release` when the
+//! server stops before the event is handled (its source delivers it again). An ack
+//! dropped without either is lost: its drop reports it (an error log and
+//! `ingest_acks_lost_total{source}`) and resolves it as a failure the owner acts on —
+//! a Kafka offset stays unresolved, so no commit passes it and the message is delivered
+//! again; a gRPC request or re-drive chunk is abandoned, so the producer resends it.
 use std::{
     sync::{Arc, Mutex},
     time::Instant,
 };
 
 use bytes::Bytes;
+use prometheus::IntCounter;
 use tokio::sync::oneshot;
+use tracing::error;
 
 use crate::{
     proto::ingest::v1 as pb,
@@ -129,6 +138,45 @@ pub struct KafkaAck {
     pub offset: i64,
     pub generation: u64,
     pub tracker: Arc<Mutex<OffsetTracker>>,
+    /// Counts this ack if it is lost.
+    lost: IntCounter,
+    open: bool,
+}
+
+impl KafkaAck {
+    /// The ack of a consumed message.
+    pub fn new(
+        topic: Arc<str>,
+        (partition, offset, generation): (i32, i64, u64),
+        tracker: Arc<Mutex<OffsetTracker>>,
+        lost: IntCounter,
+    ) -> Self {
+        Self {
+            topic,
+            partition,
+            offset,
+            generation,
+            tracker,
+            lost,
+            open: true,
+        }
+    }
+}
+
+impl Drop for KafkaAck {
+    /// A lost Kafka ack leaves its offset unresolved: no commit passes it, and the
+    /// message is delivered again after a restart or a rebalance.
+    fn drop(&mut self) {
+        if self.open {
+            self.lost.inc();
+            error!(
+                topic = %self.topic,
+                partition = self.partition,
+                offset = self.offset,
+                "an event's ack was dropped unresolved; its offset stays uncommitted"
+            );
+        }
+    }
 }
 
 /// An event's position in a gRPC request.
@@ -136,6 +184,26 @@ pub struct KafkaAck {
 pub struct GrpcAck {
     pub request: Arc<RequestAck>,
     pub index: u32,
+    open: bool,
+}
+
+impl GrpcAck {
+    /// The ack of event `index` of `request`.
+    pub fn new(request: Arc<RequestAck>, index: u32) -> Self {
+        Self {
+            request,
+            index,
+            open: true,
+        }
+    }
+}
+
+impl Drop for GrpcAck {
+    fn drop(&mut self) {
+        if self.open {
+            self.request.lost(self.index, Source::Grpc);
+        }
+    }
 }
 
 /// A re-driven dead letter: where the event originally came from (its `_id`, stored
@@ -146,6 +214,34 @@ pub struct RedriveAck {
     pub origin: Origin,
     pub request: Arc<RequestAck>,
     pub index: u32,
+    open: bool,
+}
+
+impl RedriveAck {
+    /// The ack of dead letter `index` of a re-drive chunk, first received from `origin`.
+    pub fn new(origin: Origin, request: Arc<RequestAck>, index: u32) -> Self {
+        Self {
+            origin,
+            request,
+            index,
+            open: true,
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self.origin {
+            Origin::Kafka { .. } => Source::Kafka,
+            Origin::Grpc => Source::Grpc,
+        }
+    }
+}
+
+impl Drop for RedriveAck {
+    fn drop(&mut self) {
+        if self.open {
+            self.request.lost(self.index, self.source());
+        }
+    }
 }
 
 impl Ack {
@@ -154,10 +250,7 @@ impl Ack {
         match self {
             Ack::Kafka(_) => Source::Kafka,
             Ack::Grpc(_) => Source::Grpc,
-            Ack::Redrive(r) => match r.origin {
-                Origin::Kafka { .. } => Source::Kafka,
-                Origin::Grpc => Source::Grpc,
-            },
+            Ack::Redrive(r) => r.source(),
         }
     }
 
@@ -177,13 +270,33 @@ impl Ack {
     /// Hands the final outcome back to the source.
     pub fn resolve(self, outcome: Outcome) {
         match self {
-            Ack::Kafka(k) => k.tracker.lock().expect("offset tracker lock").resolved(
-                k.partition,
-                k.generation,
-                k.offset,
-            ),
-            Ack::Grpc(g) => g.request.resolve(g.index, outcome),
-            Ack::Redrive(r) => r.request.resolve(r.index, outcome),
+            Ack::Kafka(mut k) => {
+                k.open = false;
+                k.tracker.lock().expect("offset tracker lock").resolved(
+                    k.partition,
+                    k.generation,
+                    k.offset,
+                )
+            }
+            Ack::Grpc(mut g) => {
+                g.open = false;
+                g.request.resolve(g.index, outcome)
+            }
+            Ack::Redrive(mut r) => {
+                r.open = false;
+                r.request.resolve(r.index, outcome)
+            }
+        }
+    }
+
+    /// Leaves the event unresolved on purpose: the server stops before handling it,
+    /// and its source delivers it again (Kafka redelivers the uncommitted offset; the
+    /// request's abandon tells a producer to resend).
+    pub fn release(self) {
+        match self {
+            Ack::Kafka(mut k) => k.open = false,
+            Ack::Grpc(mut g) => g.open = false,
+            Ack::Redrive(mut r) => r.open = false,
         }
     }
 }
@@ -198,17 +311,20 @@ pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
             other => other.resolve(outcome),
         }
     }
-    let mut rest = kafka.as_slice();
-    while let Some(first) = rest.first() {
+    let mut rest = kafka.as_mut_slice();
+    while !rest.is_empty() {
+        let first = rest[0].tracker.clone();
         let run = rest
             .iter()
-            .take_while(|k| Arc::ptr_eq(&k.tracker, &first.tracker))
+            .take_while(|k| Arc::ptr_eq(&k.tracker, &first))
             .count();
-        let mut tracker = first.tracker.lock().expect("offset tracker lock");
-        for k in &rest[..run] {
+        let mut tracker = first.lock().expect("offset tracker lock");
+        let (done, later) = rest.split_at_mut(run);
+        for k in done {
+            k.open = false;
             tracker.resolved(k.partition, k.generation, k.offset);
         }
-        rest = &rest[run..];
+        rest = later;
     }
 }
 
@@ -220,6 +336,25 @@ pub type RequestResult = Result<pb::IngestAck, String>;
 #[derive(Debug)]
 pub struct RequestAck {
     inner: Mutex<RequestInner>,
+    /// `ingest_acks_lost_total` by source.
+    lost: LostAcks,
+}
+
+/// The counters of acks dropped unresolved, by source (`ingest_acks_lost_total`).
+#[derive(Clone, Debug)]
+pub struct LostAcks {
+    pub kafka: IntCounter,
+    pub grpc: IntCounter,
+}
+
+impl LostAcks {
+    /// The counter of `source`.
+    pub fn of(&self, source: Source) -> &IntCounter {
+        match source {
+            Source::Kafka => &self.kafka,
+            Source::Grpc => &self.grpc,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -230,10 +365,16 @@ struct RequestInner {
 }
 
 impl RequestAck {
-    /// A request of `events` events; the receiver yields its ack.
-    pub fn new(seq: u64, events: usize) -> (Arc<Self>, oneshot::Receiver<RequestResult>) {
+    /// A request of `events` events; the receiver yields its ack. A lost ack of one of
+    /// them is counted in `lost`.
+    pub fn new(
+        seq: u64,
+        events: usize,
+        lost: LostAcks,
+    ) -> (Arc<Self>, oneshot::Receiver<RequestResult>) {
         let (tx, rx) = oneshot::channel();
         let this = Arc::new(RequestAck {
+            lost,
             inner: Mutex::new(RequestInner {
                 remaining: events,
                 ack: pb::IngestAck {
@@ -278,6 +419,21 @@ impl RequestAck {
         }
     }
 
+    /// The ack of event `index` was dropped unresolved: reported, and the request is
+    /// abandoned so that its producer resends it (every event has an idempotent `_id`
+    /// or is a new document).
+    fn lost(&self, index: u32, source: Source) {
+        self.lost.of(source).inc();
+        error!(
+            index,
+            "an event's ack was dropped unresolved; its request is abandoned"
+        );
+        self.abandon(format!(
+            "the outcome of event {index} was lost (a write task ended without one); \
+             resend the request"
+        ));
+    }
+
     /// Abandons the request (the server is stopping before all of its events were
     /// taken); later outcomes are ignored.
     pub fn abandon(&self, why: String) {
@@ -290,17 +446,16 @@ impl RequestAck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::Reason;
+    use crate::{metrics::Metrics, validate::Reason};
+
+    fn lost() -> LostAcks {
+        Metrics::new().lost_acks()
+    }
 
     #[tokio::test]
     async fn request_ack_is_sent_after_the_last_event_with_sorted_rejections() {
-        let (req, mut rx) = RequestAck::new(7, 3);
-        let ack = |i| {
-            Ack::Grpc(GrpcAck {
-                request: req.clone(),
-                index: i,
-            })
-        };
+        let (req, mut rx) = RequestAck::new(7, 3, lost());
+        let ack = |i| Ack::Grpc(GrpcAck::new(req.clone(), i));
         let bad = Outcome::Rejected(Rejection {
             reason: Reason::InvalidTs,
             detail: "x".into(),
@@ -324,23 +479,11 @@ mod tests {
         let mut acks = Vec::new();
         for offset in 0..3 {
             tracker.lock().unwrap().received(0, offset);
-            let k = KafkaAck {
-                topic: "t".into(),
-                partition: 0,
-                offset,
-                generation: g,
-                tracker: tracker.clone(),
-            };
+            let k = KafkaAck::new("t".into(), (0, offset, g), tracker.clone(), lost().kafka);
             acks.push((Ack::Kafka(k), Outcome::Stored));
         }
-        let (req, mut rx) = RequestAck::new(1, 1);
-        acks.push((
-            Ack::Grpc(GrpcAck {
-                request: req,
-                index: 0,
-            }),
-            Outcome::Duplicate,
-        ));
+        let (req, mut rx) = RequestAck::new(1, 1, lost());
+        acks.push((Ack::Grpc(GrpcAck::new(req, 0)), Outcome::Duplicate));
         resolve_all(acks);
         assert_eq!(tracker.lock().unwrap().committable(0), Some(3));
         assert_eq!(rx.try_recv().unwrap().unwrap().duplicates, 1);
@@ -348,22 +491,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_redrive_ack_keeps_the_original_origin_and_fills_its_chunk_ack() {
-        let (req, rx) = RequestAck::new(0, 2);
+        let (req, rx) = RequestAck::new(0, 2, lost());
         let origin = Origin::Kafka {
             topic: "sales".into(),
             partition: 2,
             offset: 41,
         };
-        let kafka = Ack::Redrive(RedriveAck {
-            origin: origin.clone(),
-            request: req.clone(),
-            index: 0,
-        });
-        let grpc = Ack::Redrive(RedriveAck {
-            origin: Origin::Grpc,
-            request: req,
-            index: 1,
-        });
+        let kafka = Ack::Redrive(RedriveAck::new(origin.clone(), req.clone(), 0));
+        let grpc = Ack::Redrive(RedriveAck::new(Origin::Grpc, req, 1));
         assert_eq!((kafka.source(), kafka.origin()), (Source::Kafka, origin));
         assert_eq!(grpc.source(), Source::Grpc);
         resolve_all([(kafka, Outcome::Stored), (grpc, Outcome::Duplicate)]);
@@ -373,15 +508,56 @@ mod tests {
 
     #[tokio::test]
     async fn empty_request_is_acked_at_once_and_abandon_wins_over_late_outcomes() {
-        let (_req, rx) = RequestAck::new(1, 0);
+        let (_req, rx) = RequestAck::new(1, 0, lost());
         assert_eq!(rx.await.unwrap().unwrap().seq, 1);
-        let (req, rx) = RequestAck::new(2, 2);
+        let (req, rx) = RequestAck::new(2, 2, lost());
         req.abandon("shutting down".into());
-        Ack::Grpc(GrpcAck {
-            request: req.clone(),
-            index: 0,
-        })
-        .resolve(Outcome::Stored);
+        Ack::Grpc(GrpcAck::new(req.clone(), 0)).resolve(Outcome::Stored);
         assert_eq!(rx.await.unwrap().unwrap_err(), "shutting down");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_ack_is_counted_and_fails_its_request_or_holds_its_offset() {
+        let counters = lost();
+        let (req, rx) = RequestAck::new(3, 2, counters.clone());
+        Ack::Grpc(GrpcAck::new(req.clone(), 0)).resolve(Outcome::Stored);
+        drop(Ack::Grpc(GrpcAck::new(req, 1)));
+        let why = rx.await.unwrap().unwrap_err();
+        assert!(why.contains("event 1 was lost"), "{why}");
+        assert_eq!((counters.grpc.get(), counters.kafka.get()), (1, 0));
+
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let g = tracker.lock().unwrap().assign(0);
+        let acks: Vec<_> = (0..3)
+            .map(|offset| {
+                tracker.lock().unwrap().received(0, offset);
+                KafkaAck::new(
+                    "t".into(),
+                    (0, offset, g),
+                    tracker.clone(),
+                    counters.kafka.clone(),
+                )
+            })
+            .collect();
+        let mut acks = acks.into_iter();
+        Ack::Kafka(acks.next().unwrap()).resolve(Outcome::Stored);
+        drop(acks.next());
+        Ack::Kafka(acks.next().unwrap()).resolve(Outcome::Stored);
+        assert_eq!(counters.kafka.get(), 1);
+        assert_eq!(
+            tracker.lock().unwrap().committable(0),
+            Some(1),
+            "offset 1 holds"
+        );
+    }
+
+    #[test]
+    fn a_released_ack_is_not_lost() {
+        let counters = lost();
+        let (req, mut rx) = RequestAck::new(4, 1, counters.clone());
+        Ack::Grpc(GrpcAck::new(req.clone(), 0)).release();
+        req.abandon("stopping".into());
+        assert_eq!(rx.try_recv().unwrap().unwrap_err(), "stopping");
+        assert_eq!(counters.grpc.get(), 0);
     }
 }

@@ -12,7 +12,7 @@ use prometheus::{
 use strum::VariantArray;
 
 use crate::{
-    event::{Outcome, Source, WRITE_FAILED},
+    event::{LostAcks, Outcome, Source, WRITE_FAILED},
     validate::Reason,
 };
 
@@ -85,6 +85,7 @@ pub struct Metrics {
     up: IntGaugeVec,
     dead_letters: IntCounterVec,
     schema_registry: IntCounterVec,
+    acks_lost: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: T) -> T {
@@ -203,7 +204,17 @@ impl Metrics {
         for result in ["found", "not_found", "unreadable", "error"] {
             schema_registry.with_label_values(&[result]);
         }
+        let acks_lost = counter_vec(
+            &r,
+            "ingest_acks_lost_total",
+            "Acks dropped without an outcome (a write task that died), by source",
+            &["source"],
+        );
+        for source in Source::VARIANTS {
+            acks_lost.with_label_values(&[source.as_str()]);
+        }
         Metrics {
+            acks_lost,
             processed,
             rejected_by_reason,
             per_second: register(
@@ -244,6 +255,14 @@ impl Metrics {
             dead_letters,
             schema_registry,
             registry: r,
+        }
+    }
+
+    /// The counters that acks dropped unresolved report to.
+    pub fn lost_acks(&self) -> LostAcks {
+        LostAcks {
+            kafka: self.acks_lost.with_label_values(&[Source::Kafka.as_str()]),
+            grpc: self.acks_lost.with_label_values(&[Source::Grpc.as_str()]),
         }
     }
 

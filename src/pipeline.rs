@@ -15,6 +15,14 @@
 //! flight holds waits for that batch, so the last event per id in source order is the
 //! one written last (`sink::upsert::InFlight`).
 //!
+//! A task that dies (a panic in the sink) is never silent: the loop notices it when it
+//! joins the task and fails the service loudly (`Shutdown::fail`: health NOT_SERVING,
+//! the shutdown sequence, exit 1). The task's acks are dropped with it, and each
+//! reports itself lost (`event`): its Kafka offsets stay uncommitted and are delivered
+//! again after the restart, its gRPC requests are abandoned so that producers resend.
+//! Retrying in place is not attempted: a sink that panicked once would panic again on
+//! the same events.
+//!
 //! Kafka events come on a channel of their own. A Kafka value whose schema the
 //! registry has to be asked about is decoded in a task of its own while the loop takes
 //! no more Kafka events (their channel fills and the source pauses fetching, in order),
@@ -25,7 +33,7 @@ use bytes::Bytes;
 use mongodb::bson::oid::ObjectId;
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
-    task::{JoinHandle, JoinSet},
+    task::{JoinError, JoinHandle, JoinSet},
     time::{sleep_until, Instant},
 };
 use tokio_util::sync::CancellationToken;
@@ -35,6 +43,7 @@ use crate::{
     event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     format::ValueDecoder,
     metrics::Metrics,
+    shutdown::Shutdown,
     sink::upsert::{InFlight, WriteMode},
     validate::{Rejection, Rules, ValidEvent},
 };
@@ -100,6 +109,8 @@ struct Pipeline<S> {
     rules: Rules,
     values: ValueDecoder,
     stop: CancellationToken,
+    /// Where a task that died is reported.
+    shutdown: Shutdown,
     /// Batches in flight by event id (`WRITE_MODE=upsert` only).
     in_flight: Option<InFlight>,
     /// The Kafka event waiting for the schema registry, if any; Kafka intake waits
@@ -107,14 +118,16 @@ struct Pipeline<S> {
     held: Option<Held>,
 }
 
-/// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
+/// Runs the pipeline until a shutdown is requested and everything taken is resolved;
+/// a task that dies fails the service (`shutdown.fail`).
 pub async fn run<S: Sink>(
     queues: Queues,
     sink: Arc<S>,
     metrics: Arc<Metrics>,
     cfg: PipelineConfig,
-    stop: CancellationToken,
+    shutdown: Shutdown,
 ) {
+    let stop = shutdown.requested.clone();
     let batch_size = cfg.batch_size.max(1);
     let mut p = Pipeline {
         sink,
@@ -127,6 +140,7 @@ pub async fn run<S: Sink>(
         rules: cfg.rules,
         values: cfg.values,
         stop: stop.clone(),
+        shutdown,
         in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
         held: None,
     };
@@ -140,7 +154,7 @@ pub async fn run<S: Sink>(
         let deadline = p.batcher.deadline();
         tokio::select! {
             biased;
-            Some(_) = p.tasks.join_next(), if !p.tasks.is_empty() => {}
+            Some(joined) = p.tasks.join_next(), if !p.tasks.is_empty() => p.joined(joined),
             _ = stop.cancelled(), if !closing => {
                 closing = true;
                 rx.close();
@@ -153,8 +167,13 @@ pub async fn run<S: Sink>(
             }
             checked = async { (&mut p.held.as_mut().expect("held").task).await }, if p.held.is_some() => {
                 let Held { item, .. } = p.held.take().expect("held");
-                if let Ok(Some(checked)) = checked {
-                    p.admit_checked(item, checked).await;
+                match checked {
+                    Ok(Some(checked)) => p.admit_checked(item, checked).await,
+                    Ok(None) => item.ack.release(),
+                    Err(e) => {
+                        p.joined(Err(e));
+                        drop(item);
+                    }
                 }
             }
             item = recv(&mut kafka_rx), if kafka_open && p.held.is_none() => {
@@ -194,7 +213,9 @@ pub async fn run<S: Sink>(
         }
     }
     p.flush().await;
-    while p.tasks.join_next().await.is_some() {}
+    while let Some(joined) = p.tasks.join_next().await {
+        p.joined(joined);
+    }
 }
 
 /// The next Kafka event; pending forever without a Kafka channel.
@@ -206,6 +227,15 @@ async fn recv(kafka: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> 
 }
 
 impl<S: Sink> Pipeline<S> {
+    /// A task ended: one that died fails the service (its acks report themselves lost).
+    fn joined(&self, joined: Result<(), JoinError>) {
+        if let Err(e) = joined {
+            self.shutdown.fail(format!(
+                "a pipeline task died ({e}); its events are delivered again after a restart"
+            ));
+        }
+    }
+
     /// Validates one event, then [`Self::admit_checked`]. A Kafka event (`from_kafka`)
     /// whose value needs the schema registry is decoded in a task of its own and held.
     async fn admit(&mut self, item: Incoming, from_kafka: bool) {
@@ -223,12 +253,13 @@ impl<S: Sink> Pipeline<S> {
         }
         // Waits while the schema registry cannot answer; given up only at stop, leaving
         // the event unresolved (its offset is not committed).
-        if let Some(checked) = self
+        match self
             .values
             .decode(&item.payload, &self.rules, &self.stop)
             .await
         {
-            self.admit_checked(item, checked).await;
+            Some(checked) => self.admit_checked(item, checked).await,
+            None => item.ack.release(),
         }
     }
 

@@ -54,6 +54,8 @@ pub struct KafkaSource {
     /// since the last lag publication: the time lag grows while nothing is consumed.
     newest_ms: AtomicI64,
     consumed_since_publish: AtomicBool,
+    /// `ingest_acks_lost_total{source="kafka"}`.
+    lost: prometheus::IntCounter,
 }
 
 impl KafkaSource {
@@ -66,7 +68,9 @@ impl KafkaSource {
         seeks: mpsc::Receiver<SeekCommand>,
     ) -> Self {
         let topic = Arc::from(consumer.context().topic.as_str());
+        let lost = stats.metrics().lost_acks().kafka;
         Self {
+            lost,
             consumer,
             tx,
             admin_paused,
@@ -104,7 +108,10 @@ impl KafkaSource {
                         backlog.push_front(item);
                         break;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break 'run,
+                    Err(mpsc::error::TrySendError::Closed(item)) => {
+                        item.ack.release();
+                        break 'run;
+                    }
                 }
             }
             let admin = *self.admin_paused.borrow();
@@ -183,7 +190,10 @@ impl KafkaSource {
         }
         drop(seek);
         self.set_fetch_paused(true, None);
-        drop(backlog);
+        // Never handed over: delivered again from the last commit.
+        for item in backlog {
+            item.ack.release();
+        }
         drained.cancelled().await;
         self.commit_final().await;
         self.publish_lag();
@@ -201,13 +211,12 @@ impl KafkaSource {
             .received(partition, offset);
         Incoming {
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-            ack: Ack::Kafka(KafkaAck {
-                topic: self.topic.clone(),
-                partition,
-                offset,
-                generation,
-                tracker: self.ctx().tracker.clone(),
-            }),
+            ack: Ack::Kafka(KafkaAck::new(
+                self.topic.clone(),
+                (partition, offset, generation),
+                self.ctx().tracker.clone(),
+                self.lost.clone(),
+            )),
             received,
             trace: telemetry::enabled()
                 .then(|| message_trace(m, partition, offset))

@@ -160,7 +160,10 @@ impl KafkaNode {
                 );
             }
             if Instant::now() > deadline {
-                bail!("kafka node {} did not start within {START_TIMEOUT:?}", self.id);
+                bail!(
+                    "kafka node {} did not start within {START_TIMEOUT:?}",
+                    self.id
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -393,7 +396,10 @@ fn jvm_argv(libs: &Path, options: &KafkaOptions, config: &Path) -> Vec<String> {
 /// `kafka.tools.StorageTool format` of one node's log directories.
 fn format(libs: &Path, config: &Path, cluster_id: &str, extra: &[String]) -> Result<()> {
     let out = Command::new("java")
-        .arg(format!("-Dlog4j2.configurationFile={}", log4j_config().display()))
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            log4j_config().display()
+        ))
         .arg("-cp")
         .arg(format!("{}/*", libs.display()))
         .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])

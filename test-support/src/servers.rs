@@ -166,7 +166,9 @@ impl LocalServers {
     /// Stops both (SIGTERM), waiting for each to exit.
     pub fn stop(self) -> Result<()> {
         let LocalServers {
-            mut kafka, secantus, ..
+            mut kafka,
+            secantus,
+            ..
         } = self;
         kafka.stop(Duration::from_secs(30))?;
         secantus.terminate(Duration::from_secs(30))?;

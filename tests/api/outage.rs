@@ -10,11 +10,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-use test_support::{
-    kafka::KafkaOptions,
-    servers::scratch_dir,
-    service::server_env,
-};
+use test_support::{kafka::KafkaOptions, servers::scratch_dir, service::server_env};
 
 use crate::{
     backends::{backends, start_kafka, start_secantus, start_server},
