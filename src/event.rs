@@ -2,17 +2,19 @@
 //! received (`Incoming`), the handle that acknowledges it to its source (`Ack`), its
 //! final `Outcome`, a valid event waiting to be written (`Pending`) and a refused one on
 //! its way to a dead-letter destination (`DeadLetter`, which carries the bytes received).
-//! Kafka acks mark the offset done in the partition's tracker; gRPC acks fill in their
+//! Kafka acks report to the source that owns the offsets (`KafkaAcked`, on the channel
+//! each ack holds); gRPC acks fill in their
 //! request's `IngestAck`, which is sent when the request's last event is resolved;
 //! re-drive acks do the same for a chunk of re-driven dead letters, and carry the
 //! dead letter's original origin.
 //!
 //! Every ack ends in one of two ways: `resolve` with an outcome, or `release` when the
 //! server stops before the event is handled (its source delivers it again). An ack
-//! dropped without either is lost: its drop reports it (an error log and
-//! `ingest_acks_lost_total{source}`) and resolves it as a failure the owner acts on —
-//! a Kafka offset stays unresolved, so no commit passes it and the message is delivered
-//! again; a gRPC request or re-drive chunk is abandoned, so the producer resends it.
+//! dropped without either is lost: it is reported (an error log and
+//! `ingest_acks_lost_total{source}`) and resolved as a failure the owner acts on — the
+//! Kafka source keeps the offset unresolved, so no commit passes it and the message is
+//! delivered again; a gRPC request or re-drive chunk is abandoned, so the producer
+//! resends it.
 use std::{
     sync::{Arc, Mutex},
     time::Instant,
@@ -20,12 +22,11 @@ use std::{
 
 use bytes::Bytes;
 use prometheus::IntCounter;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use crate::{
     proto::ingest::v1 as pb,
-    source::offsets::OffsetTracker,
     validate::{Rejection, ValidEvent},
 };
 
@@ -130,51 +131,64 @@ pub enum Ack {
     Redrive(RedriveAck),
 }
 
-/// A consumed Kafka message's coordinates and its partition's offset tracker.
+/// What Kafka acks tell the source that owns the offsets.
+#[derive(Debug, PartialEq)]
+pub enum KafkaAcked {
+    /// Offsets done (durable, a duplicate or dead-lettered): (partition, generation,
+    /// offset), in the order resolved.
+    Resolved(Vec<(i32, u64, i64)>),
+    /// An ack dropped without an outcome.
+    Lost {
+        partition: i32,
+        generation: u64,
+        offset: i64,
+    },
+}
+
+/// A consumed Kafka message's coordinates and the channel to the source owning its
+/// partition's offsets.
 #[derive(Debug)]
 pub struct KafkaAck {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub generation: u64,
-    pub tracker: Arc<Mutex<OffsetTracker>>,
-    /// Counts this ack if it is lost.
-    lost: IntCounter,
+    to: mpsc::UnboundedSender<KafkaAcked>,
     open: bool,
 }
 
 impl KafkaAck {
-    /// The ack of a consumed message.
+    /// The ack of a consumed message, reporting to `to`.
     pub fn new(
         topic: Arc<str>,
         (partition, offset, generation): (i32, i64, u64),
-        tracker: Arc<Mutex<OffsetTracker>>,
-        lost: IntCounter,
+        to: mpsc::UnboundedSender<KafkaAcked>,
     ) -> Self {
         Self {
             topic,
             partition,
             offset,
             generation,
-            tracker,
-            lost,
+            to,
             open: true,
         }
+    }
+
+    fn done(&mut self) -> (i32, u64, i64) {
+        self.open = false;
+        (self.partition, self.generation, self.offset)
     }
 }
 
 impl Drop for KafkaAck {
-    /// A lost Kafka ack leaves its offset unresolved: no commit passes it, and the
-    /// message is delivered again after a restart or a rebalance.
+    /// A source that has stopped needs no report.
     fn drop(&mut self) {
         if self.open {
-            self.lost.inc();
-            error!(
-                topic = %self.topic,
-                partition = self.partition,
-                offset = self.offset,
-                "an event's ack was dropped unresolved; its offset stays uncommitted"
-            );
+            let _ = self.to.send(KafkaAcked::Lost {
+                partition: self.partition,
+                generation: self.generation,
+                offset: self.offset,
+            });
         }
     }
 }
@@ -271,12 +285,8 @@ impl Ack {
     pub fn resolve(self, outcome: Outcome) {
         match self {
             Ack::Kafka(mut k) => {
-                k.open = false;
-                k.tracker.lock().expect("offset tracker lock").resolved(
-                    k.partition,
-                    k.generation,
-                    k.offset,
-                )
+                let done = KafkaAcked::Resolved(vec![k.done()]);
+                let _ = k.to.send(done);
             }
             Ack::Grpc(mut g) => {
                 g.open = false;
@@ -301,8 +311,8 @@ impl Ack {
     }
 }
 
-/// Resolves many acks (a written batch), taking each offset tracker's lock once for
-/// its run of Kafka acks instead of once per event.
+/// Resolves many acks (a written batch), sending each source one report for its run
+/// of Kafka acks instead of one per event.
 pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
     let mut kafka: Vec<KafkaAck> = Vec::new();
     for (ack, outcome) in acks {
@@ -313,17 +323,12 @@ pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
     }
     let mut rest = kafka.as_mut_slice();
     while !rest.is_empty() {
-        let first = rest[0].tracker.clone();
-        let run = rest
-            .iter()
-            .take_while(|k| Arc::ptr_eq(&k.tracker, &first))
-            .count();
-        let mut tracker = first.lock().expect("offset tracker lock");
+        let to = rest[0].to.clone();
+        let run = rest.iter().take_while(|k| k.to.same_channel(&to)).count();
         let (done, later) = rest.split_at_mut(run);
-        for k in done {
-            k.open = false;
-            tracker.resolved(k.partition, k.generation, k.offset);
-        }
+        let _ = to.send(KafkaAcked::Resolved(
+            done.iter_mut().map(KafkaAck::done).collect(),
+        ));
         rest = later;
     }
 }
@@ -474,18 +479,18 @@ mod tests {
 
     #[test]
     fn resolve_all_resolves_kafka_and_grpc_acks() {
-        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-        let g = tracker.lock().unwrap().assign(0);
+        let (to, mut source) = mpsc::unbounded_channel();
         let mut acks = Vec::new();
         for offset in 0..3 {
-            tracker.lock().unwrap().received(0, offset);
-            let k = KafkaAck::new("t".into(), (0, offset, g), tracker.clone(), lost().kafka);
+            let k = KafkaAck::new("t".into(), (0, offset, 7), to.clone());
             acks.push((Ack::Kafka(k), Outcome::Stored));
         }
         let (req, mut rx) = RequestAck::new(1, 1, lost());
         acks.push((Ack::Grpc(GrpcAck::new(req, 0)), Outcome::Duplicate));
         resolve_all(acks);
-        assert_eq!(tracker.lock().unwrap().committable(0), Some(3));
+        let one_report = KafkaAcked::Resolved(vec![(0, 7, 0), (0, 7, 1), (0, 7, 2)]);
+        assert_eq!(source.try_recv().unwrap(), one_report);
+        assert!(source.try_recv().is_err());
         assert_eq!(rx.try_recv().unwrap().unwrap().duplicates, 1);
     }
 
@@ -517,7 +522,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_ack_is_counted_and_fails_its_request_or_holds_its_offset() {
+    async fn a_dropped_ack_is_counted_and_fails_its_request_or_reports_its_offset() {
         let counters = lost();
         let (req, rx) = RequestAck::new(3, 2, counters.clone());
         Ack::Grpc(GrpcAck::new(req.clone(), 0)).resolve(Outcome::Stored);
@@ -526,29 +531,17 @@ mod tests {
         assert!(why.contains("event 1 was lost"), "{why}");
         assert_eq!((counters.grpc.get(), counters.kafka.get()), (1, 0));
 
-        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-        let g = tracker.lock().unwrap().assign(0);
-        let acks: Vec<_> = (0..3)
-            .map(|offset| {
-                tracker.lock().unwrap().received(0, offset);
-                KafkaAck::new(
-                    "t".into(),
-                    (0, offset, g),
-                    tracker.clone(),
-                    counters.kafka.clone(),
-                )
-            })
-            .collect();
-        let mut acks = acks.into_iter();
-        Ack::Kafka(acks.next().unwrap()).resolve(Outcome::Stored);
-        drop(acks.next());
-        Ack::Kafka(acks.next().unwrap()).resolve(Outcome::Stored);
-        assert_eq!(counters.kafka.get(), 1);
-        assert_eq!(
-            tracker.lock().unwrap().committable(0),
-            Some(1),
-            "offset 1 holds"
-        );
+        let (to, mut source) = mpsc::unbounded_channel();
+        let kafka = |offset| KafkaAck::new("t".into(), (0, offset, 1), to.clone());
+        drop(kafka(5));
+        Ack::Kafka(kafka(6)).release();
+        let lost = KafkaAcked::Lost {
+            partition: 0,
+            generation: 1,
+            offset: 5,
+        };
+        assert_eq!(source.try_recv().unwrap(), lost);
+        assert!(source.try_recv().is_err(), "a released ack reports nothing");
     }
 
     #[test]
