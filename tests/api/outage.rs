@@ -10,7 +10,11 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-use test_support::{kafka::KafkaOptions, servers::scratch_dir, service::server_env};
+use test_support::{
+    kafka::KafkaOptions,
+    servers::{free_port, scratch_dir},
+    service::server_env,
+};
 
 use crate::{
     backends::{backends, start_kafka, start_secantus, start_server},
@@ -147,8 +151,10 @@ async fn mongodb_outage_turns_health_off_backs_up_and_recovers_by_itself() {
         peak_rss <= 100 * 1024,
         "resident memory stays bounded during the outage: {peak_rss} KiB"
     );
+    // The probe pings every 250 ms with a 1 s timeout; the bound leaves room for a
+    // loaded 2-core machine without letting a missing probe pass.
     assert!(
-        detected <= Duration::from_secs(2),
+        detected <= Duration::from_secs(6),
         "NOT_SERVING only after {detected:?}"
     );
     assert!(
