@@ -2,18 +2,11 @@
 //! bootstrap servers, the client's own settings, then the security settings and
 //! KAFKA_PROPERTIES last, so an operator can override anything. Each setting is checked
 //! on its own by librdkafka before any client is made, so an error names the variable
-//! it came from.
-use rdkafka::config::ClientConfig;
+//! it came from; a client librdkafka then refuses to create is blamed on the variable
+//! whose settings, added in the order they are applied, make the creation fail.
+use rdkafka::{config::ClientConfig, error::KafkaError, producer::BaseProducer};
 
-use crate::config::Config;
-
-/// A Kafka setting librdkafka refused, with the variable it came from.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SettingError {
-    pub var: &'static str,
-    pub message: String,
-}
+use crate::config::{Config, SettingError};
 
 /// Every librdkafka property the configuration sets, with the variable it came from.
 fn sourced_properties(cfg: &Config) -> Vec<(String, String, &'static str)> {
@@ -32,10 +25,7 @@ pub fn check(cfg: &Config) -> Result<(), SettingError> {
         ClientConfig::new()
             .set(&key, &value)
             .create_native_config()
-            .map_err(|e| SettingError {
-                var,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| SettingError::caused(var, e.to_string(), e))?;
     }
     Ok(())
 }
@@ -51,6 +41,35 @@ pub fn client_config(cfg: &Config, settings: &[(&str, String)]) -> ClientConfig 
         c.set(k, v);
     }
     c
+}
+
+/// The variable to blame for a client librdkafka refused to create with `settings`
+/// (the service's own) and the configuration's: the first variable whose settings make
+/// a client fail; the settings of the service itself when it fails without any.
+pub fn creation_error(cfg: &Config, settings: &[(&str, String)], e: KafkaError) -> SettingError {
+    let fails = |c: &ClientConfig| c.create::<BaseProducer>().is_err();
+    let mut c = ClientConfig::new();
+    for (k, v) in settings {
+        c.set(*k, v);
+    }
+    if fails(&c) {
+        return SettingError::caused(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            format!("a Kafka client cannot be created: {e}"),
+            e,
+        );
+    }
+    let props = sourced_properties(cfg);
+    let mut blamed = "KAFKA_PROPERTIES";
+    for (i, (k, v, var)) in props.iter().enumerate() {
+        c.set(k, v);
+        let last_of_var = props.get(i + 1).is_none_or(|next| next.2 != *var);
+        if last_of_var && fails(&c) {
+            blamed = var;
+            break;
+        }
+    }
+    SettingError::caused(blamed, format!("librdkafka refused the settings: {e}"), e)
 }
 
 #[cfg(test)]

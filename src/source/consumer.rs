@@ -21,8 +21,9 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
+    config::SettingError,
     deps::{State, StateWriter},
-    kafka_client::client_config,
+    kafka_client::{client_config, creation_error},
     sink::dead_letter::{DeliveryContext, DlqProducer},
     source::acks::{ConsumerEvents, Durable, FromConsumer},
 };
@@ -228,7 +229,7 @@ const TOPIC_GRACE: Duration = Duration::from_secs(60);
 pub type IngestConsumer = StreamConsumer<SourceContext>;
 
 /// Creates the consumer (subscribed, not yet polled). Errors are configuration errors.
-pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
+pub fn consumer(cfg: &Config) -> Result<Arc<IngestConsumer>, SettingError> {
     let (events, events_rx) = mpsc::unbounded_channel();
     let ctx = SourceContext {
         topic: cfg.kafka_topic.clone(),
@@ -271,19 +272,25 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
         ("queued.max.messages.kbytes", "16384".into()),
         ("fetch.wait.max.ms", "100".into()),
     ];
-    let consumer: IngestConsumer = client_config(cfg, &settings).create_with_context(ctx)?;
-    consumer.subscribe(&[&cfg.kafka_topic])?;
+    let consumer: IngestConsumer = client_config(cfg, &settings)
+        .create_with_context(ctx)
+        .map_err(|e| creation_error(cfg, &settings, e))?;
+    consumer
+        .subscribe(&[&cfg.kafka_topic])
+        .map_err(|e| SettingError::caused("KAFKA_TOPIC", e.to_string(), e))?;
     Ok(Arc::new(consumer))
 }
 
 /// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
 /// report can take, so a refusing topic costs at most that per attempt.
-pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
+pub fn producer(cfg: &Config) -> Result<DlqProducer, SettingError> {
     let settings = [
         ("message.timeout.ms", "10000".into()),
         ("linger.ms", "5".into()),
     ];
-    client_config(cfg, &settings).create_with_context(DeliveryContext)
+    client_config(cfg, &settings)
+        .create_with_context(DeliveryContext)
+        .map_err(|e| creation_error(cfg, &settings, e))
 }
 
 /// Publishes broker reachability, once a second, from librdkafka's own view of its
