@@ -101,6 +101,18 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     )
 }
 
+/// A counter vector of one label whose known `values` start at zero.
+fn zeroed_counters(
+    r: &Registry,
+    (name, label): (&str, &str),
+    help: &str,
+    values: impl Iterator<Item = &'static str>,
+) -> IntCounterVec {
+    let counters = counter_vec(r, name, help, &[label]);
+    values.for_each(|v| drop(counters.with_label_values(&[v])));
+    counters
+}
+
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(buckets);
     register(r, Histogram::with_opts(opts).expect("valid metric"))
@@ -204,15 +216,12 @@ impl Metrics {
         for result in ["found", "not_found", "unreadable", "error"] {
             schema_registry.with_label_values(&[result]);
         }
-        let acks_lost = counter_vec(
+        let acks_lost = zeroed_counters(
             &r,
-            "ingest_acks_lost_total",
+            ("ingest_acks_lost_total", "source"),
             "Acks dropped without an outcome (a write task that died), by source",
-            &["source"],
+            Source::VARIANTS.iter().map(|s| s.as_str()),
         );
-        for source in Source::VARIANTS {
-            acks_lost.with_label_values(&[source.as_str()]);
-        }
         Metrics {
             acks_lost,
             processed,

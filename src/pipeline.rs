@@ -128,22 +128,7 @@ pub async fn run<S: Sink>(
     shutdown: Shutdown,
 ) {
     let stop = shutdown.requested.clone();
-    let batch_size = cfg.batch_size.max(1);
-    let mut p = Pipeline {
-        sink,
-        metrics,
-        slots: Arc::new(Semaphore::new(cfg.write_concurrency.max(1))),
-        tasks: JoinSet::new(),
-        batcher: Batcher::new(batch_size, cfg.flush_interval),
-        refused: Vec::new(),
-        batch_size,
-        rules: cfg.rules,
-        values: cfg.values,
-        stop: stop.clone(),
-        shutdown,
-        in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
-        held: None,
-    };
+    let mut p = Pipeline::new(sink, metrics, cfg, shutdown);
     let Queues {
         others: mut rx,
         kafka: mut kafka_rx,
@@ -166,15 +151,7 @@ pub async fn run<S: Sink>(
                 p.flush().await;
             }
             checked = async { (&mut p.held.as_mut().expect("held").task).await }, if p.held.is_some() => {
-                let Held { item, .. } = p.held.take().expect("held");
-                match checked {
-                    Ok(Some(checked)) => p.admit_checked(item, checked).await,
-                    Ok(None) => item.ack.release(),
-                    Err(e) => {
-                        p.joined(Err(e));
-                        drop(item);
-                    }
-                }
+                p.held_done(checked).await;
             }
             item = recv(&mut kafka_rx), if kafka_open && p.held.is_none() => {
                 let Some(item) = item else {
@@ -227,6 +204,38 @@ async fn recv(kafka: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> 
 }
 
 impl<S: Sink> Pipeline<S> {
+    fn new(sink: Arc<S>, metrics: Arc<Metrics>, cfg: PipelineConfig, shutdown: Shutdown) -> Self {
+        let batch_size = cfg.batch_size.max(1);
+        Pipeline {
+            sink,
+            metrics,
+            slots: Arc::new(Semaphore::new(cfg.write_concurrency.max(1))),
+            tasks: JoinSet::new(),
+            batcher: Batcher::new(batch_size, cfg.flush_interval),
+            refused: Vec::new(),
+            batch_size,
+            rules: cfg.rules,
+            values: cfg.values,
+            stop: shutdown.requested.clone(),
+            shutdown,
+            in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
+            held: None,
+        }
+    }
+
+    /// The held Kafka event's decode ended: admitted, released at stop, or (its task
+    /// died) failing the service.
+    async fn held_done(&mut self, checked: Result<Option<Checked>, JoinError>) {
+        let Held { item, .. } = self.held.take().expect("held");
+        match checked {
+            Ok(Some(checked)) => self.admit_checked(item, checked).await,
+            Ok(None) => item.ack.release(),
+            Err(e) => {
+                self.joined(Err(e));
+                drop(item);
+            }
+        }
+    }
     /// A task ended: one that died fails the service (its acks report themselves lost).
     fn joined(&self, joined: Result<(), JoinError>) {
         if let Err(e) = joined {
