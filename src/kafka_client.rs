@@ -8,6 +8,10 @@ use rdkafka::{config::ClientConfig, error::KafkaError, producer::BaseProducer};
 
 use crate::config::{Config, SettingError};
 
+/// The bound on each blocking librdkafka request the service makes outside the
+/// consumer's poll (metadata, watermarks, offsets for times, committed offsets, seeks).
+pub const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Every librdkafka property the configuration sets, with the variable it came from.
 fn sourced_properties(cfg: &Config) -> Vec<(String, String, &'static str)> {
     let mut props = vec![(

@@ -15,12 +15,13 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::{
+    kafka_client::KAFKA_TIMEOUT,
     proto::ingest::v1::PartitionSeek,
     source::{
         acks::Offsets,
         consumer::IngestConsumer,
         offsets::OffsetTracker,
-        seek::{SeekCommand, SeekOutcome, DRAIN_TIMEOUT, KAFKA_TIMEOUT},
+        seek::{SeekCommand, SeekOutcome, DRAIN_TIMEOUT},
     },
 };
 
