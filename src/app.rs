@@ -1,8 +1,10 @@
-//! Wiring: `Application::build` validates what start-up can validate and binds the
-//! listeners (so tests can use port 0 and read the ports back); `run_until_stopped`
-//! runs every task on one `TaskTracker` and then the shutdown sequence (`shutdown`)
-//! that SIGTERM, SIGINT, the Shutdown RPC, `POST /shutdown` and a failed server share.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+//! Wiring: `Application::build` validates what start-up can validate, binds the
+//! listeners (so tests can use port 0 and read the ports back) and builds every
+//! component — probes, health, the pipeline, the Kafka source, the servers — each as a
+//! task ready to start; `run_until_stopped` only starts them on one `TaskTracker` and
+//! then runs the shutdown sequence (`shutdown`) that SIGTERM, SIGINT, the Shutdown RPC,
+//! `POST /shutdown`, a failed server and a pipeline task that dies share.
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
     net::TcpListener,
@@ -12,9 +14,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::{
-    config::Config,
+    config::{Config, SettingError},
     conn::Gate,
     deps::{self, Dependencies, State, StateWriter},
+    event::Incoming,
     format::{Registry, ValueDecoder},
     grpc::{self, admin::Admin, budget::Budget, ingest::Ingest},
     health::Health,
@@ -35,17 +38,31 @@ use crate::{
     stats::Stats,
 };
 
-/// A start-up failure: a configuration value that cannot work (exit 2) or an I/O error
-/// such as a port in use (exit 1).
+/// A start-up failure, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid value for {var}: {message}")]
-    Config { var: &'static str, message: String },
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// A configuration value that cannot work (exit 2).
+    #[error(transparent)]
+    Config(#[from] SettingError),
+    /// A listener that cannot be bound, such as a port in use (exit 1).
+    #[error(transparent)]
+    Bind(SettingError),
 }
 
-/// The writer of each dependency state, handed to its owner at run time.
+impl BuildError {
+    /// The process exit code of this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildError::Config(_) => 2,
+            BuildError::Bind(_) => 1,
+        }
+    }
+}
+
+/// A component built and waiting to start.
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The writer of each dependency state, handed to its owner at build time.
 struct StateWriters {
     mongodb_reachable: StateWriter,
     mongodb_writes: StateWriter,
@@ -62,26 +79,16 @@ impl StateWriters {
             deps::state("mongodb", State::Down("not checked yet".into()));
         let (mongodb_writes, writes) = deps::state("mongodb writes", State::Up);
         let (dead_letters, letters) = deps::state("dead letters", State::Up);
-        let (kafka, kafka_r) = if kafka {
-            let (w, r) = deps::state("kafka", State::Down("not connected yet".into()));
-            (Some(w), Some(r))
-        } else {
-            (None, None)
+        let optional = |on: bool, name, initial: State| {
+            on.then(|| deps::state(name, initial))
+                .map_or((None, None), |(w, r)| (Some(w), Some(r)))
         };
-        let (schema_registry, registry_r) = match registry {
-            true => {
-                let (w, r) = deps::state("schema registry", State::Up);
-                (Some(w), Some(r))
-            }
-            false => (None, None),
-        };
-        let (dead_letter_topic, topic_r) = match kafka_r.is_some() {
-            true => {
-                let (w, r) = watch::channel(TopicState::Checking);
-                (Some(w), Some(r))
-            }
-            false => (None, None),
-        };
+        let (kafka, kafka_r) = optional(kafka, "kafka", State::Down("not connected yet".into()));
+        let (schema_registry, registry_r) = optional(registry, "schema registry", State::Up);
+        let (dead_letter_topic, topic_r) = kafka_r
+            .is_some()
+            .then(|| watch::channel(TopicState::Checking))
+            .unzip();
         StateWriters {
             mongodb_reachable,
             mongodb_writes,
@@ -101,62 +108,101 @@ impl StateWriters {
     }
 }
 
-/// A built, not yet running, server.
-pub struct Application {
-    config: Config,
-    grpc_listener: TcpListener,
-    http_listener: TcpListener,
-    shutdown: Shutdown,
-    db: mongodb::Database,
-    consumer: Option<Arc<IngestConsumer>>,
-    dlq_producer: Option<DlqProducer>,
-    dlq_admin: Option<DlqAdmin>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    metrics: Arc<Metrics>,
-    stats: Arc<Stats>,
-    writers: StateWriters,
-    admin_paused: (watch::Sender<bool>, watch::Receiver<bool>),
+/// The Kafka clients: the consumer, the dead-letter producer and the admin client that
+/// provisions the dead-letter topic.
+struct KafkaClients {
+    consumer: Arc<IngestConsumer>,
+    producer: DlqProducer,
+    admin: DlqAdmin,
 }
 
-fn config_error(var: &'static str, e: impl std::fmt::Display) -> BuildError {
-    BuildError::Config {
-        var,
-        message: e.to_string(),
+/// The clients start-up checks the configuration against.
+struct Clients {
+    db: mongodb::Database,
+    kafka: Option<KafkaClients>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+impl Clients {
+    async fn new(config: &Config) -> Result<Self, BuildError> {
+        config.check()?;
+        let client = mongo::client(&config.mongodb_url).await.map_err(|e| {
+            let secrets = crate::config::url_secrets(&config.mongodb_url);
+            let message = crate::config::scrub(&e.to_string(), &secrets);
+            SettingError::new("MONGODB_URL", message)
+        })?;
+        let kafka = match config.kafka_enabled {
+            true => {
+                kafka_client::check(config)?;
+                Some(KafkaClients {
+                    consumer: kafka::consumer(config)?,
+                    producer: kafka::producer(config)?,
+                    admin: dlq_topic::admin(config)
+                        .map_err(|e| SettingError::caused("KAFKA_PROPERTIES", e.to_string(), e))?,
+                })
+            }
+            false => None,
+        };
+        let tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some(grpc::tls_config(
+                cert,
+                key,
+                config.grpc_tls_client_ca.as_deref(),
+            )?),
+            _ => None,
+        };
+        let db = client.database(&config.mongodb_database);
+        Ok(Clients { db, kafka, tls })
     }
 }
 
+/// Binds a listener; a failure names the variable and the address.
+async fn bind(var: &'static str, addr: SocketAddr) -> Result<TcpListener, BuildError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        BuildError::Bind(SettingError::caused(
+            var,
+            format!("cannot listen on {addr}: {e}"),
+            e,
+        ))
+    })
+}
+
+/// What the components share while they are built.
+struct Parts {
+    config: Config,
+    db: mongodb::Database,
+    metrics: Arc<Metrics>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    tasks: TaskTracker,
+    components: Vec<Task>,
+}
+
+impl Parts {
+    fn start(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.components.push(Box::pin(task));
+    }
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    health: Arc<Health>,
+    stats: Arc<Stats>,
+    tasks: TaskTracker,
+    components: Vec<Task>,
+}
+
 impl Application {
-    /// Checks the configuration against the clients and binds both listeners.
+    /// Checks the configuration against the clients, binds both listeners and builds
+    /// every component.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
-        config
-            .check()
-            .map_err(|(var, message)| BuildError::Config { var, message })?;
-        let client = mongo::client(&config.mongodb_url).await.map_err(|e| {
-            let secrets = crate::config::url_secrets(&config.mongodb_url);
-            config_error(
-                "MONGODB_URL",
-                crate::config::scrub(&e.to_string(), &secrets),
-            )
-        })?;
-        let db = client.database(&config.mongodb_database);
-        let (consumer, dlq_producer, dlq_admin) = if config.kafka_enabled {
-            kafka_client::check(&config).map_err(|e| config_error(e.var, e.message))?;
-            let c = kafka::consumer(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
-            let p = kafka::producer(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
-            let a = dlq_topic::admin(&config).map_err(|e| config_error("KAFKA_PROPERTIES", e))?;
-            (Some(c), Some(p), Some(a))
-        } else {
-            (None, None, None)
-        };
-        let tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
-            (Some(cert), Some(key)) => Some(
-                grpc::tls_config(cert, key, config.grpc_tls_client_ca.as_deref())
-                    .map_err(|(var, message)| BuildError::Config { var, message })?,
-            ),
-            _ => None,
-        };
-        let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
-        let http_listener = TcpListener::bind(config.http_addr).await?;
+        let clients = Clients::new(&config).await?;
+        let grpc_listener = bind("GRPC_ADDR", config.grpc_addr).await?;
+        let http_listener = bind("HTTP_ADDR", config.http_addr).await?;
         let metrics = Arc::new(Metrics::new());
         let writers = StateWriters::new(
             config.kafka_enabled,
@@ -168,41 +214,63 @@ impl Application {
             writers.deps.clone(),
             admin_paused.1.clone(),
         ));
-        if config.admin_token().is_none() {
-            warn!(
-                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown, SeekConsumer, RedriveDeadLetters and POST /shutdown are disabled"
-            );
-        }
         if config.producer_token().is_none() {
             warn!(
                 "PRODUCER_TOKEN is not set: IngestEvents accepts events from anyone who reaches the gRPC port; set PRODUCER_TOKEN to require a bearer token"
             );
         }
-        Ok(Self {
-            grpc_listener,
-            http_listener,
+        if config.admin_token().is_none() {
+            warn!(
+                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown, SeekConsumer, RedriveDeadLetters and POST /shutdown are disabled"
+            );
+        }
+        let (health, health_service) = Health::new(writers.deps.clone(), stats.clone());
+        let mut parts = Parts {
             shutdown: Shutdown::new(config.kafka_enabled),
-            db,
-            consumer,
-            dlq_producer,
-            dlq_admin,
-            tls,
+            db: clients.db,
             metrics,
             stats,
-            writers,
-            admin_paused,
+            tasks: TaskTracker::new(),
+            components: Vec::new(),
             config,
+        };
+        parts.start(health.clone().run(parts.shutdown.background.clone()));
+        let (tx, values, seek) = parts.intake(clients.kafka, writers, admin_paused.1);
+        let services = grpc::Services {
+            admin: parts.admin(admin_paused.0, seek, tx.clone(), values),
+            ingest: parts.ingest(tx),
+            health: health_service,
+            max_message_bytes: parts.config.grpc_max_message_bytes as usize,
+            limits: parts.config.limits.clone(),
+            tls: clients.tls,
+        };
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| bind_error("GRPC_ADDR", e))?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| bind_error("HTTP_ADDR", e))?;
+        parts.servers(grpc_listener, services, http_listener, &health);
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            shutdown: parts.shutdown,
+            shutdown_timeout: parts.config.shutdown_timeout(),
+            health,
+            stats: parts.stats,
+            tasks: parts.tasks,
+            components: parts.components,
         })
     }
 
     /// The bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_listener.local_addr().expect("bound listener")
+        self.grpc_addr
     }
 
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_listener.local_addr().expect("bound listener")
+        self.http_addr
     }
 
     /// Cancelling this token starts the graceful shutdown.
@@ -215,207 +283,25 @@ impl Application {
         self.stats.clone()
     }
 
-    /// Runs until shutdown is requested and completed (or timed out, or a server failed).
+    /// Starts every component and runs until shutdown is requested and completed (or
+    /// timed out, or a component failed).
     pub async fn run_until_stopped(self) -> Stopped {
         let Application {
-            config,
-            grpc_listener,
-            http_listener,
+            grpc_addr,
+            http_addr,
             shutdown,
-            db,
-            consumer,
-            dlq_producer,
-            dlq_admin,
-            tls,
-            metrics,
+            shutdown_timeout,
+            health,
             stats,
-            writers,
-            admin_paused,
+            tasks,
+            components,
         } = self;
-        let tasks = TaskTracker::new();
-        let (health, health_service) = Health::new(writers.deps.clone(), stats.clone());
         health.publish(false).await;
-        tasks.spawn(health.clone().run(shutdown.background.clone()));
-        tasks.spawn(mongo::probe(
-            db.clone(),
-            config.mongodb_collection.clone(),
-            writers.mongodb_reachable,
-            shutdown.background.clone(),
-        ));
-
-        // gRPC events and re-drives share one channel; Kafka events have their own, so
-        // that the pipeline can hold Kafka intake alone (a schema registry lookup).
-        let (tx, rx) = mpsc::channel(config.queue_capacity as usize);
-        stats.watch_queue(tx.clone());
-        let (kafka_tx, kafka_rx) = if consumer.is_some() {
-            let (t, r) = mpsc::channel(config.queue_capacity as usize);
-            stats.watch_queue(t.clone());
-            (Some(t), Some(r))
-        } else {
-            (None, None)
-        };
-        let mut dead_letters = DeadLetters::new(
-            dlq_producer.map(|p| (p, config.dlq_topic())),
-            &db,
-            &config.dlq_collection(),
-            metrics.clone(),
-            writers.dead_letters,
-            config.dlq_max_attempts,
-        );
-        if let (Some(admin), Some(state)) = (dlq_admin, writers.dead_letter_topic) {
-            dead_letters = dead_letters.with_topic_state(state.subscribe());
-            let provisioning = dlq_topic::Provisioning {
-                admin: Arc::new(admin),
-                source_topic: config.kafka_topic.clone(),
-                topic: config.dlq_topic(),
-                replication_factor: config.kafka_dlq_replication_factor,
-                collection: config.dlq_collection(),
-            };
-            tasks.spawn(provisioning.run(state, shutdown.background.clone()));
+        for component in components {
+            tasks.spawn(component);
         }
-        let store = Store {
-            writer: MongoWriter::new(
-                &db,
-                &config.mongodb_collection,
-                metrics.clone(),
-                writers.mongodb_writes,
-                config.max_retries,
-                config.document_format,
-            )
-            .with_mode(config.write_mode)
-            .with_legacy_lookup(config.legacy_event_id_lookup),
-            dead_letters,
-        };
-        let registry = writers.schema_registry.map(|state| {
-            Arc::new(Registry::new(
-                config.schema_registry(),
-                state,
-                metrics.clone(),
-            ))
-        });
-        if let Some(registry) = &registry {
-            tasks.spawn(registry.clone().probe(shutdown.background.clone()));
-        }
-        let values = ValueDecoder {
-            format: config.kafka_value_format,
-            registry,
-        };
-        let pipeline_cfg = PipelineConfig {
-            batch_size: config.batch_size as usize,
-            flush_interval: config.flush_interval(),
-            write_concurrency: config.write_concurrency as usize,
-            rules: config.rules(),
-            values: values.clone(),
-            write_mode: config.write_mode,
-        };
-        {
-            let (metrics, s) = (metrics.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                let queues = pipeline::Queues {
-                    others: rx,
-                    kafka: kafka_rx,
-                };
-                pipeline::run(queues, Arc::new(store), metrics, pipeline_cfg, s.requested).await;
-                s.pipeline_drained.cancel();
-            });
-        }
-
-        let mut seek = None;
-        if let (Some(consumer), Some(kafka_state), Some(kafka_tx)) =
-            (consumer, writers.kafka, kafka_tx)
-        {
-            tasks.spawn(kafka::probe(
-                consumer.clone(),
-                kafka_state,
-                shutdown.background.clone(),
-            ));
-            let (seek_tx, seek_rx) = mpsc::channel(1);
-            seek = Some(SeekHandle::new(consumer.clone(), seek_tx));
-            let source =
-                KafkaSource::new(consumer, kafka_tx, admin_paused.1, stats.clone(), seek_rx);
-            let s = shutdown.clone();
-            tasks.spawn(async move {
-                source.run(s.requested, s.pipeline_drained).await;
-                s.source_committed.cancel();
-            });
-        }
-
-        let redrive = Arc::new(Redriver {
-            db: db.clone(),
-            events_collection: config.mongodb_collection.clone(),
-            dlq_collection: config.dlq_collection(),
-            topic: config.kafka_enabled.then(|| TopicSource {
-                client: kafka_client::client_config(&config, &[]),
-                topic: config.dlq_topic(),
-                group: config.kafka_group_id.clone(),
-            }),
-            tx: tx.clone(),
-            values,
-            rules: config.rules(),
-            stats: stats.clone(),
-            stop: shutdown.requested.clone(),
-            tasks: tasks.clone(),
-        });
-        let services = grpc::Services {
-            admin: Admin {
-                stats: stats.clone(),
-                admin_token: config.admin_token().cloned(),
-                paused: admin_paused.0,
-                shutdown: shutdown.requested.clone(),
-                seek,
-                redrive,
-            },
-            ingest: Ingest {
-                tx,
-                streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
-                max_streams: config.grpc_max_streams as usize,
-                max_events_per_request: config.grpc_max_events_per_request as usize,
-                budget: Budget::new(
-                    config.limits.grpc_max_buffered_bytes as usize,
-                    config.grpc_max_message_bytes as usize,
-                ),
-                producer_token: config.producer_token().cloned(),
-                idle_timeout: config.grpc_stream_idle_timeout(),
-                stop: shutdown.requested.clone(),
-                tracker: tasks.clone(),
-            },
-            health: health_service,
-            max_message_bytes: config.grpc_max_message_bytes as usize,
-            limits: config.limits.clone(),
-            tls,
-        };
-        {
-            let s = shutdown.clone();
-            tasks.spawn(async move {
-                let drained = s.pipeline_drained.clone();
-                let signal = async move { drained.cancelled().await };
-                if let Err(e) = grpc::serve(grpc_listener, services, signal).await {
-                    s.fail(format!("gRPC server failed: {e:#}"));
-                }
-                s.grpc_closed.cancel();
-            });
-        }
-        {
-            let shared = http::Shared {
-                stats: stats.clone(),
-                health: health.clone(),
-                admin_token: config.admin_token().cloned(),
-                shutdown: shutdown.requested.clone(),
-            };
-            let stop = shutdown.background.clone();
-            let gate = Gate::new(
-                "HTTP_MAX_CONNECTIONS",
-                config.limits.http_max_connections as usize,
-                config.limits.connection_idle_timeout(),
-            );
-            tasks.spawn(async move {
-                let stop = async move { stop.cancelled().await };
-                http::serve(http_listener, shared, gate, stop).await;
-            });
-        }
-        info!(grpc = %config.grpc_addr, http = %config.http_addr, "sales-ingest started");
-
-        let outcome = shutdown.run(&health, config.shutdown_timeout()).await;
+        info!(grpc = %grpc_addr, http = %http_addr, "sales-ingest started");
+        let outcome = shutdown.run(&health, shutdown_timeout).await;
         tasks.close();
         if outcome == Stopped::Clean {
             // The HTTP server and the background tasks end at once; a gRPC server still
@@ -429,5 +315,236 @@ impl Application {
             info!(stats = ?stats.snapshot(), "stopped cleanly");
         }
         outcome
+    }
+}
+
+fn bind_error(var: &'static str, e: std::io::Error) -> BuildError {
+    BuildError::Bind(SettingError::caused(var, e.to_string(), e))
+}
+
+impl Parts {
+    /// The pipeline, its sink and probes, and the Kafka source: returns the channel gRPC
+    /// events and re-drives share, the value decoder and the seek handle.
+    fn intake(
+        &mut self,
+        kafka: Option<KafkaClients>,
+        mut writers: StateWriters,
+        admin_paused: watch::Receiver<bool>,
+    ) -> (mpsc::Sender<Incoming>, ValueDecoder, Option<SeekHandle>) {
+        let background = self.shutdown.background.clone();
+        self.start(mongo::probe(
+            self.db.clone(),
+            self.config.mongodb_collection.clone(),
+            writers.mongodb_reachable,
+            background.clone(),
+        ));
+        // gRPC events and re-drives share one channel; Kafka events have their own, so
+        // that the pipeline can hold Kafka intake alone (a schema registry lookup).
+        let (tx, rx) = self.queue();
+        let registry = writers.schema_registry.map(|state| {
+            let settings = self.config.schema_registry();
+            Arc::new(Registry::new(settings, state, self.metrics.clone()))
+        });
+        if let Some(registry) = &registry {
+            self.start(registry.clone().probe(background.clone()));
+        }
+        let values = ValueDecoder {
+            format: self.config.kafka_value_format,
+            registry,
+        };
+        let (consumer, producer, admin) = match kafka {
+            Some(k) => (Some(k.consumer), Some(k.producer), Some(k.admin)),
+            None => (None, None, None),
+        };
+        let topic_state = writers.dead_letter_topic.take();
+        let mut store = self.store(producer, writers.mongodb_writes, writers.dead_letters);
+        if let (Some(admin), Some(state)) = (admin, topic_state) {
+            store.dead_letters = store.dead_letters.with_topic_state(state.subscribe());
+            self.provision_dead_letter_topic(admin, state);
+        }
+        let mut queues = pipeline::Queues {
+            others: rx,
+            kafka: None,
+        };
+        let mut seek = None;
+        if let (Some(consumer), Some(state)) = (consumer, writers.kafka) {
+            self.start(kafka::probe(consumer.clone(), state, background));
+            let (kafka_tx, kafka_rx) = self.queue();
+            queues.kafka = Some(kafka_rx);
+            let (seek_tx, seek_rx) = mpsc::channel(1);
+            seek = Some(SeekHandle::new(consumer.clone(), seek_tx));
+            let stats = self.stats.clone();
+            let source = KafkaSource::new(consumer, kafka_tx, admin_paused, stats, seek_rx);
+            let s = self.shutdown.clone();
+            self.start(async move {
+                source.run(s.requested, s.pipeline_drained).await;
+                s.source_committed.cancel();
+            });
+        }
+        self.pipeline(queues, store, values.clone());
+        (tx, values, seek)
+    }
+
+    /// A pipeline input channel of `QUEUE_CAPACITY`, watched by the stats.
+    fn queue(&self) -> (mpsc::Sender<Incoming>, mpsc::Receiver<Incoming>) {
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity as usize);
+        self.stats.watch_queue(tx.clone());
+        (tx, rx)
+    }
+
+    /// The production sink: the MongoDB writer and the dead letters.
+    fn store(
+        &self,
+        producer: Option<DlqProducer>,
+        writes: StateWriter,
+        dead_letters: StateWriter,
+    ) -> Store {
+        let config = &self.config;
+        let writer = MongoWriter::new(
+            &self.db,
+            &config.mongodb_collection,
+            self.metrics.clone(),
+            writes,
+            config.max_retries,
+            config.document_format,
+        )
+        .with_mode(config.write_mode)
+        .with_legacy_lookup(config.legacy_event_id_lookup);
+        Store {
+            writer,
+            dead_letters: DeadLetters::new(
+                producer.map(|p| (p, config.dlq_topic())),
+                &self.db,
+                &config.dlq_collection(),
+                self.metrics.clone(),
+                dead_letters,
+                config.dlq_max_attempts,
+            ),
+        }
+    }
+
+    /// Creates the dead-letter topic where it is missing (and may be created), the one
+    /// writer of its state.
+    fn provision_dead_letter_topic(&mut self, admin: DlqAdmin, state: watch::Sender<TopicState>) {
+        let config = &self.config;
+        let provisioning = dlq_topic::Provisioning {
+            admin: Arc::new(admin),
+            source_topic: config.kafka_topic.clone(),
+            topic: config.dlq_topic(),
+            replication_factor: config.kafka_dlq_replication_factor,
+            collection: config.dlq_collection(),
+        };
+        let background = self.shutdown.background.clone();
+        self.start(provisioning.run(state, background));
+    }
+
+    fn pipeline(&mut self, queues: pipeline::Queues, store: Store, values: ValueDecoder) {
+        let config = &self.config;
+        let cfg = PipelineConfig {
+            batch_size: config.batch_size as usize,
+            flush_interval: config.flush_interval(),
+            write_concurrency: config.write_concurrency as usize,
+            rules: config.rules(),
+            values,
+            write_mode: config.write_mode,
+        };
+        let (metrics, s) = (self.metrics.clone(), self.shutdown.clone());
+        self.start(async move {
+            pipeline::run(queues, Arc::new(store), metrics, cfg, s.clone()).await;
+            s.pipeline_drained.cancel();
+        });
+    }
+
+    /// The IngestAdmin service and the re-driver behind it.
+    fn admin(
+        &self,
+        paused: watch::Sender<bool>,
+        seek: Option<SeekHandle>,
+        tx: mpsc::Sender<Incoming>,
+        values: ValueDecoder,
+    ) -> Admin {
+        let config = &self.config;
+        let redrive = Arc::new(Redriver {
+            db: self.db.clone(),
+            events_collection: config.mongodb_collection.clone(),
+            dlq_collection: config.dlq_collection(),
+            topic: config.kafka_enabled.then(|| TopicSource {
+                client: kafka_client::client_config(config, &[]),
+                topic: config.dlq_topic(),
+                group: config.kafka_group_id.clone(),
+            }),
+            tx,
+            values,
+            rules: config.rules(),
+            stats: self.stats.clone(),
+            stop: self.shutdown.requested.clone(),
+            tasks: self.tasks.clone(),
+        });
+        Admin {
+            stats: self.stats.clone(),
+            admin_token: config.admin_token().cloned(),
+            paused,
+            shutdown: self.shutdown.requested.clone(),
+            seek,
+            redrive,
+        }
+    }
+
+    /// The IngestEvents service.
+    fn ingest(&self, tx: mpsc::Sender<Incoming>) -> Ingest {
+        let config = &self.config;
+        Ingest {
+            tx,
+            streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
+            max_streams: config.grpc_max_streams as usize,
+            max_events_per_request: config.grpc_max_events_per_request as usize,
+            budget: Budget::new(
+                config.limits.grpc_max_buffered_bytes as usize,
+                config.grpc_max_message_bytes as usize,
+            ),
+            producer_token: config.producer_token().cloned(),
+            idle_timeout: config.grpc_stream_idle_timeout(),
+            stop: self.shutdown.requested.clone(),
+            tracker: self.tasks.clone(),
+            lost: self.metrics.lost_acks(),
+        }
+    }
+
+    /// The gRPC server (which ends once the pipeline drained) and the HTTP server
+    /// (which ends with the background tasks).
+    fn servers(
+        &mut self,
+        grpc_listener: TcpListener,
+        services: grpc::Services,
+        http_listener: TcpListener,
+        health: &Arc<Health>,
+    ) {
+        let s = self.shutdown.clone();
+        self.start(async move {
+            let drained = s.pipeline_drained.clone();
+            let signal = async move { drained.cancelled().await };
+            if let Err(e) = grpc::serve(grpc_listener, services, signal).await {
+                s.fail(format!("gRPC server failed: {e:#}"));
+            }
+            s.grpc_closed.cancel();
+        });
+        let shared = http::Shared {
+            stats: self.stats.clone(),
+            health: health.clone(),
+            admin_token: self.config.admin_token().cloned(),
+            shutdown: self.shutdown.requested.clone(),
+        };
+        let stop = self.shutdown.background.clone();
+        let gate = Gate::new(
+            "HTTP_MAX_CONNECTIONS",
+            self.config.limits.http_max_connections as usize,
+            self.config.limits.connection_idle_timeout(),
+        );
+        self.start(async move {
+            http::serve(http_listener, shared, gate, async move {
+                stop.cancelled().await
+            })
+            .await;
+        });
     }
 }

@@ -271,7 +271,7 @@ impl Config {
     /// Checks the settings that only work together: the schema registry's
     /// SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD need each other and
     /// SCHEMA_REGISTRY_URL. Err is the variable that is set and what is missing.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn check(&self) -> Result<(), SettingError> {
         let user = self.schema_registry_username.is_some();
         let password = self.schema_registry_password.is_some();
         let set = if user {
@@ -280,12 +280,11 @@ impl Config {
             "SCHEMA_REGISTRY_PASSWORD"
         };
         if (user || password) && self.schema_registry_url.is_none() {
-            return Err((
+            return Err(SettingError::new(
                 set,
                 "SCHEMA_REGISTRY_URL is missing: the credentials are for a schema registry; \
                  set SCHEMA_REGISTRY_URL or unset SCHEMA_REGISTRY_USERNAME and \
-                 SCHEMA_REGISTRY_PASSWORD"
-                    .into(),
+                 SCHEMA_REGISTRY_PASSWORD",
             ));
         }
         if user != password {
@@ -294,7 +293,7 @@ impl Config {
             } else {
                 "SCHEMA_REGISTRY_USERNAME"
             };
-            return Err((
+            return Err(SettingError::new(
                 set,
                 format!(
                     "{missing} is missing: the schema registry's basic auth needs both \
@@ -404,9 +403,11 @@ impl std::ops::Deref for MaskedUrl {
     }
 }
 
+mod error;
 mod limits;
 mod mask;
 mod values;
+pub use error::SettingError;
 pub use limits::Limits;
 pub use mask::{
     is_secret_key, mask_url_password, mask_value, masked_parse_error, scrub, url_secrets,

@@ -2,21 +2,31 @@
 //! received (`Incoming`), the handle that acknowledges it to its source (`Ack`), its
 //! final `Outcome`, a valid event waiting to be written (`Pending`) and a refused one on
 //! its way to a dead-letter destination (`DeadLetter`, which carries the bytes received).
-//! Kafka acks mark the offset done in the partition's tracker; gRPC acks fill in their
+//! Kafka acks report to the source that owns the offsets (`KafkaAcked`, on the channel
+//! each ack holds); gRPC acks fill in their
 //! request's `IngestAck`, which is sent when the request's last event is resolved;
 //! re-drive acks do the same for a chunk of re-driven dead letters, and carry the
 //! dead letter's original origin.
+//!
+//! Every ack ends in one of two ways: `resolve` with an outcome, or `release` when the
+//! server stops before the event is handled (its source delivers it again). An ack
+//! dropped without either is lost: it is reported (an error log and
+//! `ingest_acks_lost_total{source}`) and resolved as a failure the owner acts on — the
+//! Kafka source keeps the offset unresolved, so no commit passes it and the message is
+//! delivered again; a gRPC request or re-drive chunk is abandoned, so the producer
+//! resends it.
 use std::{
     sync::{Arc, Mutex},
     time::Instant,
 };
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use prometheus::IntCounter;
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
 
 use crate::{
     proto::ingest::v1 as pb,
-    source::offsets::OffsetTracker,
     validate::{Rejection, ValidEvent},
 };
 
@@ -121,14 +131,66 @@ pub enum Ack {
     Redrive(RedriveAck),
 }
 
-/// A consumed Kafka message's coordinates and its partition's offset tracker.
+/// What Kafka acks tell the source that owns the offsets.
+#[derive(Debug, PartialEq)]
+pub enum KafkaAcked {
+    /// Offsets done (durable, a duplicate or dead-lettered): (partition, generation,
+    /// offset), in the order resolved.
+    Resolved(Vec<(i32, u64, i64)>),
+    /// An ack dropped without an outcome.
+    Lost {
+        partition: i32,
+        generation: u64,
+        offset: i64,
+    },
+}
+
+/// A consumed Kafka message's coordinates and the channel to the source owning its
+/// partition's offsets.
 #[derive(Debug)]
 pub struct KafkaAck {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub generation: u64,
-    pub tracker: Arc<Mutex<OffsetTracker>>,
+    to: mpsc::UnboundedSender<KafkaAcked>,
+    open: bool,
+}
+
+impl KafkaAck {
+    /// The ack of a consumed message, reporting to `to`.
+    pub fn new(
+        topic: Arc<str>,
+        (partition, offset, generation): (i32, i64, u64),
+        to: mpsc::UnboundedSender<KafkaAcked>,
+    ) -> Self {
+        Self {
+            topic,
+            partition,
+            offset,
+            generation,
+            to,
+            open: true,
+        }
+    }
+
+    fn done(&mut self) -> (i32, u64, i64) {
+        self.open = false;
+        (self.partition, self.generation, self.offset)
+    }
+}
+
+impl Drop for KafkaAck {
+    /// A source that has stopped needs no report.
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.to.send(KafkaAcked::Lost {
+                partition: self.partition,
+                generation: self.generation,
+                offset: self.offset,
+            });
+        }
+    }
 }
 
 /// An event's position in a gRPC request.
@@ -136,6 +198,26 @@ pub struct KafkaAck {
 pub struct GrpcAck {
     pub request: Arc<RequestAck>,
     pub index: u32,
+    open: bool,
+}
+
+impl GrpcAck {
+    /// The ack of event `index` of `request`.
+    pub fn new(request: Arc<RequestAck>, index: u32) -> Self {
+        Self {
+            request,
+            index,
+            open: true,
+        }
+    }
+}
+
+impl Drop for GrpcAck {
+    fn drop(&mut self) {
+        if self.open {
+            self.request.lost(self.index, Source::Grpc);
+        }
+    }
 }
 
 /// A re-driven dead letter: where the event originally came from (its `_id`, stored
@@ -146,6 +228,34 @@ pub struct RedriveAck {
     pub origin: Origin,
     pub request: Arc<RequestAck>,
     pub index: u32,
+    open: bool,
+}
+
+impl RedriveAck {
+    /// The ack of dead letter `index` of a re-drive chunk, first received from `origin`.
+    pub fn new(origin: Origin, request: Arc<RequestAck>, index: u32) -> Self {
+        Self {
+            origin,
+            request,
+            index,
+            open: true,
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self.origin {
+            Origin::Kafka { .. } => Source::Kafka,
+            Origin::Grpc => Source::Grpc,
+        }
+    }
+}
+
+impl Drop for RedriveAck {
+    fn drop(&mut self) {
+        if self.open {
+            self.request.lost(self.index, self.source());
+        }
+    }
 }
 
 impl Ack {
@@ -154,10 +264,7 @@ impl Ack {
         match self {
             Ack::Kafka(_) => Source::Kafka,
             Ack::Grpc(_) => Source::Grpc,
-            Ack::Redrive(r) => match r.origin {
-                Origin::Kafka { .. } => Source::Kafka,
-                Origin::Grpc => Source::Grpc,
-            },
+            Ack::Redrive(r) => r.source(),
         }
     }
 
@@ -177,19 +284,35 @@ impl Ack {
     /// Hands the final outcome back to the source.
     pub fn resolve(self, outcome: Outcome) {
         match self {
-            Ack::Kafka(k) => k.tracker.lock().expect("offset tracker lock").resolved(
-                k.partition,
-                k.generation,
-                k.offset,
-            ),
-            Ack::Grpc(g) => g.request.resolve(g.index, outcome),
-            Ack::Redrive(r) => r.request.resolve(r.index, outcome),
+            Ack::Kafka(mut k) => {
+                let done = KafkaAcked::Resolved(vec![k.done()]);
+                let _ = k.to.send(done);
+            }
+            Ack::Grpc(mut g) => {
+                g.open = false;
+                g.request.resolve(g.index, outcome)
+            }
+            Ack::Redrive(mut r) => {
+                r.open = false;
+                r.request.resolve(r.index, outcome)
+            }
+        }
+    }
+
+    /// Leaves the event unresolved on purpose: the server stops before handling it,
+    /// and its source delivers it again (Kafka redelivers the uncommitted offset; the
+    /// request's abandon tells a producer to resend).
+    pub fn release(self) {
+        match self {
+            Ack::Kafka(mut k) => k.open = false,
+            Ack::Grpc(mut g) => g.open = false,
+            Ack::Redrive(mut r) => r.open = false,
         }
     }
 }
 
-/// Resolves many acks (a written batch), taking each offset tracker's lock once for
-/// its run of Kafka acks instead of once per event.
+/// Resolves many acks (a written batch), sending each source one report for its run
+/// of Kafka acks instead of one per event.
 pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
     let mut kafka: Vec<KafkaAck> = Vec::new();
     for (ack, outcome) in acks {
@@ -198,17 +321,15 @@ pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
             other => other.resolve(outcome),
         }
     }
-    let mut rest = kafka.as_slice();
-    while let Some(first) = rest.first() {
-        let run = rest
-            .iter()
-            .take_while(|k| Arc::ptr_eq(&k.tracker, &first.tracker))
-            .count();
-        let mut tracker = first.tracker.lock().expect("offset tracker lock");
-        for k in &rest[..run] {
-            tracker.resolved(k.partition, k.generation, k.offset);
-        }
-        rest = &rest[run..];
+    let mut rest = kafka.as_mut_slice();
+    while !rest.is_empty() {
+        let to = rest[0].to.clone();
+        let run = rest.iter().take_while(|k| k.to.same_channel(&to)).count();
+        let (done, later) = rest.split_at_mut(run);
+        let _ = to.send(KafkaAcked::Resolved(
+            done.iter_mut().map(KafkaAck::done).collect(),
+        ));
+        rest = later;
     }
 }
 
@@ -220,6 +341,25 @@ pub type RequestResult = Result<pb::IngestAck, String>;
 #[derive(Debug)]
 pub struct RequestAck {
     inner: Mutex<RequestInner>,
+    /// `ingest_acks_lost_total` by source.
+    lost: LostAcks,
+}
+
+/// The counters of acks dropped unresolved, by source (`ingest_acks_lost_total`).
+#[derive(Clone, Debug)]
+pub struct LostAcks {
+    pub kafka: IntCounter,
+    pub grpc: IntCounter,
+}
+
+impl LostAcks {
+    /// The counter of `source`.
+    pub fn of(&self, source: Source) -> &IntCounter {
+        match source {
+            Source::Kafka => &self.kafka,
+            Source::Grpc => &self.grpc,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -230,10 +370,16 @@ struct RequestInner {
 }
 
 impl RequestAck {
-    /// A request of `events` events; the receiver yields its ack.
-    pub fn new(seq: u64, events: usize) -> (Arc<Self>, oneshot::Receiver<RequestResult>) {
+    /// A request of `events` events; the receiver yields its ack. A lost ack of one of
+    /// them is counted in `lost`.
+    pub fn new(
+        seq: u64,
+        events: usize,
+        lost: LostAcks,
+    ) -> (Arc<Self>, oneshot::Receiver<RequestResult>) {
         let (tx, rx) = oneshot::channel();
         let this = Arc::new(RequestAck {
+            lost,
             inner: Mutex::new(RequestInner {
                 remaining: events,
                 ack: pb::IngestAck {
@@ -278,6 +424,21 @@ impl RequestAck {
         }
     }
 
+    /// The ack of event `index` was dropped unresolved: reported, and the request is
+    /// abandoned so that its producer resends it (every event has an idempotent `_id`
+    /// or is a new document).
+    fn lost(&self, index: u32, source: Source) {
+        self.lost.of(source).inc();
+        error!(
+            index,
+            "an event's ack was dropped unresolved; its request is abandoned"
+        );
+        self.abandon(format!(
+            "the outcome of event {index} was lost (a write task ended without one); \
+             resend the request"
+        ));
+    }
+
     /// Abandons the request (the server is stopping before all of its events were
     /// taken); later outcomes are ignored.
     pub fn abandon(&self, why: String) {
@@ -288,100 +449,5 @@ impl RequestAck {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::validate::Reason;
-
-    #[tokio::test]
-    async fn request_ack_is_sent_after_the_last_event_with_sorted_rejections() {
-        let (req, mut rx) = RequestAck::new(7, 3);
-        let ack = |i| {
-            Ack::Grpc(GrpcAck {
-                request: req.clone(),
-                index: i,
-            })
-        };
-        let bad = Outcome::Rejected(Rejection {
-            reason: Reason::InvalidTs,
-            detail: "x".into(),
-        });
-        ack(2).resolve(Outcome::Failed("too big".into()));
-        ack(0).resolve(Outcome::Stored);
-        assert!(rx.try_recv().is_err(), "one event still open");
-        ack(1).resolve(bad);
-        let got = rx.await.unwrap().unwrap();
-        assert_eq!((got.seq, got.accepted, got.duplicates), (7, 1, 0));
-        let idx: Vec<_> = got.rejected.iter().map(|r| r.index).collect();
-        assert_eq!(idx, vec![1, 2]);
-        assert_eq!(got.rejected[0].reason, "invalid_ts");
-        assert_eq!(got.rejected[1].reason, "write_failed");
-    }
-
-    #[test]
-    fn resolve_all_resolves_kafka_and_grpc_acks() {
-        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-        let g = tracker.lock().unwrap().assign(0);
-        let mut acks = Vec::new();
-        for offset in 0..3 {
-            tracker.lock().unwrap().received(0, offset);
-            let k = KafkaAck {
-                topic: "t".into(),
-                partition: 0,
-                offset,
-                generation: g,
-                tracker: tracker.clone(),
-            };
-            acks.push((Ack::Kafka(k), Outcome::Stored));
-        }
-        let (req, mut rx) = RequestAck::new(1, 1);
-        acks.push((
-            Ack::Grpc(GrpcAck {
-                request: req,
-                index: 0,
-            }),
-            Outcome::Duplicate,
-        ));
-        resolve_all(acks);
-        assert_eq!(tracker.lock().unwrap().committable(0), Some(3));
-        assert_eq!(rx.try_recv().unwrap().unwrap().duplicates, 1);
-    }
-
-    #[tokio::test]
-    async fn a_redrive_ack_keeps_the_original_origin_and_fills_its_chunk_ack() {
-        let (req, rx) = RequestAck::new(0, 2);
-        let origin = Origin::Kafka {
-            topic: "sales".into(),
-            partition: 2,
-            offset: 41,
-        };
-        let kafka = Ack::Redrive(RedriveAck {
-            origin: origin.clone(),
-            request: req.clone(),
-            index: 0,
-        });
-        let grpc = Ack::Redrive(RedriveAck {
-            origin: Origin::Grpc,
-            request: req,
-            index: 1,
-        });
-        assert_eq!((kafka.source(), kafka.origin()), (Source::Kafka, origin));
-        assert_eq!(grpc.source(), Source::Grpc);
-        resolve_all([(kafka, Outcome::Stored), (grpc, Outcome::Duplicate)]);
-        let ack = rx.await.unwrap().unwrap();
-        assert_eq!((ack.accepted, ack.duplicates), (1, 1));
-    }
-
-    #[tokio::test]
-    async fn empty_request_is_acked_at_once_and_abandon_wins_over_late_outcomes() {
-        let (_req, rx) = RequestAck::new(1, 0);
-        assert_eq!(rx.await.unwrap().unwrap().seq, 1);
-        let (req, rx) = RequestAck::new(2, 2);
-        req.abandon("shutting down".into());
-        Ack::Grpc(GrpcAck {
-            request: req.clone(),
-            index: 0,
-        })
-        .resolve(Outcome::Stored);
-        assert_eq!(rx.await.unwrap().unwrap_err(), "shutting down");
-    }
-}
+#[path = "event_tests.rs"]
+mod tests;

@@ -2,19 +2,17 @@
 //! bootstrap servers, the client's own settings, then the security settings and
 //! KAFKA_PROPERTIES last, so an operator can override anything. Each setting is checked
 //! on its own by librdkafka before any client is made, so an error names the variable
-//! it came from. Also the consumer-group protocol and the settings it rules out.
+//! it came from; a client librdkafka then refuses to create is blamed on the variable
+//! whose settings, added in the order they are applied, make the creation fail. Also the
+//! consumer-group protocol and the settings it rules out.
 use clap::ValueEnum;
-use rdkafka::config::ClientConfig;
+use rdkafka::{config::ClientConfig, error::KafkaError, producer::BaseProducer};
 
-use crate::config::Config;
+use crate::config::{Config, SettingError};
 
-/// A Kafka setting librdkafka refused, with the variable it came from.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SettingError {
-    pub var: &'static str,
-    pub message: String,
-}
+/// The bound on each blocking librdkafka request the service makes outside the
+/// consumer's poll (metadata, watermarks, offsets for times, committed offsets, seeks).
+pub const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The consumer-group protocol (librdkafka `group.protocol`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -70,10 +68,10 @@ const BROKER_OWNED: [(&str, &str, &str); 4] = [
 fn check_group_protocol(cfg: &Config) -> Result<(), SettingError> {
     let props = &cfg.kafka_properties.0;
     if props.iter().any(|(k, _)| k == "group.protocol") {
-        return Err(SettingError {
-            var: "KAFKA_PROPERTIES",
-            message: "group.protocol is set with KAFKA_GROUP_PROTOCOL, not KAFKA_PROPERTIES".into(),
-        });
+        return Err(SettingError::new(
+            "KAFKA_PROPERTIES",
+            "group.protocol is set with KAFKA_GROUP_PROTOCOL, not KAFKA_PROPERTIES",
+        ));
     }
     if cfg.kafka_group_protocol != GroupProtocol::Consumer {
         return Ok(());
@@ -92,13 +90,13 @@ fn check_group_protocol(cfg: &Config) -> Result<(), SettingError> {
         } else {
             continue;
         };
-        return Err(SettingError {
+        return Err(SettingError::new(
             var,
-            message: format!(
+            format!(
                 "{what} is set, but with KAFKA_GROUP_PROTOCOL=consumer {why}; unset it or \
                  use KAFKA_GROUP_PROTOCOL=classic"
             ),
-        });
+        ));
     }
     Ok(())
 }
@@ -121,10 +119,7 @@ pub fn check(cfg: &Config) -> Result<(), SettingError> {
         ClientConfig::new()
             .set(&key, &value)
             .create_native_config()
-            .map_err(|e| SettingError {
-                var,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| SettingError::caused(var, e.to_string(), e))?;
     }
     Ok(())
 }
@@ -140,6 +135,35 @@ pub fn client_config(cfg: &Config, settings: &[(&str, String)]) -> ClientConfig 
         c.set(k, v);
     }
     c
+}
+
+/// The variable to blame for a client librdkafka refused to create with `settings`
+/// (the service's own) and the configuration's: the first variable whose settings make
+/// a client fail; the settings of the service itself when it fails without any.
+pub fn creation_error(cfg: &Config, settings: &[(&str, String)], e: KafkaError) -> SettingError {
+    let fails = |c: &ClientConfig| c.create::<BaseProducer>().is_err();
+    let mut c = ClientConfig::new();
+    for (k, v) in settings {
+        c.set(*k, v);
+    }
+    if fails(&c) {
+        return SettingError::caused(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            format!("a Kafka client cannot be created: {e}"),
+            e,
+        );
+    }
+    let props = sourced_properties(cfg);
+    let mut blamed = "KAFKA_PROPERTIES";
+    for (i, (k, v, var)) in props.iter().enumerate() {
+        c.set(k, v);
+        let last_of_var = props.get(i + 1).is_none_or(|next| next.2 != *var);
+        if last_of_var && fails(&c) {
+            blamed = var;
+            break;
+        }
+    }
+    SettingError::caused(blamed, format!("librdkafka refused the settings: {e}"), e)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sales_ingest::{telemetry, Application, BuildError, Config, Stopped};
+use sales_ingest::{telemetry, Application, Config, Stopped};
 
 /// mimalloc instead of glibc malloc: the hot path allocates and frees many small
 /// buffers (decoded strings, BSON documents, the driver's command buffers), which glibc
@@ -82,13 +82,9 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn run(config: Config) -> ExitCode {
     let app = match Application::build(config).await {
         Ok(app) => app,
-        Err(e @ BuildError::Config { .. }) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(e.exit_code());
         }
     };
     let token = app.shutdown_token();

@@ -12,7 +12,7 @@ use prometheus::{
 use strum::VariantArray;
 
 use crate::{
-    event::{Outcome, Source},
+    event::{LostAcks, Outcome, Source},
     validate::Reason,
 };
 
@@ -105,6 +105,7 @@ pub struct Metrics {
     dead_letters: IntCounterVec,
     offsets_skipped: IntCounterVec,
     schema_registry: IntCounterVec,
+    acks_lost: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: T) -> T {
@@ -118,6 +119,18 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
         r,
         IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
     )
+}
+
+/// A counter vector of one label whose known `values` start at zero.
+fn zeroed_counters(
+    r: &Registry,
+    (name, label): (&str, &str),
+    help: &str,
+    values: impl Iterator<Item = &'static str>,
+) -> IntCounterVec {
+    let counters = counter_vec(r, name, help, &[label]);
+    values.for_each(|v| drop(counters.with_label_values(&[v])));
+    counters
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -246,7 +259,14 @@ impl Metrics {
         for result in ["found", "not_found", "unreadable", "error"] {
             schema_registry.with_label_values(&[result]);
         }
+        let acks_lost = zeroed_counters(
+            &r,
+            ("ingest_acks_lost_total", "source"),
+            "Acks dropped without an outcome (a write task that died), by source",
+            Source::VARIANTS.iter().map(|s| s.as_str()),
+        );
         Metrics {
+            acks_lost,
             processed,
             rejected_by_reason,
             per_second: register(
@@ -291,6 +311,14 @@ impl Metrics {
             offsets_skipped,
             schema_registry,
             registry: r,
+        }
+    }
+
+    /// The counters that acks dropped unresolved report to.
+    pub fn lost_acks(&self) -> LostAcks {
+        LostAcks {
+            kafka: self.acks_lost.with_label_values(&[Source::Kafka.as_str()]),
+            grpc: self.acks_lost.with_label_values(&[Source::Grpc.as_str()]),
         }
     }
 

@@ -15,6 +15,14 @@
 //! flight holds waits for that batch, so the last event per id in source order is the
 //! one written last (`sink::upsert::InFlight`).
 //!
+//! A task that dies (a panic in the sink) is never silent: the loop notices it when it
+//! joins the task and fails the service loudly (`Shutdown::fail`: health NOT_SERVING,
+//! the shutdown sequence, exit 1). The task's acks are dropped with it, and each
+//! reports itself lost (`event`): its Kafka offsets stay uncommitted and are delivered
+//! again after the restart, its gRPC requests are abandoned so that producers resend.
+//! Retrying in place is not attempted: a sink that panicked once would panic again on
+//! the same events.
+//!
 //! Kafka events come on a channel of their own. A Kafka value whose schema the
 //! registry has to be asked about is decoded in a task of its own while the loop takes
 //! no more Kafka events (their channel fills and the source pauses fetching, in order),
@@ -25,7 +33,7 @@ use bytes::Bytes;
 use mongodb::bson::oid::ObjectId;
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
-    task::{JoinHandle, JoinSet},
+    task::{JoinError, JoinHandle, JoinSet},
     time::{sleep_until, Instant},
 };
 use tokio_util::sync::CancellationToken;
@@ -35,6 +43,7 @@ use crate::{
     event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     format::ValueDecoder,
     metrics::Metrics,
+    shutdown::Shutdown,
     sink::upsert::{InFlight, WriteMode},
     validate::{Rejection, Rules, ValidEvent},
 };
@@ -100,6 +109,8 @@ struct Pipeline<S> {
     rules: Rules,
     values: ValueDecoder,
     stop: CancellationToken,
+    /// Where a task that died is reported.
+    shutdown: Shutdown,
     /// Batches in flight by event id (`WRITE_MODE=upsert` only).
     in_flight: Option<InFlight>,
     /// The Kafka event waiting for the schema registry, if any; Kafka intake waits
@@ -107,29 +118,17 @@ struct Pipeline<S> {
     held: Option<Held>,
 }
 
-/// Runs the pipeline until `stop` is cancelled and everything taken is resolved.
+/// Runs the pipeline until a shutdown is requested and everything taken is resolved;
+/// a task that dies fails the service (`shutdown.fail`).
 pub async fn run<S: Sink>(
     queues: Queues,
     sink: Arc<S>,
     metrics: Arc<Metrics>,
     cfg: PipelineConfig,
-    stop: CancellationToken,
+    shutdown: Shutdown,
 ) {
-    let batch_size = cfg.batch_size.max(1);
-    let mut p = Pipeline {
-        sink,
-        metrics,
-        slots: Arc::new(Semaphore::new(cfg.write_concurrency.max(1))),
-        tasks: JoinSet::new(),
-        batcher: Batcher::new(batch_size, cfg.flush_interval),
-        refused: Vec::new(),
-        batch_size,
-        rules: cfg.rules,
-        values: cfg.values,
-        stop: stop.clone(),
-        in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
-        held: None,
-    };
+    let stop = shutdown.requested.clone();
+    let mut p = Pipeline::new(sink, metrics, cfg, shutdown);
     let Queues {
         others: mut rx,
         kafka: mut kafka_rx,
@@ -140,7 +139,7 @@ pub async fn run<S: Sink>(
         let deadline = p.batcher.deadline();
         tokio::select! {
             biased;
-            Some(_) = p.tasks.join_next(), if !p.tasks.is_empty() => {}
+            Some(joined) = p.tasks.join_next(), if !p.tasks.is_empty() => p.joined(joined),
             _ = stop.cancelled(), if !closing => {
                 closing = true;
                 rx.close();
@@ -152,10 +151,7 @@ pub async fn run<S: Sink>(
                 p.flush().await;
             }
             checked = async { (&mut p.held.as_mut().expect("held").task).await }, if p.held.is_some() => {
-                let Held { item, .. } = p.held.take().expect("held");
-                if let Ok(Some(checked)) = checked {
-                    p.admit_checked(item, checked).await;
-                }
+                p.held_done(checked).await;
             }
             item = recv(&mut kafka_rx), if kafka_open && p.held.is_none() => {
                 let Some(item) = item else {
@@ -194,7 +190,9 @@ pub async fn run<S: Sink>(
         }
     }
     p.flush().await;
-    while p.tasks.join_next().await.is_some() {}
+    while let Some(joined) = p.tasks.join_next().await {
+        p.joined(joined);
+    }
 }
 
 /// The next Kafka event; pending forever without a Kafka channel.
@@ -206,6 +204,47 @@ async fn recv(kafka: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> 
 }
 
 impl<S: Sink> Pipeline<S> {
+    fn new(sink: Arc<S>, metrics: Arc<Metrics>, cfg: PipelineConfig, shutdown: Shutdown) -> Self {
+        let batch_size = cfg.batch_size.max(1);
+        Pipeline {
+            sink,
+            metrics,
+            slots: Arc::new(Semaphore::new(cfg.write_concurrency.max(1))),
+            tasks: JoinSet::new(),
+            batcher: Batcher::new(batch_size, cfg.flush_interval),
+            refused: Vec::new(),
+            batch_size,
+            rules: cfg.rules,
+            values: cfg.values,
+            stop: shutdown.requested.clone(),
+            shutdown,
+            in_flight: (cfg.write_mode == WriteMode::Upsert).then(InFlight::default),
+            held: None,
+        }
+    }
+
+    /// The held Kafka event's decode ended: admitted, released at stop, or (its task
+    /// died) failing the service.
+    async fn held_done(&mut self, checked: Result<Option<Checked>, JoinError>) {
+        let Held { item, .. } = self.held.take().expect("held");
+        match checked {
+            Ok(Some(checked)) => self.admit_checked(item, checked).await,
+            Ok(None) => item.ack.release(),
+            Err(e) => {
+                self.joined(Err(e));
+                drop(item);
+            }
+        }
+    }
+    /// A task ended: one that died fails the service (its acks report themselves lost).
+    fn joined(&self, joined: Result<(), JoinError>) {
+        if let Err(e) = joined {
+            self.shutdown.fail(format!(
+                "a pipeline task died ({e}); its events are delivered again after a restart"
+            ));
+        }
+    }
+
     /// Validates one event, then [`Self::admit_checked`]. A Kafka event (`from_kafka`)
     /// whose value needs the schema registry is decoded in a task of its own and held.
     async fn admit(&mut self, item: Incoming, from_kafka: bool) {
@@ -223,12 +262,13 @@ impl<S: Sink> Pipeline<S> {
         }
         // Waits while the schema registry cannot answer; given up only at stop, leaving
         // the event unresolved (its offset is not committed).
-        if let Some(checked) = self
+        match self
             .values
             .decode(&item.payload, &self.rules, &self.stop)
             .await
         {
-            self.admit_checked(item, checked).await;
+            Some(checked) => self.admit_checked(item, checked).await,
+            None => item.ack.release(),
         }
     }
 

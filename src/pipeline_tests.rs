@@ -22,6 +22,8 @@ struct MemorySink {
     batches: Mutex<Vec<(usize, Instant)>>,
     ids: Mutex<Vec<String>>,
     letters: Mutex<Vec<DeadLetter>>,
+    /// A write of a batch holding this id panics.
+    panic_on: Option<String>,
 }
 
 impl Sink for MemorySink {
@@ -31,6 +33,9 @@ impl Sink for MemorySink {
             .unwrap()
             .push((batch.len(), Instant::now()));
         tokio::time::sleep(self.write_time).await;
+        if let Some(id) = &self.panic_on {
+            assert!(batch.iter().all(|p| &p.id != id), "the sink panics on {id}");
+        }
         let mut ids = self.ids.lock().unwrap();
         batch
             .into_iter()
@@ -65,7 +70,8 @@ struct Harness {
     tx: mpsc::Sender<Incoming>,
     sink: Arc<MemorySink>,
     stats: Stats,
-    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -80,15 +86,26 @@ fn start_in(
     write_time: Duration,
     write_mode: WriteMode,
 ) -> Harness {
-    let (tx, rx) = mpsc::channel(1000);
-    let sink = Arc::new(MemorySink {
+    let sink = MemorySink {
         write_time,
         ..Default::default()
-    });
+    };
+    start_sink(sink, batch_size, flush, slots, write_mode)
+}
+
+fn start_sink(
+    sink: MemorySink,
+    batch_size: usize,
+    flush: Duration,
+    slots: usize,
+    write_mode: WriteMode,
+) -> Harness {
+    let (tx, rx) = mpsc::channel(1000);
+    let sink = Arc::new(sink);
     let metrics = Arc::new(Metrics::new());
     let deps = Dependencies::all_up_for_tests(false);
     let stats = Stats::new(metrics.clone(), deps, tokio::sync::watch::channel(false).1);
-    let stop = CancellationToken::new();
+    let shutdown = Shutdown::new(false);
     let cfg = PipelineConfig {
         batch_size,
         flush_interval: flush,
@@ -101,12 +118,19 @@ fn start_in(
         others: rx,
         kafka: None,
     };
-    let done = tokio::spawn(run(queues, sink.clone(), metrics, cfg, stop.clone()));
+    let done = tokio::spawn(run(
+        queues,
+        sink.clone(),
+        metrics.clone(),
+        cfg,
+        shutdown.clone(),
+    ));
     Harness {
         tx,
         sink,
         stats,
-        stop,
+        metrics,
+        shutdown,
         done,
     }
 }
@@ -117,23 +141,20 @@ fn start(batch_size: usize, flush: Duration) -> Harness {
 
 /// Sends a request of events over the channel, as the gRPC handler does.
 async fn send_request(
-    tx: &mpsc::Sender<Incoming>,
+    h: &Harness,
     seq: u64,
     events: Vec<SalesEvent>,
 ) -> tokio::sync::oneshot::Receiver<RequestResult> {
-    let (req, rx) = RequestAck::new(seq, events.len());
+    let (req, rx) = RequestAck::new(seq, events.len(), h.metrics.lost_acks());
     for (i, e) in events.into_iter().enumerate() {
-        let ack = Ack::Grpc(GrpcAck {
-            request: req.clone(),
-            index: i as u32,
-        });
+        let ack = Ack::Grpc(GrpcAck::new(req.clone(), i as u32));
         let item = Incoming {
             payload: Bytes::from(e.encode_to_vec()),
             ack,
             received: std::time::Instant::now(),
             trace: None,
         };
-        tx.send(item).await.unwrap();
+        h.tx.send(item).await.unwrap();
     }
     rx
 }
@@ -146,7 +167,7 @@ fn sizes(h: &Harness) -> Vec<usize> {
 async fn an_idle_pipeline_with_a_free_slot_writes_a_single_event_at_once() {
     let h = start(100, Duration::from_secs(5));
     let t0 = Instant::now();
-    let ack = send_request(&h.tx, 1, vec![event(0)]).await;
+    let ack = send_request(&h, 1, vec![event(0)]).await;
     let ack = ack.await.unwrap().unwrap();
     assert_eq!(ack.accepted, 1);
     assert!(
@@ -159,9 +180,9 @@ async fn an_idle_pipeline_with_a_free_slot_writes_a_single_event_at_once() {
 #[tokio::test(start_paused = true)]
 async fn while_every_slot_is_busy_the_batch_fills_up_to_batch_size() {
     let h = start_with(100, Duration::from_secs(60), 1, Duration::from_secs(1));
-    let first = send_request(&h.tx, 1, vec![event(0)]).await;
+    let first = send_request(&h, 1, vec![event(0)]).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let rest = send_request(&h.tx, 2, (1..251).map(event).collect()).await;
+    let rest = send_request(&h, 2, (1..251).map(event).collect()).await;
     assert_eq!(first.await.unwrap().unwrap().accepted, 1);
     assert_eq!(rest.await.unwrap().unwrap().accepted, 250);
     assert_eq!(sizes(&h), vec![1, 100, 100, 50]);
@@ -172,9 +193,9 @@ async fn while_every_slot_is_busy_the_batch_fills_up_to_batch_size() {
 async fn a_partial_batch_goes_out_when_a_slot_frees_not_at_the_flush_interval() {
     let h = start_with(100, Duration::from_secs(5), 1, Duration::from_secs(2));
     let t0 = Instant::now();
-    let first = send_request(&h.tx, 1, vec![event(0)]).await;
+    let first = send_request(&h, 1, vec![event(0)]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = send_request(&h.tx, 2, (1..4).map(event).collect()).await;
+    let second = send_request(&h, 2, (1..4).map(event).collect()).await;
     second.await.unwrap().unwrap();
     first.await.unwrap().unwrap();
     let batches = h.sink.batches.lock().unwrap().clone();
@@ -190,7 +211,7 @@ async fn a_partial_batch_goes_out_when_a_slot_frees_not_at_the_flush_interval() 
 #[tokio::test(start_paused = true)]
 async fn full_batches_are_cut_at_batch_size() {
     let h = start_with(100, Duration::from_secs(5), 4, Duration::from_millis(5));
-    let ack = send_request(&h.tx, 1, (0..250).map(event).collect()).await;
+    let ack = send_request(&h, 1, (0..250).map(event).collect()).await;
     let ack = ack.await.unwrap().unwrap();
     assert_eq!((ack.accepted, ack.duplicates), (250, 0));
     let s = sizes(&h);
@@ -204,7 +225,7 @@ async fn invalid_events_are_dead_lettered_with_their_reason_and_acked_by_index()
     let mut events: Vec<_> = (0..5).map(event).collect();
     events[1].qty = 0;
     events[3].ts = "yesterday".into();
-    let ack = send_request(&h.tx, 9, events).await.await.unwrap().unwrap();
+    let ack = send_request(&h, 9, events).await.await.unwrap().unwrap();
     assert_eq!(ack.accepted, 3);
     let got: Vec<_> = ack
         .rejected
@@ -235,7 +256,7 @@ async fn a_flood_of_invalid_events_is_dead_lettered_in_batches() {
             ..event(i)
         })
         .collect();
-    let ack = send_request(&h.tx, 1, events).await.await.unwrap().unwrap();
+    let ack = send_request(&h, 1, events).await.await.unwrap().unwrap();
     assert_eq!(ack.rejected.len(), 500);
     assert_eq!(h.sink.letters.lock().unwrap().len(), 500);
 }
@@ -243,9 +264,9 @@ async fn a_flood_of_invalid_events_is_dead_lettered_in_batches() {
 #[tokio::test(start_paused = true)]
 async fn replayed_events_are_duplicates() {
     let h = start(10, Duration::from_millis(100));
-    let first = send_request(&h.tx, 1, (0..4).map(event).collect()).await;
+    let first = send_request(&h, 1, (0..4).map(event).collect()).await;
     assert_eq!(first.await.unwrap().unwrap().accepted, 4);
-    let again = send_request(&h.tx, 2, (0..4).map(event).collect()).await;
+    let again = send_request(&h, 2, (0..4).map(event).collect()).await;
     let ack = again.await.unwrap().unwrap();
     assert_eq!((ack.accepted, ack.duplicates), (0, 4));
 }
@@ -253,22 +274,22 @@ async fn replayed_events_are_duplicates() {
 #[tokio::test(start_paused = true)]
 async fn stop_flushes_the_partial_batch_and_closes_the_channel() {
     let h = start_with(100, Duration::from_secs(3600), 1, Duration::from_secs(1));
-    let busy = send_request(&h.tx, 1, vec![event(100)]).await;
+    let busy = send_request(&h, 1, vec![event(100)]).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let ack = send_request(&h.tx, 2, (0..7).map(event).collect()).await;
+    let ack = send_request(&h, 2, (0..7).map(event).collect()).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(sizes(&h), vec![1], "the 7 wait for the busy slot");
-    h.stop.cancel();
+    h.shutdown.requested.cancel();
     h.done.await.unwrap();
     assert_eq!(busy.await.unwrap().unwrap().accepted, 1);
     assert_eq!(ack.await.unwrap().unwrap().accepted, 7);
     assert!(
         h.tx.send(Incoming {
             payload: Bytes::new(),
-            ack: Ack::Grpc(GrpcAck {
-                request: RequestAck::new(0, 1).0,
-                index: 0
-            }),
+            ack: Ack::Grpc(GrpcAck::new(
+                RequestAck::new(0, 1, h.metrics.lost_acks()).0,
+                0
+            )),
             received: std::time::Instant::now(),
             trace: None,
         })
@@ -281,7 +302,7 @@ async fn stop_flushes_the_partial_batch_and_closes_the_channel() {
 #[tokio::test(start_paused = true)]
 async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() {
     let h = start(10, Duration::from_millis(100));
-    let (req, rx) = RequestAck::new(0, 2);
+    let (req, rx) = RequestAck::new(0, 2, h.metrics.lost_acks());
     let origins = [
         Origin::Kafka {
             topic: "sales".into(),
@@ -295,11 +316,7 @@ async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() 
             event_id: String::new(),
             ..event(i)
         };
-        let ack = Ack::Redrive(crate::event::RedriveAck {
-            origin,
-            request: req.clone(),
-            index: i as u32,
-        });
+        let ack = Ack::Redrive(crate::event::RedriveAck::new(origin, req.clone(), i as u32));
         let item = Incoming {
             payload: Bytes::from(e.encode_to_vec()),
             ack,
@@ -326,7 +343,7 @@ async fn in_upsert_mode_a_batch_waits_for_an_earlier_batch_writing_the_same_id()
         let t0 = Instant::now();
         // Three batches of two: the third repeats an id of the first.
         let events = [0, 1, 2, 3, 0, 4].map(event).to_vec();
-        let ack = send_request(&h.tx, 1, events).await;
+        let ack = send_request(&h, 1, events).await;
         let ack = ack.await.unwrap().unwrap();
         assert_eq!(ack.accepted + ack.duplicates, 6, "{mode:?}");
         let starts: Vec<u64> = h
@@ -339,4 +356,29 @@ async fn in_upsert_mode_a_batch_waits_for_an_earlier_batch_writing_the_same_id()
             .collect();
         assert_eq!(starts, vec![0, 0, second_starts], "{mode:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_task_that_panics_fails_the_service_and_its_acks_report_themselves_lost() {
+    let sink = MemorySink {
+        write_time: Duration::from_millis(5),
+        panic_on: Some("e-1".into()),
+        ..Default::default()
+    };
+    let h = start_sink(sink, 2, Duration::from_secs(5), 2, WriteMode::Insert);
+    let good = send_request(&h, 1, vec![event(0)]).await;
+    assert_eq!(good.await.unwrap().unwrap().accepted, 1);
+    assert!(h.shutdown.failure().is_none());
+    let doomed = send_request(&h, 2, vec![event(1), event(2)]).await;
+    let why = doomed.await.unwrap().unwrap_err();
+    assert!(why.contains("was lost"), "{why}");
+    tokio::time::timeout(Duration::from_secs(10), h.done)
+        .await
+        .expect("the pipeline stops")
+        .unwrap();
+    let failure = h.shutdown.failure().expect("the service fails loudly");
+    assert!(failure.contains("pipeline task died"), "{failure}");
+    assert!(h.shutdown.requested.is_cancelled(), "the shutdown starts");
+    assert_eq!(h.metrics.lost_acks().grpc.get(), 2);
+    assert_eq!(*h.sink.ids.lock().unwrap(), vec!["e-0".to_string()]);
 }

@@ -62,12 +62,17 @@ impl Shutdown {
 
     /// A part of the service failed for good: shut the rest down and exit 1.
     pub fn fail(&self, why: String) {
-        error!(error = %why, "stopping the service: a server failed");
+        error!(error = %why, "stopping the service: a part of it failed");
         self.failure
             .lock()
             .expect("failure lock")
             .get_or_insert(why);
         self.requested.cancel();
+    }
+
+    /// Why the service failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("failure lock").clone()
     }
 
     /// Waits for a shutdown request, then runs the steps in order.
@@ -90,7 +95,7 @@ impl Shutdown {
             );
         }
         self.background.cancel();
-        if let Some(why) = self.failure.lock().expect("failure lock").clone() {
+        if let Some(why) = self.failure() {
             return Stopped::Failed(why);
         }
         match drained {

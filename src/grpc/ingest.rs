@@ -32,7 +32,7 @@ use tracing::debug;
 use opentelemetry::{trace::SpanKind, KeyValue};
 
 use crate::{
-    event::{Ack, GrpcAck, Incoming, RequestAck, RequestResult},
+    event::{Ack, GrpcAck, Incoming, LostAcks, RequestAck, RequestResult},
     grpc::{
         auth::require_bearer,
         budget::{Budget, Held},
@@ -56,6 +56,8 @@ pub struct Ingest {
     pub idle_timeout: Duration,
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
+    /// Where a request's lost acks are counted.
+    pub lost: LostAcks,
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<IngestAck, Status>> + Send>>;
@@ -108,6 +110,7 @@ impl IngestEvents for Ingest {
             owed: owed_tx,
             unacked: unacked.clone(),
             max_events: self.max_events_per_request,
+            lost: self.lost.clone(),
             idle_timeout: self.idle_timeout,
             stop: self.stop.clone(),
             _permit: permit,
@@ -168,6 +171,7 @@ struct Reader {
     /// Requests read whose ack the producer has not been sent yet.
     unacked: Arc<AtomicUsize>,
     max_events: usize,
+    lost: LostAcks,
     idle_timeout: Duration,
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
@@ -242,7 +246,7 @@ impl Reader {
                 self.max_events
             )));
         }
-        let (req, rx) = RequestAck::new(seq, count);
+        let (req, rx) = RequestAck::new(seq, count, self.lost.clone());
         self.unacked.fetch_add(1, Ordering::SeqCst);
         tokio::select! {
             sent = self.owed.send(Owed::Ack(rx, reserved)) => {
@@ -271,14 +275,12 @@ impl Reader {
         for (index, payload) in request.events().enumerate() {
             let item = Incoming {
                 payload,
-                ack: Ack::Grpc(GrpcAck {
-                    request: req.clone(),
-                    index: index as u32,
-                }),
+                ack: Ack::Grpc(GrpcAck::new(req.clone(), index as u32)),
                 received,
                 trace: trace.clone(),
             };
-            if self.tx.send(item).await.is_err() {
+            if let Err(unsent) = self.tx.send(item).await {
+                unsent.0.ack.release();
                 let why = format!(
                     "server is shutting down: request {seq} was not fully taken; every request without an ack must be resent"
                 );

@@ -14,7 +14,8 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::conn::Gate;
+use crate::{config::SettingError, conn::Gate};
+
 use crate::proto::{
     ingest::v1::ingest_admin_server::IngestAdminServer,
     raw_ingest_events::ingest_events_server::IngestEventsServer, FILE_DESCRIPTOR_SET,
@@ -53,17 +54,22 @@ pub fn tls_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-) -> Result<ServerTlsConfig, (&'static str, String)> {
+) -> Result<ServerTlsConfig, SettingError> {
     let read = |var: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|e| (var, format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| {
+            SettingError::caused(var, format!("cannot read {}: {e}", path.display()), e)
+        })
     };
     let certs = |var: &'static str, pem: &[u8], path: &Path| {
         let n = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| (var, format!("{}: {e}", path.display())))?
+            .map_err(|e| SettingError::caused(var, format!("{}: {e}", path.display()), e))?
             .len();
         if n == 0 {
-            return Err((var, format!("{} holds no PEM certificate", path.display())));
+            return Err(SettingError::new(
+                var,
+                format!("{} holds no PEM certificate", path.display()),
+            ));
         }
         Ok(())
     };
@@ -71,9 +77,10 @@ pub fn tls_config(
     certs("GRPC_TLS_CERT", &cert_pem, cert)?;
     let key_pem = read("GRPC_TLS_KEY", key)?;
     PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        (
+        SettingError::caused(
             "GRPC_TLS_KEY",
             format!("{} holds no PEM private key: {e}", key.display()),
+            e,
         )
     })?;
     let mut tls = ServerTlsConfig::new()

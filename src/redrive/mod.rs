@@ -209,25 +209,25 @@ impl Redriver {
             self.count_dry(&valid, progress).await?;
             return Ok(Vec::new());
         }
-        let (request, acked) = RequestAck::new(0, valid.len());
+        let lost = self.stats.metrics().lost_acks();
+        let (request, acked) = RequestAck::new(0, valid.len(), lost);
         let mut marked = Vec::with_capacity(valid.len());
         for (index, (letter, origin, _)) in valid.into_iter().enumerate() {
             marked.extend(letter.doc_id);
             let item = Incoming {
                 payload: letter.payload,
-                ack: Ack::Redrive(RedriveAck {
-                    origin,
-                    request: request.clone(),
-                    index: index as u32,
-                }),
+                ack: Ack::Redrive(RedriveAck::new(origin, request.clone(), index as u32)),
                 received: std::time::Instant::now(),
                 trace: None,
             };
-            let sent = tokio::select! {
-                sent = self.tx.send(item) => sent.is_ok(),
-                _ = self.stop.cancelled() => false,
+            let permit = tokio::select! {
+                permit = self.tx.reserve() => permit.ok(),
+                _ = self.stop.cancelled() => None,
             };
-            if !sent {
+            if let Some(permit) = permit {
+                permit.send(item);
+            } else {
+                item.ack.release();
                 request.abandon("the server is stopping".into());
                 return Err(stopping());
             }

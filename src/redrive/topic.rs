@@ -23,10 +23,8 @@ use tonic::Status;
 use tracing::{debug, info};
 
 use super::{Letter, Plan, TopicSource, REPORT_EVERY};
-use crate::event::Origin;
+use crate::{event::Origin, kafka_client::KAFKA_TIMEOUT};
 
-/// The bound on each librdkafka request (metadata, watermarks, offsets for times).
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the topic may deliver nothing while partitions are short of their end.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 

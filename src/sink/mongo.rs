@@ -126,7 +126,7 @@ pub fn classify(result: Result<(), mongodb::error::Error>, len: usize) -> WriteR
         Ok(()) => return WriteResult::Done(vec![DocResult::Stored; len]),
         Err(e) => e,
     };
-    if err.contains_label("RetryableWriteError") {
+    if err.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) {
         return WriteResult::Transient(describe(&err));
     }
     match *err.kind {
@@ -369,13 +369,16 @@ impl MongoWriter {
     }
 }
 
+/// MongoDB's `AuthenticationFailed` error code.
+const AUTHENTICATION_FAILED: i32 = 18;
+
 /// A driver error in words an operator can act on.
 pub fn describe(e: &mongodb::error::Error) -> String {
     match *e.kind {
         ErrorKind::Authentication { ref message, .. } => format!(
             "MongoDB refused the credentials in MONGODB_URL (authentication failed: {message})"
         ),
-        _ if e.to_string().contains("Authentication failed") => {
+        ErrorKind::Command(ref c) if c.code == AUTHENTICATION_FAILED => {
             format!("MongoDB refused the credentials in MONGODB_URL (authentication failed: {e})")
         }
         _ => e.to_string(),

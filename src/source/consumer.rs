@@ -1,7 +1,9 @@
 //! The Kafka consumer and what librdkafka calls back into: the `SourceContext` shared by
 //! the rebalance and commit callbacks, the statistics callback and the source loop (the
-//! offset tracker, the pause flag, watermarks and broker states); the consumer and
-//! dead-letter producer settings; and `probe`, the one writer of "Kafka reachable".
+//! pause flag, watermarks and broker states). The rebalance and commit callbacks change
+//! no offsets: they send the source what happened (`acks::FromConsumer`), and the
+//! revoke callback commits the due offsets the source last published. Also the consumer
+//! and dead-letter producer settings, and `probe`, the one writer of "Kafka reachable".
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex},
@@ -14,15 +16,20 @@ use rdkafka::{
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::{
     config::Config,
+    config::SettingError,
     deps::{State, StateWriter},
-    kafka_client::{client_config, GroupProtocol},
+    kafka_client::{client_config, creation_error, GroupProtocol},
     sink::dead_letter::{DeliveryContext, DlqProducer},
-    source::{offsets::OffsetTracker, reset::Resets},
+    source::{
+        acks::{ConsumerEvents, Durable, FromConsumer},
+        reset::Resets,
+    },
 };
 
 /// A consumer error that keeps the member from consuming.
@@ -55,7 +62,12 @@ impl Problem {
 /// State shared between the consumer's callbacks and the source loop.
 pub struct SourceContext {
     pub(super) topic: String,
-    pub(super) tracker: Arc<Mutex<OffsetTracker>>,
+    /// Where the rebalance and commit callbacks report to the source.
+    events: ConsumerEvents,
+    /// Their receiving end, until the source takes it.
+    pub(super) events_rx: Mutex<Option<mpsc::UnboundedReceiver<FromConsumer>>>,
+    /// The due commits as the source last published them (written by `acks` only).
+    pub(super) durable: Durable,
     pub(super) fetch_paused: AtomicBool,
     /// partition → (high watermark, committed offset as librdkafka last saw it)
     pub(super) watermarks: Mutex<HashMap<i32, (i64, i64)>>,
@@ -131,13 +143,13 @@ impl ConsumerContext for SourceContext {
             // commit is asynchronous: this callback runs on the polling task, which a
             // broker outage must not hold; librdkafka finishes outstanding commits
             // before it rejoins the group, and the commit callback reports the result.
-            let offsets = {
-                let t = self.tracker.lock().expect("tracker lock");
-                t.to_commit()
-                    .into_iter()
-                    .filter(|(p, _)| parts.contains(p))
-                    .collect::<Vec<_>>()
-            };
+            // Acks still on their way to the source are not in it: their events are
+            // delivered again to the partition's next owner.
+            let offsets: Vec<(i32, i64)> = (self.durable.lock().expect("durable lock"))
+                .iter()
+                .filter(|(p, _)| parts.contains(p))
+                .copied()
+                .collect();
             if !offsets.is_empty() {
                 let result = consumer.commit(&self.offsets_list(&offsets), CommitMode::Async);
                 info!(
@@ -146,23 +158,15 @@ impl ConsumerContext for SourceContext {
                     "committing durable offsets of revoked partitions"
                 );
             }
-            let mut t = self.tracker.lock().expect("tracker lock");
-            for p in &parts {
-                t.revoke(*p);
-            }
             info!(partitions = ?parts, "partitions revoked");
+            let _ = self.events.send(FromConsumer::Revoked(parts));
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            {
-                let mut t = self.tracker.lock().expect("tracker lock");
-                for p in &parts {
-                    t.assign(*p);
-                }
-            }
+            let _ = self.events.send(FromConsumer::Assigned(parts.clone()));
             if self.fetch_paused.load(Ordering::SeqCst) {
                 if let Err(e) = consumer.pause(tpl) {
                     warn!(error = %e, "could not pause newly assigned partitions");
@@ -176,12 +180,15 @@ impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                let mut t = self.tracker.lock().expect("tracker lock");
-                for e in offsets.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        t.mark_committed(e.partition(), o);
-                    }
-                }
+                let taken = offsets
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect();
+                let _ = self.events.send(FromConsumer::Committed(taken));
             }
             Err(e) => warn!(error = %e, "offset commit failed; will retry"),
         }
@@ -256,10 +263,13 @@ const PARTITION_ASSIGNMENT: &str = "cooperative-sticky";
 pub type IngestConsumer = StreamConsumer<SourceContext>;
 
 /// Creates the consumer (subscribed, not yet polled). Errors are configuration errors.
-pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
+pub fn consumer(cfg: &Config) -> Result<Arc<IngestConsumer>, SettingError> {
+    let (events, events_rx) = mpsc::unbounded_channel();
     let ctx = SourceContext {
         topic: cfg.kafka_topic.clone(),
-        tracker: Arc::default(),
+        events,
+        events_rx: Mutex::new(Some(events_rx)),
+        durable: Durable::default(),
         fetch_paused: AtomicBool::new(false),
         watermarks: Mutex::default(),
         refreshing: AtomicBool::new(false),
@@ -321,14 +331,18 @@ pub fn consumer(cfg: &Config) -> KafkaResult<Arc<IngestConsumer>> {
     if (config.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
         config.set_log_level(RDKafkaLogLevel::Warning);
     }
-    let consumer: IngestConsumer = config.create_with_context(ctx)?;
-    consumer.subscribe(&[&cfg.kafka_topic])?;
+    let consumer: IngestConsumer = config
+        .create_with_context(ctx)
+        .map_err(|e| creation_error(cfg, &settings, e))?;
+    consumer
+        .subscribe(&[&cfg.kafka_topic])
+        .map_err(|e| SettingError::caused("KAFKA_TOPIC", e.to_string(), e))?;
     Ok(Arc::new(consumer))
 }
 
 /// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
 /// report can take, so a refusing topic costs at most that per attempt.
-pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
+pub fn producer(cfg: &Config) -> Result<DlqProducer, SettingError> {
     let settings = [
         ("message.timeout.ms", "10000".into()),
         ("linger.ms", "5".into()),
@@ -336,7 +350,9 @@ pub fn producer(cfg: &Config) -> KafkaResult<DlqProducer> {
         // default, stated because a letter replaces the event's commit).
         ("acks", "all".into()),
     ];
-    client_config(cfg, &settings).create_with_context(DeliveryContext)
+    client_config(cfg, &settings)
+        .create_with_context(DeliveryContext)
+        .map_err(|e| creation_error(cfg, &settings, e))
 }
 
 /// Publishes broker reachability, once a second, from librdkafka's own view of its

@@ -1,6 +1,7 @@
 //! The Kafka source: a consumer-group member on `KAFKA_TOPIC` that hands every message
-//! to the pipeline with an ack tied to its partition's offset tracker, and commits only
-//! what is resolved (auto-commit and auto offset store are off). It never blocks on a
+//! to the pipeline with an ack reporting back to this task, which alone owns the
+//! offsets (`acks::Offsets`; its loop takes acks before anything else), and commits
+//! only what is resolved (auto-commit and auto offset store are off). It never blocks on a
 //! full pipeline: `backpressure` decides when fetching pauses, and polling goes on, so
 //! the group session survives long MongoDB outages. The same pause serves
 //! PauseConsumer, and is re-applied to partitions assigned later. SeekConsumer's seeks
@@ -17,7 +18,8 @@ use std::{
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
-    consumer::{CommitMode, Consumer},
+    consumer::{CommitMode, Consumer, MessageStream},
+    error::KafkaResult,
     message::{BorrowedMessage, Message},
 };
 use tokio::sync::{mpsc, watch};
@@ -26,10 +28,11 @@ use tracing::{debug, info, warn};
 
 pub use crate::source::consumer::{consumer, probe, producer, IngestConsumer, SourceContext};
 use crate::{
-    event::{Ack, Incoming, KafkaAck},
+    event::{Ack, Incoming},
     metrics::PauseReason,
     proto::ingest::v1::PartitionLag,
     source::{
+        acks::{Offsets, Report},
         backpressure::{Backpressure, BACKLOG_MAX},
         seek::SeekCommand,
         seek_job::SeekJob,
@@ -38,6 +41,35 @@ use crate::{
     stats::Stats,
     telemetry,
 };
+
+/// What woke the source loop.
+enum Wake<'a> {
+    Report(Report),
+    Stop,
+    Commit,
+    Seek(Option<SeekCommand>),
+    Message(Option<KafkaResult<BorrowedMessage<'a>>>),
+    Idle,
+}
+
+/// Hands the backlog to the pipeline while it has room; false once the pipeline is
+/// gone (the items are released: delivered again from the last commit).
+fn hand_over(tx: &mpsc::Sender<Incoming>, backlog: &mut VecDeque<Incoming>) -> bool {
+    while let Some(item) = backlog.pop_front() {
+        match tx.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                backlog.push_front(item);
+                break;
+            }
+            Err(mpsc::error::TrySendError::Closed(item)) => {
+                item.ack.release();
+                return false;
+            }
+        }
+    }
+    true
+}
 
 /// `newest_ms` before any message was consumed.
 const NO_TIMESTAMP: i64 = i64::MIN;
@@ -55,6 +87,8 @@ pub struct KafkaSource {
     /// since the last lag publication: the time lag grows while nothing is consumed.
     newest_ms: AtomicI64,
     consumed_since_publish: AtomicBool,
+    /// The offsets, owned here; acks and the callbacks report to them.
+    offsets: Offsets,
 }
 
 impl KafkaSource {
@@ -67,7 +101,13 @@ impl KafkaSource {
         seeks: mpsc::Receiver<SeekCommand>,
     ) -> Self {
         let topic = Arc::from(consumer.context().topic.as_str());
+        let events = (consumer.context().events_rx.lock().expect("events lock"))
+            .take()
+            .expect("one source per consumer");
+        let durable = consumer.context().durable.clone();
+        let offsets = Offsets::new(events, durable, stats.metrics().lost_acks().kafka);
         Self {
+            offsets,
             consumer,
             tx,
             admin_paused,
@@ -93,20 +133,13 @@ impl KafkaSource {
         let mut backlog: VecDeque<Incoming> = VecDeque::new();
         let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
         let mut poll_tick = tokio::time::interval(Duration::from_millis(200));
+        let mut seek_tick = tokio::time::interval(Duration::from_millis(20));
         let mut pressure = Backpressure::default();
         let mut seek: Option<SeekJob> = None;
         let mut seeks_open = true;
-        let mut seek_tick = tokio::time::interval(Duration::from_millis(20));
-        'run: loop {
-            while let Some(item) = backlog.pop_front() {
-                match self.tx.try_send(item) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(item)) => {
-                        backlog.push_front(item);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break 'run,
-                }
+        loop {
+            if !hand_over(&self.tx, &mut backlog) {
+                break;
             }
             let admin = *self.admin_paused.borrow();
             let now = tokio::time::Instant::now();
@@ -115,86 +148,124 @@ impl KafkaSource {
             }
             self.stats.set_pause_reason(pressure.reason(admin));
             let take_messages = pressure.take_messages(backlog.len());
-            tokio::select! {
+            self.offsets.apply_consumer();
+            // Acks first: they free what the pipeline holds and advance commits.
+            let wake = tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
-                _ = commit_tick.tick() => {
+                report = self.offsets.next() => Wake::Report(report),
+                _ = stop.cancelled() => Wake::Stop,
+                _ = commit_tick.tick() => Wake::Commit,
+                permit = self.tx.reserve(), if !backlog.is_empty() => match permit {
+                    Ok(permit) => {
+                        permit.send(backlog.pop_front().expect("backlog not empty"));
+                        Wake::Idle
+                    }
+                    Err(_) => Wake::Stop,
+                },
+                _ = self.admin_paused.changed() => Wake::Idle,
+                command = self.seeks.recv(), if seeks_open && seek.is_none() => Wake::Seek(command),
+                _ = seek_tick.tick(), if seek.is_some() => Wake::Idle,
+                _ = poll_tick.tick() => Wake::Idle,
+                msg = messages.next(), if take_messages => Wake::Message(msg),
+            };
+            match wake {
+                Wake::Report(report) => self.offsets.handle(report),
+                Wake::Stop => break,
+                Wake::Commit => {
                     self.commit_async(seek.is_some());
                     self.refresh_watermarks();
                     self.publish_lag();
                 }
-                permit = self.tx.reserve(), if !backlog.is_empty() => match permit {
-                    Ok(permit) => permit.send(backlog.pop_front().expect("backlog not empty")),
-                    Err(_) => break,
-                },
-                _ = self.admin_paused.changed() => {}
-                command = self.seeks.recv(), if seeks_open && seek.is_none() => match command {
-                    Some(command) => seek = Some(SeekJob::begin(command, &self.consumer)),
-                    None => seeks_open = false,
-                },
-                _ = seek_tick.tick(), if seek.is_some() => {}
-                _ = poll_tick.tick() => {}
-                msg = messages.next(), if take_messages => match msg {
-                    Some(Ok(m)) => {
-                        // Take what else librdkafka has ready without waiting, stamped
-                        // with one clock reading.
-                        let now = Instant::now();
-                        let mut newest = m.timestamp().to_millis();
-                        backlog.push_back(self.incoming(&m, now));
-                        let mut taken = 1;
-                        while backlog.len() < BACKLOG_MAX {
-                            match messages.next().now_or_never() {
-                                Some(Some(Ok(m))) => {
-                                    newest = m.timestamp().to_millis().or(newest);
-                                    backlog.push_back(self.incoming(&m, now));
-                                    taken += 1;
-                                }
-                                Some(Some(Err(e))) => {
-                                    self.ctx().note_error(&e);
-                                    break;
-                                }
-                                _ => break,
-                            }
-                        }
-                        if telemetry::enabled() {
-                            batch_span(&backlog, taken);
-                        }
-                        if let Some(ts) = newest {
-                            let now_ms = chrono::Utc::now().timestamp_millis();
-                            self.stats.metrics().kafka_lag_ms(now_ms - ts);
-                            self.newest_ms.store(ts, Ordering::Relaxed);
-                        }
-                        self.consumed_since_publish.store(true, Ordering::Relaxed);
-                        self.ctx().clear_problem();
-                    }
-                    Some(Err(e)) => {
-                        self.ctx().note_error(&e);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    None => break,
-                },
-            }
-            if let Some(job) = seek.take_if(|j| j.drained(&self.consumer) || j.expired()) {
-                if job.drained(&self.consumer) {
-                    job.finish(&self.consumer).await;
-                    self.publish_lag();
-                } else {
-                    job.abandon(&self.consumer);
+                Wake::Seek(Some(command)) => seek = Some(SeekJob::begin(command, &self.consumer)),
+                Wake::Seek(None) => seeks_open = false,
+                Wake::Message(Some(Ok(m))) => self.take(m, &mut messages, &mut backlog),
+                Wake::Message(Some(Err(e))) => {
+                    self.ctx().note_error(&e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                Wake::Message(None) => break,
+                Wake::Idle => {}
+            }
+            if let Some(job) = seek.take_if(|j| j.drained(self.offsets.tracker()) || j.expired()) {
+                self.end_seek(job).await;
             }
         }
         drop(seek);
         self.set_fetch_paused(true, None);
         self.stats.set_pause_reason(Some(PauseReason::Shutdown));
-        drop(backlog);
-        drained.cancelled().await;
+        // Never handed over: delivered again from the last commit.
+        for item in backlog {
+            item.ack.release();
+        }
+        self.finish(drained).await;
+    }
+
+    /// After intake stopped: applies acks until the pipeline has drained, commits the
+    /// final offsets and leaves the group.
+    async fn finish(&mut self, drained: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                report = self.offsets.next() => self.offsets.handle(report),
+                _ = drained.cancelled() => break,
+            }
+        }
+        self.offsets.apply_waiting_acks();
         self.commit_final().await;
         self.publish_lag();
         self.consumer.unsubscribe();
         info!("Kafka source stopped; final offsets committed");
     }
 
-    fn incoming(&self, m: &BorrowedMessage<'_>, received: Instant) -> Incoming {
+    /// Carries out a drained seek, or gives up on one that did not drain in time.
+    async fn end_seek(&mut self, job: SeekJob) {
+        if job.drained(self.offsets.tracker()) {
+            job.finish(&self.consumer, &mut self.offsets).await;
+            self.publish_lag();
+        } else {
+            job.abandon(&self.consumer);
+        }
+    }
+
+    /// Takes `first` and what else librdkafka has ready without waiting, stamped with
+    /// one clock reading.
+    fn take(
+        &mut self,
+        first: BorrowedMessage<'_>,
+        messages: &mut MessageStream<'_, SourceContext>,
+        backlog: &mut VecDeque<Incoming>,
+    ) {
+        let now = Instant::now();
+        let mut newest = first.timestamp().to_millis();
+        backlog.push_back(self.incoming(&first, now));
+        let mut taken = 1;
+        while backlog.len() < BACKLOG_MAX {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(m))) => {
+                    newest = m.timestamp().to_millis().or(newest);
+                    backlog.push_back(self.incoming(&m, now));
+                    taken += 1;
+                }
+                Some(Some(Err(e))) => {
+                    self.ctx().note_error(&e);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if telemetry::enabled() {
+            batch_span(backlog, taken);
+        }
+        if let Some(ts) = newest {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            self.stats.metrics().kafka_lag_ms(now_ms - ts);
+            self.newest_ms.store(ts, Ordering::Relaxed);
+        }
+        self.consumed_since_publish.store(true, Ordering::Relaxed);
+        self.ctx().clear_problem();
+    }
+
+    fn incoming(&mut self, m: &BorrowedMessage<'_>, received: Instant) -> Incoming {
         let (partition, offset) = (m.partition(), m.offset());
         if let Some((at, skipped)) = self.ctx().resets.skipped(partition, offset) {
             warn!(
@@ -207,21 +278,9 @@ impl KafkaSource {
             );
             self.stats.metrics().offsets_skipped(partition, skipped);
         }
-        let generation = self
-            .ctx()
-            .tracker
-            .lock()
-            .expect("tracker lock")
-            .received(partition, offset);
         Incoming {
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-            ack: Ack::Kafka(KafkaAck {
-                topic: self.topic.clone(),
-                partition,
-                offset,
-                generation,
-                tracker: self.ctx().tracker.clone(),
-            }),
+            ack: Ack::Kafka(self.offsets.received(&self.topic, partition, offset)),
             received,
             trace: telemetry::enabled()
                 .then(|| message_trace(m, partition, offset))
@@ -261,11 +320,11 @@ impl KafkaSource {
 
     /// Commits every partition whose durable offset advanced; the commit callback
     /// records what the broker took.
-    fn commit_async(&self, seeking: bool) {
+    fn commit_async(&mut self, seeking: bool) {
         if !seeking {
             self.pass_unseen_records();
         }
-        let offsets = self.ctx().tracker.lock().expect("tracker lock").to_commit();
+        let offsets = self.offsets.tracker().to_commit();
         if offsets.is_empty() {
             return;
         }
@@ -278,11 +337,11 @@ impl KafkaSource {
     /// Moves drained partitions past the records librdkafka consumed without handing
     /// them over (transaction markers, aborted records): its position is then beyond
     /// the last message, and the commit follows it, so no lag waits on them.
-    fn pass_unseen_records(&self) {
+    fn pass_unseen_records(&mut self) {
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        let mut t = self.ctx().tracker.lock().expect("tracker lock");
+        let t = self.offsets.tracker_mut();
         for e in positions.elements_for_topic(&self.topic) {
             if let rdkafka::Offset::Offset(o) = e.offset() {
                 t.pass_to(e.partition(), o);
@@ -292,8 +351,8 @@ impl KafkaSource {
 
     /// The last commit, synchronous, on a blocking thread so a broker outage cannot
     /// hold a runtime worker (the shutdown timeout bounds the wait).
-    async fn commit_final(&self) {
-        let offsets = self.ctx().tracker.lock().expect("tracker lock").to_commit();
+    async fn commit_final(&mut self) {
+        let offsets = self.offsets.tracker().to_commit();
         if offsets.is_empty() {
             return;
         }
@@ -302,12 +361,7 @@ impl KafkaSource {
         let result =
             tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
         match result {
-            Ok(Ok(())) => {
-                let mut t = self.ctx().tracker.lock().expect("tracker lock");
-                for (p, o) in offsets {
-                    t.mark_committed(p, o);
-                }
-            }
+            Ok(Ok(())) => self.offsets.committed(&offsets),
             Ok(Err(e)) => {
                 warn!(error = %e, "final offset commit failed; those events will be redelivered")
             }
@@ -323,7 +377,7 @@ impl KafkaSource {
         if !ctx.fetch_paused.load(Ordering::SeqCst) || ctx.refreshing.swap(true, Ordering::SeqCst) {
             return;
         }
-        let parts = ctx.tracker.lock().expect("tracker lock").assigned();
+        let parts = self.offsets.tracker().assigned();
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || {
             let ctx = consumer.context();
@@ -350,7 +404,7 @@ impl KafkaSource {
     /// with nothing waiting it is 0.
     fn publish_lag(&self) {
         let parts: Vec<PartitionLag> = {
-            let t = self.ctx().tracker.lock().expect("tracker lock");
+            let t = self.offsets.tracker();
             let w = self.ctx().watermarks.lock().expect("watermarks lock");
             t.assigned()
                 .into_iter()

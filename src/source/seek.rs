@@ -14,6 +14,7 @@ use tonic::Status;
 use tracing::info;
 
 use crate::{
+    kafka_client::KAFKA_TIMEOUT,
     proto::ingest::v1::{
         self as pb, seek_consumer_request::Target as PbTarget, PartitionSeek, SeekPosition,
     },
@@ -22,8 +23,6 @@ use crate::{
 
 /// How long a seek waits for the events in flight on its partitions to become durable.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// The bound on each librdkafka call a seek makes.
-pub(super) const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to move the partitions.
 #[derive(Clone, Debug, PartialEq)]

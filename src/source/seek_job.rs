@@ -15,10 +15,13 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::{
+    kafka_client::KAFKA_TIMEOUT,
     proto::ingest::v1::PartitionSeek,
     source::{
+        acks::Offsets,
         consumer::IngestConsumer,
-        seek::{SeekCommand, SeekOutcome, DRAIN_TIMEOUT, KAFKA_TIMEOUT},
+        offsets::OffsetTracker,
+        seek::{SeekCommand, SeekOutcome, DRAIN_TIMEOUT},
     },
 };
 
@@ -57,9 +60,8 @@ impl SeekJob {
     }
 
     /// Whether every offset in flight on the partitions is resolved.
-    pub fn drained(&self, consumer: &IngestConsumer) -> bool {
-        let t = consumer.context().tracker.lock().expect("tracker lock");
-        self.partitions().all(|p| t.is_drained(p))
+    pub fn drained(&self, offsets: &OffsetTracker) -> bool {
+        self.partitions().all(|p| offsets.is_drained(p))
     }
 
     /// Whether the drain has taken too long.
@@ -94,12 +96,11 @@ impl SeekJob {
 
     /// Seeks the drained partitions, restarts their trackers at the new offsets,
     /// resumes fetching and commits the new positions; replies with what moved.
-    pub async fn finish(self, consumer: &Arc<IngestConsumer>) {
-        let ctx = consumer.context();
+    pub async fn finish(self, consumer: &Arc<IngestConsumer>, offsets: &mut Offsets) {
         let mut lost = Vec::new();
         let mut moves = Vec::new();
         {
-            let t = ctx.tracker.lock().expect("tracker lock");
+            let t = offsets.tracker();
             for &(p, to) in &self.command.targets {
                 if t.is_assigned(p) {
                     moves.push((p, t.committable(p).or(t.committed(p)), to));
@@ -119,9 +120,8 @@ impl SeekJob {
             // The loop took no message while the seek ran, so each partition is still
             // drained; should one not be, its tracker keeps the old generation, which
             // commits nothing before what it has seen resolved.
-            let mut t = ctx.tracker.lock().expect("tracker lock");
             moved.retain(|m| {
-                let restarted = t.seek(m.partition, m.to_offset).is_some();
+                let restarted = offsets.seek(m.partition, m.to_offset).is_some();
                 if !restarted {
                     failed.push(format!(
                         "partition {} was seeked but its offsets could not restart",

@@ -1,6 +1,7 @@
 //! Start-up and configuration values from outside: bad values (the `OTEL_*` variables
 //! of an enabled trace exporter and incomplete schema registry credentials among them)
-//! stop the process with exit 2 naming the variable; a token read from a file keeps
+//! stop the process with exit 2 naming the variable, a port in use with exit 1 naming the
+//! listener's variable and the address; a token read from a file keeps
 //! working.
 use sales_ingest::proto::ingest::v1::PauseConsumerRequest;
 
@@ -41,6 +42,17 @@ fn run_binary(env: &[(&str, &str)]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn a_port_in_use_exits_1_naming_the_variable_and_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for var in ["GRPC_ADDR", "HTTP_ADDR"] {
+        let (code, err) = run_binary(&[(var, addr.as_str())]);
+        assert_eq!(code, Some(1), "{var}: {err}");
+        assert!(err.contains(var) && err.contains(&addr), "{var}: {err}");
+    }
 }
 
 #[test]

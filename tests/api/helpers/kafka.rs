@@ -30,9 +30,8 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 
 /// Creates a topic on the broker at `bootstrap`.
 pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = kafka_config_at(bootstrap)
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        kafka_config_at(bootstrap).create().expect("admin client");
     let results = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -109,9 +108,7 @@ pub fn committed(topic: &str, group: &str, partitions: i32) -> Vec<i64> {
 /// (log start offset, high watermark) of partitions 0..n of `topic` on the brokers at
 /// `bootstrap`, from the partition leaders (ListOffsets).
 pub fn watermarks_at(bootstrap: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = kafka_config_at(bootstrap)
-        .create()
-        .expect("consumer");
+    let consumer: BaseConsumer = kafka_config_at(bootstrap).create().expect("consumer");
     (0..partitions)
         .map(|p| {
             consumer
