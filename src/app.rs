@@ -19,7 +19,6 @@ use crate::{
     stats::Stats,
 };
 
-
 mod parts;
 
 use parts::{Clients, Parts, StateWriters};
@@ -196,4 +195,3 @@ impl Application {
 fn bind_error(var: &'static str, e: std::io::Error) -> BuildError {
     BuildError::Bind(SettingError::caused(var, e.to_string(), e))
 }
-

@@ -251,7 +251,11 @@ impl Parts {
 
     /// Creates the dead-letter topic where it is missing (and may be created), the one
     /// writer of its state.
-    pub(super) fn provision_dead_letter_topic(&mut self, admin: DlqAdmin, state: watch::Sender<TopicState>) {
+    pub(super) fn provision_dead_letter_topic(
+        &mut self,
+        admin: DlqAdmin,
+        state: watch::Sender<TopicState>,
+    ) {
         let config = &self.config;
         let provisioning = dlq_topic::Provisioning {
             admin: Arc::new(admin),
@@ -264,7 +268,12 @@ impl Parts {
         self.start(provisioning.run(state, background));
     }
 
-    pub(super) fn pipeline(&mut self, queues: pipeline::Queues, store: Store, values: ValueDecoder) {
+    pub(super) fn pipeline(
+        &mut self,
+        queues: pipeline::Queues,
+        store: Store,
+        values: ValueDecoder,
+    ) {
         let config = &self.config;
         let cfg = PipelineConfig {
             batch_size: config.batch_size as usize,

@@ -182,7 +182,7 @@ async fn grpc_tls_refuses_plaintext_and_mtls_refuses_clients_without_a_valid_cer
 async fn producer_token_is_required_when_configured() {
     let app = spawn_app(AppOptions {
         kafka: false,
-        extra: vec![("producer-token".into(), "prod-tok-77".into())],
+        extra: vec![("producer-token".into(), "prod-tok-77-long-enough".into())],
         ..Default::default()
     })
     .await;
@@ -197,8 +197,10 @@ async fn producer_token_is_required_when_configured() {
         .expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut with = tonic::Request::new(tokio_stream::iter([req()]));
-    with.metadata_mut()
-        .insert("authorization", "Bearer prod-tok-77".parse().unwrap());
+    with.metadata_mut().insert(
+        "authorization",
+        "Bearer prod-tok-77-long-enough".parse().unwrap(),
+    );
     let ack = client
         .stream(with)
         .await

@@ -107,7 +107,7 @@ async fn stream_stores_the_valid_events_and_reports_what_the_server_acked() {
 async fn stream_sends_the_producer_token() {
     let app = spawn_app(AppOptions {
         kafka: false,
-        extra: vec![("producer-token".into(), "ctl-prod-tok".into())],
+        extra: vec![("producer-token".into(), "ctl-prod-tok-long-enough".into())],
         ..Default::default()
     })
     .await;
@@ -124,7 +124,7 @@ async fn stream_sends_the_producer_token() {
     let refused = ingestctl(&base).await;
     assert_ne!(refused.code, Some(0), "no token: refused {refused:?}");
     let mut with = base.to_vec();
-    with.extend(["--producer-token", "ctl-prod-tok", "--json"]);
+    with.extend(["--producer-token", "ctl-prod-tok-long-enough", "--json"]);
     let run = ingestctl(&with).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.json()["accepted"], 100);
