@@ -281,7 +281,13 @@ async fn the_leader_of_most_partitions_sigkilled_then_restarted_loses_nothing() 
     assert_eq!(kafka.stored, valid, "each inserted once");
     // A redelivered invalid event is rejected and dead-lettered again.
     assert!(kafka.rejected >= invalid, "{} < {invalid}", kafka.rejected);
-    let letters = kafka_letters(&server.metrics().await.unwrap());
+    // The last letters may still be on their way to the topic.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut letters = kafka_letters(&server.metrics().await.unwrap());
+    while letters < kafka.rejected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        letters = kafka_letters(&server.metrics().await.unwrap());
+    }
     assert_eq!(
         letters, kafka.rejected,
         "every dead letter delivered to the topic"

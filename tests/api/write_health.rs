@@ -81,8 +81,8 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
         ..Default::default()
     })
     .await;
-    app.wait_serving().await;
-    // A request whose insert is refused: its ack waits, health turns off.
+    // The read-only user cannot create the indexes either: MongoDB writes count as down
+    // from start-up. A request whose insert is refused: its ack waits, health stays off.
     let mut client = app.events().await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let events = (0..5).map(|i| valid_event(i, &format!("ro-{i}"))).collect();
@@ -96,10 +96,17 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
         .into_inner();
     let sent = Instant::now();
     let url = format!("{}/health", app.http_url);
-    wait_until(Duration::from_secs(5), "NOT_SERVING", || {
-        let url = url.clone();
-        async move { get(&url).await.0 == 503 }
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "NOT_SERVING naming the refusal",
+        || {
+            let url = url.clone();
+            async move {
+                let (code, body) = get(&url).await;
+                code == 503 && body.contains("not authorized")
+            }
+        },
+    )
     .await;
     let off_after = sent.elapsed();
     let (_, body) = get(&url).await;
