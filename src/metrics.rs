@@ -165,71 +165,98 @@ impl Default for Metrics {
     }
 }
 
+/// The per-event outcome counters (by source and status, hot-path handles fetched
+/// once), the validator's rejections by reason and the insert_many calls by status,
+/// every known label set at zero.
+fn outcome_counters(r: &Registry) -> ([[IntCounter; 5]; 2], IntCounterVec, IntCounterVec) {
+    let processed_vec = counter_vec(
+        r,
+        "sales_events_processed_total",
+        "Events processed, by outcome (stored, duplicate, rejected, failed, updated) and source",
+        &["status", "source"],
+    );
+    let processed = [Source::Kafka, Source::Grpc].map(|source| {
+        [
+            Status::Stored,
+            Status::Duplicate,
+            Status::Rejected,
+            Status::Failed,
+            Status::Updated,
+        ]
+        .map(|st| processed_vec.with_label_values(&[st.into(), source.as_str()]))
+    });
+    let rejected_by_reason = counter_vec(
+        r,
+        "sales_events_rejected_total",
+        "Events refused by validation (producer input), by reason code; write refusals are sales_events_processed_total{status=\"failed\"}",
+        &["reason"],
+    );
+    for code in reason_codes() {
+        rejected_by_reason.with_label_values(&[code]);
+    }
+    let writes = counter_vec(
+        r,
+        "mongodb_writes_total",
+        "insert_many calls, by status (success, partial, retry)",
+        &["status"],
+    );
+    for s in WriteStatus::VARIANTS {
+        let label: &str = s.into();
+        writes.with_label_values(&[label]);
+    }
+    (processed, rejected_by_reason, writes)
+}
+
+/// Kafka lag per partition and the insert_many latency histogram.
+fn lag_and_write_latency(r: &Registry) -> (IntGaugeVec, HistogramVec) {
+    let lag_messages = register(
+        r,
+        IntGaugeVec::new(
+            Opts::new(
+                "kafka_consumer_lag_messages",
+                "Messages behind, per partition",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric"),
+    );
+    // Buckets a factor √2 apart (1 ms to 11.6 s), so a quantile read from them is
+    // within 41 %.
+    let write_duration = register(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new("mongodb_write_duration_seconds", "insert_many latency").buckets(
+                prometheus::exponential_buckets(0.001, std::f64::consts::SQRT_2, 28)
+                    .expect("buckets"),
+            ),
+            &["status"],
+        )
+        .expect("valid metric"),
+    );
+    (lag_messages, write_duration)
+}
+
+/// Schema registry lookups by result, every result at zero.
+fn schema_registry_counters(r: &Registry) -> IntCounterVec {
+    let lookups = counter_vec(
+        r,
+        "schema_registry_requests_total",
+        "Schema registry lookups, by result (found, not_found, unreadable, error)",
+        &["result"],
+    );
+    for result in ["found", "not_found", "unreadable", "error"] {
+        lookups.with_label_values(&[result]);
+    }
+    lookups
+}
+
 impl Metrics {
     /// Registers every metric in a fresh registry, each label set that is known up front
     /// initialised to zero so dashboards see it before the first event.
     pub fn new() -> Self {
         let r = Registry::new();
-        let processed_vec = counter_vec(
-            &r,
-            "sales_events_processed_total",
-            "Events processed, by outcome (stored, duplicate, rejected, failed, updated) and source",
-            &["status", "source"],
-        );
-        let processed = [Source::Kafka, Source::Grpc].map(|source| {
-            [
-                Status::Stored,
-                Status::Duplicate,
-                Status::Rejected,
-                Status::Failed,
-                Status::Updated,
-            ]
-            .map(|st| processed_vec.with_label_values(&[st.into(), source.as_str()]))
-        });
-        let rejected_by_reason = counter_vec(
-            &r,
-            "sales_events_rejected_total",
-            "Events refused by validation (producer input), by reason code; write refusals are sales_events_processed_total{status=\"failed\"}",
-            &["reason"],
-        );
-        for code in reason_codes() {
-            rejected_by_reason.with_label_values(&[code]);
-        }
-        let writes = counter_vec(
-            &r,
-            "mongodb_writes_total",
-            "insert_many calls, by status (success, partial, retry)",
-            &["status"],
-        );
-        for s in WriteStatus::VARIANTS {
-            let label: &str = s.into();
-            writes.with_label_values(&[label]);
-        }
-        let lag_messages = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "kafka_consumer_lag_messages",
-                    "Messages behind, per partition",
-                ),
-                &["partition"],
-            )
-            .expect("valid metric"),
-        );
-        // Buckets a factor √2 apart (1 ms to 11.6 s), so a quantile read from them is
-        // within 41 %.
-        let write_duration = register(
-            &r,
-            HistogramVec::new(
-                HistogramOpts::new("mongodb_write_duration_seconds", "insert_many latency")
-                    .buckets(
-                        prometheus::exponential_buckets(0.001, std::f64::consts::SQRT_2, 28)
-                            .expect("buckets"),
-                    ),
-                &["status"],
-            )
-            .expect("valid metric"),
-        );
+        let (processed, rejected_by_reason, writes) = outcome_counters(&r);
+        let (lag_messages, write_duration) = lag_and_write_latency(&r);
         let up = register(
             &r,
             IntGaugeVec::new(
@@ -250,15 +277,7 @@ impl Metrics {
             "Offsets the consumer skipped, per partition, because an offset reset moved its position (the log no longer held them: auto.offset.reset)",
             &["partition"],
         );
-        let schema_registry = counter_vec(
-            &r,
-            "schema_registry_requests_total",
-            "Schema registry lookups, by result (found, not_found, unreadable, error)",
-            &["result"],
-        );
-        for result in ["found", "not_found", "unreadable", "error"] {
-            schema_registry.with_label_values(&[result]);
-        }
+        let schema_registry = schema_registry_counters(&r);
         let acks_lost = zeroed_counters(
             &r,
             ("ingest_acks_lost_total", "source"),
