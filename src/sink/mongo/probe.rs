@@ -25,22 +25,29 @@ pub async fn probe(db: Database, collection: String, state: StateWriter, stop: C
     let mut indexes = IndexJob::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The reason of the last ping MongoDB answered (None: it answered and all was well).
+    let mut answered: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let ping = tokio::time::timeout(PING_TIMEOUT, db.run_command(doc! { "ping": 1 })).await;
-        let error = match ping {
-            Ok(Ok(_)) => indexes.run(&db, &collection).await,
-            Ok(Err(e)) => Some(describe(&e)),
-            // A timeout keeps the last answered reason (a refused password, say), which
-            // says more than the timeout.
-            Err(_) => Some(match state.get() {
-                State::Down(e) if !e.starts_with("ping timed out") => e,
-                _ => format!("ping timed out after {} s", PING_TIMEOUT.as_secs()),
-            }),
-        };
+        let error =
+            match ping {
+                Ok(answer) => {
+                    answered = match answer {
+                        Ok(_) => indexes.run(&db, &collection).await,
+                        Err(e) => Some(describe(&e)),
+                    };
+                    answered.clone()
+                }
+                // A timeout keeps the last answered reason (a refused password, say), which
+                // says more than the timeout; never the start-up state, which is no answer.
+                Err(_) => Some(answered.clone().unwrap_or_else(|| {
+                    format!("ping timed out after {} s", PING_TIMEOUT.as_secs())
+                })),
+            };
         state.set(match error {
             None => State::Up,
             Some(e) => State::Down(e),
