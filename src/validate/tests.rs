@@ -1,5 +1,6 @@
 //! Validator unit tests: every rule, every timestamp form, and property tests that
-//! no input panics and every acceptance satisfies the rules.
+//! no input panics, every acceptance satisfies the rules and every rejection names a
+//! rule the input breaks.
 use super::*;
 
 fn good() -> SalesEvent {
@@ -309,6 +310,7 @@ fn codes_are_distinct_and_match_display() {
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
+    use strum::VariantArray;
 
     fn checks_hold(v: &ValidEvent) -> bool {
         !v.sku.trim().is_empty()
@@ -319,17 +321,65 @@ mod fuzz {
             && v.event_id.chars().count() <= MAX_EVENT_ID_CHARS
     }
 
+    /// Whether `e` really breaks the rule `reason` names, judged from its fields here
+    /// rather than by the validator (a rejection for a rule the event keeps is as wrong
+    /// as a panic). A timestamp is judged alone: the same `ts` in an otherwise good
+    /// event is refused as `invalid_ts`.
+    fn justified(reason: Reason, e: &SalesEvent) -> bool {
+        match reason {
+            Reason::MissingSku => e.sku.trim().is_empty(),
+            Reason::SkuTooLong => e.sku.chars().count() > MAX_SKU_CHARS,
+            Reason::InvalidQty => !(1..=MAX_QTY).contains(&e.qty),
+            Reason::InvalidPrice => !(e.price.is_finite() && (0.0..=MAX_PRICE).contains(&e.price)),
+            Reason::EventIdTooLong => e.event_id.chars().count() > MAX_EVENT_ID_CHARS,
+            Reason::ReservedEventId => generated_coordinates(&e.event_id, "sales_txn").is_some(),
+            Reason::InvalidTs => matches!(
+                validate(SalesEvent {
+                    ts: e.ts.clone(),
+                    ..good()
+                }),
+                Err(Rejection {
+                    reason: Reason::InvalidTs,
+                    ..
+                })
+            ),
+            // Not a property of a decoded event's fields.
+            Reason::Malformed | Reason::UnknownSchema | Reason::IncompatibleSchema => false,
+        }
+    }
+
+    /// The answer for `bytes` is the right one: `malformed` exactly when they are not
+    /// Protobuf, otherwise the validator's answer for the decoded event, whose
+    /// rejection names a rule that event breaks.
+    fn decoded_answer_is_right(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let answer = decode(bytes);
+        match SalesEvent::decode(bytes) {
+            Err(_) => {
+                let r = answer.expect_err("undecodable bytes are refused");
+                prop_assert_eq!(r.reason, Reason::Malformed);
+                prop_assert!(!r.detail.is_empty());
+            }
+            Ok(e) => {
+                prop_assert_eq!(answer.clone(), validate(e.clone()));
+                if let Err(r) = answer {
+                    prop_assert!(justified(r.reason, &e), "{:?} for {:?}", r, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]
 
-        /// Any bytes: no panic; a rejection carries a known reason, an
+        /// Any bytes: no panic; a rejection names a rule the input breaks, an
         /// acceptance satisfies every rule.
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            match decode(&bytes) {
-                Ok(v) => prop_assert!(checks_hold(&v)),
-                Err(r) => prop_assert!(<Reason as strum::VariantArray>::VARIANTS.contains(&r.reason) && !r.detail.is_empty()),
+            if let Ok(v) = decode(&bytes) {
+                prop_assert!(checks_hold(&v));
             }
+            decoded_answer_is_right(&bytes)?;
         }
 
         /// Any field values, including hostile strings and floats.
@@ -343,15 +393,23 @@ mod fuzz {
         ) {
             let e = SalesEvent { sku, qty, price, ts, event_id };
             let bytes = e.encode_to_vec();
-            let direct = validate(e);
+            let direct = validate(e.clone());
             prop_assert_eq!(direct.clone(), decode(&bytes), "decoding then validating agrees");
+            let broken: Vec<Reason> = Reason::VARIANTS
+                .iter()
+                .copied()
+                .filter(|&r| justified(r, &e))
+                .collect();
             match direct {
-                Ok(v) => prop_assert!(checks_hold(&v)),
-                Err(r) => prop_assert!(<Reason as strum::VariantArray>::VARIANTS.contains(&r.reason)),
+                Ok(v) => {
+                    prop_assert!(checks_hold(&v));
+                    prop_assert!(broken.is_empty(), "accepted though it breaks {:?}", broken);
+                }
+                Err(r) => prop_assert!(broken.contains(&r.reason), "{:?}, but it breaks {:?}", r, broken),
             }
         }
 
-        /// A valid event with bytes flipped or cut: no panic, known reasons.
+        /// A valid event with bytes flipped or cut: no panic, the right answer.
         #[test]
         fn corrupted_events_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
             let mut bytes = good().encode_to_vec();
@@ -360,9 +418,7 @@ mod fuzz {
                 bytes[i % n] ^= b;
             }
             bytes.truncate(cut % (bytes.len() + 1));
-            if let Err(r) = decode(&bytes) {
-                prop_assert!(<Reason as strum::VariantArray>::VARIANTS.contains(&r.reason));
-            }
+            decoded_answer_is_right(&bytes)?;
         }
     }
 }
