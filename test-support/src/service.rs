@@ -21,7 +21,7 @@ use tonic_health::pb::{
 use crate::{
     proc::{self, Memory},
     servers::{free_port, Backends},
-    supervisor::{log_tail, Supervised},
+    supervisor::{log_tail, Signal, Supervised},
 };
 
 /// The settings every test server and bench service starts with, before the caller's
@@ -246,6 +246,18 @@ impl Service {
     /// the service is still running after `timeout`.
     pub fn terminate(self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
         self.proc.terminate(timeout)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT, SIGKILL); the exit status and how long the exit
+    /// took. Fails (after SIGKILL) if the service is still running after `timeout`.
+    pub fn stop_with(self, signal: Signal, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        self.proc.stop_with(signal, timeout)
+    }
+
+    /// Waits for the service to exit by itself (after the Shutdown RPC or `POST
+    /// /shutdown`); its exit status. Fails (after SIGKILL) past `timeout`.
+    pub fn wait_exit(self, timeout: Duration) -> Result<ExitStatus> {
+        self.proc.wait_exit(timeout)
     }
 
     /// Graceful stop (SIGTERM, 40 s at most); fails unless the service exits 0.

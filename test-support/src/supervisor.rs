@@ -22,6 +22,8 @@ const PID_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Signal {
     /// SIGTERM: stop gracefully.
     Term,
+    /// SIGINT: stop gracefully, as Ctrl-C in a terminal.
+    Int,
     /// SIGKILL: stop now.
     Kill,
 }
@@ -30,6 +32,7 @@ impl Signal {
     fn number(self) -> libc::c_int {
         match self {
             Signal::Term => libc::SIGTERM,
+            Signal::Int => libc::SIGINT,
             Signal::Kill => libc::SIGKILL,
         }
     }
@@ -151,16 +154,32 @@ impl Supervised {
 
     /// SIGTERM; waits up to `timeout` for the program to exit and returns its exit
     /// status and how long it took. Past `timeout` it is killed and this fails.
-    pub fn terminate(mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+    pub fn terminate(self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        self.stop_with(Signal::Term, timeout)
+    }
+
+    /// Sends `signal`, then waits as [`Supervised::terminate`] does.
+    pub fn stop_with(self, signal: Signal, timeout: Duration) -> Result<(ExitStatus, Duration)> {
         let started = Instant::now();
-        self.signal(Signal::Term);
+        self.signal(signal);
+        self.exit(timeout, &format!("{signal:?}"))
+            .map(|status| (status, started.elapsed()))
+    }
+
+    /// Waits up to `timeout` for the program to exit by itself and returns its exit
+    /// status. Past `timeout` it is killed and this fails.
+    pub fn wait_exit(self, timeout: Duration) -> Result<ExitStatus> {
+        self.exit(timeout, "the wait began")
+    }
+
+    fn exit(mut self, timeout: Duration, since: &str) -> Result<ExitStatus> {
         match self.wait_timeout(timeout)? {
-            Some(status) => Ok((status, started.elapsed())),
+            Some(status) => Ok(status),
             None => {
                 self.signal(Signal::Kill);
                 self.watchdog.wait()?;
                 bail!(
-                    "{} did not exit within {timeout:?} of SIGTERM and was killed; log tail:\n{}",
+                    "{} did not exit within {timeout:?} of {since} and was killed; log tail:\n{}",
                     self.name,
                     self.log_tail(30)
                 )

@@ -1,5 +1,6 @@
-//! The admin RPCs: tokens, Shutdown, and what happens without a token.
-use std::time::Duration;
+//! The admin RPCs: tokens, Shutdown draining a stream in flight, and what happens
+//! without a token.
+use std::time::{Duration, Instant};
 
 use sales_ingest::{
     proto::ingest::v1::{GetStatsRequest, IngestRequest, PauseConsumerRequest, ShutdownRequest},
@@ -12,7 +13,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
-    let app = spawn_app(AppOptions {
+    let mut app = spawn_app(AppOptions {
         kafka: false,
         flush_interval: 30.0,
         ..Default::default()
@@ -42,14 +43,9 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
     // Group commit: with a 30 s flush interval and an idle pipeline, a request is
     // written and acked at once, not when the interval runs out.
     let events: Vec<_> = (0..10).map(|i| valid_event(i, &format!("s-{i}"))).collect();
-    let mut client = app.events().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(IngestRequest { seq: 1, events }).await.unwrap();
-    let mut acks = client
-        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut acks, tx) = app
+        .held_stream(vec![IngestRequest { seq: 1, events }])
+        .await;
     let ack = tokio::time::timeout(Duration::from_secs(5), acks.next())
         .await
         .expect("acked well before FLUSH_INTERVAL")
@@ -58,6 +54,10 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
     assert_eq!(ack.accepted, 10);
     assert_eq!(app.stats.snapshot().batches_written, 1);
 
+    // Work in flight: a producer keeps a second stream full while Shutdown is called.
+    let producer = pump(&app.grpc_url, "sd", 200);
+    producer.wait_acked(5, Duration::from_secs(30)).await;
+    let asked = Instant::now();
     let resp = admin
         .shutdown(app.authed(ShutdownRequest {}))
         .await
@@ -76,18 +76,15 @@ async fn shutdown_needs_the_token_then_drains_and_the_server_exits() {
     );
     assert!(status.message().contains("0 request(s)"), "{status:?}");
     drop(tx);
-    let stopped = tokio::time::timeout(Duration::from_secs(30), app.handle)
-        .await
-        .expect("exits within the shutdown timeout")
-        .unwrap();
-    assert_eq!(stopped, Stopped::Clean);
-    let n = app
-        .db
-        .collection::<mongodb::bson::Document>("raw_sales")
-        .count_documents(mongodb::bson::doc! {})
-        .await
-        .unwrap();
-    assert_eq!(n, 10);
+    assert_eq!(app.stopped().await, Stopped::Clean);
+    let pumped = producer.ended(Duration::from_secs(10)).await;
+    assert!(
+        pumped.acks_after(asked) > 0,
+        "requests in flight at the Shutdown call are drained and acked"
+    );
+    let code = pumped.end.as_ref().map(|s| s.code());
+    assert_eq!(code, Some(Code::Unavailable), "{:?}", pumped.end);
+    pumped.check_drained(&app.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

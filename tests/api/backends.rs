@@ -117,6 +117,22 @@ pub fn start_server(name: &str, env: &[(String, String)]) -> Service {
         .expect("start sales-ingest")
 }
 
+/// A gRPC-only server process (`KAFKA_ENABLED=false`) on a database of its own, with
+/// the test defaults and `extra`, once `/health` answers 200: the service and its
+/// database's name. `name` names its log and the database.
+pub async fn serving_grpc_server(name: &str, extra: &[(&str, String)]) -> (Service, String) {
+    let dbname = crate::helpers::unique(&format!("{name}_db"));
+    let mut vars = vec![("KAFKA_ENABLED", "false".to_string())];
+    vars.extend(extra.iter().cloned());
+    let env = test_support::service::server_env(backends(), "unused", "unused", &dbname, &vars);
+    let server = start_server(name, &env);
+    server
+        .wait_health(200, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    (server, dbname)
+}
+
 fn local(mongo: MongoServer) -> Backends {
     let data = scratch_dir("servers");
     let options = KafkaOptions::default();

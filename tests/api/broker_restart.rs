@@ -10,7 +10,6 @@ use crate::{
     backends::{backends, start_kafka, start_server},
     faults::{count, payloads},
     helpers::*,
-    outage::grpc_serving,
 };
 
 /// Whether /health says Kafka is down and gRPC health is NOT_SERVING (`down`), or
@@ -94,29 +93,19 @@ async fn a_broker_sigkilled_mid_ingest_and_restarted_stores_each_event_once() {
         .await
         .expect("every event delivered to the restarted broker")
         .unwrap();
-    let ends: Vec<i64> = watermarks_at(&bootstrap, &topic, PARTITIONS)
-        .iter()
-        .map(|w| w.1)
-        .collect();
+    let ends = wait_committed_to_end_at(
+        &bootstrap,
+        &topic,
+        &group,
+        PARTITIONS,
+        Duration::from_secs(240),
+    )
+    .await;
     assert_eq!(
         ends.iter().sum::<i64>(),
         N as i64,
         "the log holds each event once"
     );
-    wait_until(
-        Duration::from_secs(240),
-        "offsets committed to the high watermark of every partition",
-        || {
-            let (b, t, g, ends) = (
-                bootstrap.clone(),
-                topic.clone(),
-                group.clone(),
-                ends.clone(),
-            );
-            async move { committed_at(&b, &t, &g, PARTITIONS) == ends }
-        },
-    )
-    .await;
     let stored = count(&db).await;
     let from_here = db
         .collection::<Document>("raw_sales")

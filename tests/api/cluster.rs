@@ -251,29 +251,19 @@ async fn the_leader_of_most_partitions_sigkilled_then_restarted_loses_nothing() 
 
     stop.store(true, Ordering::SeqCst);
     let (valid, invalid) = load.await.unwrap();
-    let ends: Vec<i64> = watermarks_at(&bootstrap, &topic, PARTITIONS)
-        .iter()
-        .map(|w| w.1)
-        .collect();
+    let ends = wait_committed_to_end_at(
+        &bootstrap,
+        &topic,
+        &group,
+        PARTITIONS,
+        Duration::from_secs(120),
+    )
+    .await;
     assert_eq!(
         ends.iter().sum::<i64>() as u64,
         valid + invalid,
         "the log holds each event once (idempotent producer)"
     );
-    wait_until(
-        Duration::from_secs(120),
-        "offsets committed to the end",
-        || {
-            let (b, t, g, ends) = (
-                bootstrap.clone(),
-                topic.clone(),
-                group.clone(),
-                ends.clone(),
-            );
-            async move { committed_at(&b, &t, &g, PARTITIONS) == ends }
-        },
-    )
-    .await;
     let stored = count(&db).await;
     assert_eq!(stored, valid, "every valid event stored, none lost");
     let stats = server.stats().await.unwrap();

@@ -1,8 +1,10 @@
 //! Dead letters the topic will not take. A flood of invalid events while the topic
 //! refuses every letter, with the server as a process: the letters fall back to the
 //! collection in bounded batches, the offsets reach the end of the log, memory stays
-//! bounded and health stays SERVING. And a broker that never answers: each letter is
-//! tried `DLQ_MAX_ATTEMPTS` times before it falls back.
+//! bounded and health stays SERVING. A broker that never answers: each letter is
+//! tried `DLQ_MAX_ATTEMPTS` times before it falls back. And the collection refusing
+//! too: the partition waits, `dead_letters` is down, and both resume once it takes the
+//! letter.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -187,4 +189,83 @@ async fn letters_a_silent_broker_times_out_are_tried_max_attempts_times_then_sto
         "the collection took it: dead letters stay up"
     );
     db.drop().await.unwrap();
+}
+
+/// A letter the topic refuses (over the dead-letter producer's record limit) while the
+/// collection refuses it too (a unique index on `reason` that a letter already holds):
+/// the partition's offset waits at the letter though the valid events after it are
+/// stored, `/health` shows `dead_letters` down with the reason, and once the collection
+/// takes the letter the offset reaches the end and health is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_collection_refuses_a_letter_too_the_partition_waits_and_dead_letters_are_down() {
+    use mongodb::{options::IndexOptions, IndexModel};
+    let app = spawn_app(AppOptions {
+        extra: vec![("kafka-properties".into(), "message.max.bytes=1000".into())],
+        ..Default::default()
+    })
+    .await;
+    create_topic(&app.topic, 1).await;
+    app.wait_serving().await;
+    let letters = app.db.collection::<Document>("raw_sales_dlq");
+    let unique_reason = IndexOptions::builder().unique(true).build();
+    letters
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! { "reason": 1 })
+                .options(unique_reason)
+                .build(),
+        )
+        .await
+        .unwrap();
+    letters
+        .insert_one(doc! { "_id": "blocker", "reason": "sku_too_long" })
+        .await
+        .unwrap();
+    // Offset 0: an invalid event whose letter the topic refuses; then 10 valid ones.
+    let mut payloads = vec![encode(&SalesEvent {
+        sku: "x".repeat(2_000),
+        ..valid_event(0, "long-sku")
+    })];
+    payloads.extend((1..=10).map(|i| encode(&valid_event(i, &format!("after-{i}")))));
+    produce(&app.topic, 1, &payloads).await;
+    let health = format!("{}/health", app.http_url);
+    wait_until(
+        Duration::from_secs(60),
+        "dead_letters down in /health",
+        || {
+            let health = health.clone();
+            async move {
+                let (code, body) = get(&health).await;
+                code == 503 && body.contains(r#""dead_letters":"down""#)
+            }
+        },
+    )
+    .await;
+    let (_, body) = get(&health).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let why = body["dead_letters_error"].as_str().unwrap_or_default();
+    assert!(why.contains("dead letters cannot be stored"), "{body}");
+    assert_eq!(body["mongodb"], "up", "{body}");
+    wait_until(Duration::from_secs(30), "the valid events stored", || {
+        let db = app.db.clone();
+        async move { crate::faults::count(&db).await == 10 }
+    })
+    .await;
+    let waiting = committed(&app.topic, &app.group, 1);
+    assert!(
+        waiting[0] <= 0,
+        "the offset waits at the letter nobody took: {waiting:?}"
+    );
+
+    letters.delete_one(doc! { "_id": "blocker" }).await.unwrap();
+    wait_committed(&app.topic, &app.group, vec![11], Duration::from_secs(30)).await;
+    let letter = letters
+        .find_one(doc! { "source_offset": 0i64 })
+        .await
+        .unwrap()
+        .expect("the letter in the collection");
+    assert_eq!(letter.get_str("reason").unwrap(), "sku_too_long");
+    assert!(letter.get_str("dlq_topic_error").is_ok(), "{letter}");
+    app.wait_serving().await;
+    app.stop().await;
 }

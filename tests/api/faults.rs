@@ -50,6 +50,36 @@ async fn wait_count(db: &mongodb::Database, at_least: u64, timeout: Duration) ->
     }
 }
 
+/// Documents in `db` once the count stops changing: a write a killed process sent just
+/// before it died may still land.
+pub async fn settled_count(db: &mongodb::Database) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = count(db).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = count(db).await;
+        if n == last {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "the count never settled: {n}");
+        last = n;
+    }
+}
+
+/// The sum of `group`'s committed offsets on `topic` (none committed counts 0).
+pub fn committed_sum(topic: &str, group: &str, partitions: i32) -> u64 {
+    committed(topic, group, partitions)
+        .iter()
+        .map(|&o| o.max(0) as u64)
+        .sum()
+}
+
+/// Kafka counts of the service's GetStats.
+async fn kafka_counts(server: &test_support::service::Service) -> (u64, u64) {
+    let k = server.stats().await.unwrap().kafka.unwrap_or_default();
+    (k.stored, k.duplicate)
+}
+
 pub async fn wait_committed(topic: &str, group: &str, want: Vec<i64>, timeout: Duration) {
     let partitions = want.len() as i32;
     let (t, g) = (topic.to_string(), group.to_string());
@@ -75,20 +105,41 @@ async fn sigkill_three_times_while_ingesting_loses_nothing_and_duplicates_nothin
     let env = server_env(backends(), &topic, &group, &dbname, &[]);
     let started = Instant::now();
     let mut recoveries = Vec::new();
+    // Each instance starts at the committed offsets, below which everything is stored:
+    // it is redelivered exactly the stored events at or past them, and must count each
+    // as a duplicate (not store it again).
+    let mut redelivered = 0;
     for (round, fraction) in [0.15, 0.45, 0.75].into_iter().enumerate() {
+        let before = settled_count(&db).await;
+        let uncommitted = before - committed_sum(&topic, &group, PARTITIONS);
         let server = start_server(&format!("crash{round}"), &env);
-        let before = count(&db).await;
         let restarted = Instant::now();
         wait_count(&db, before + 1, Duration::from_secs(60)).await;
         recoveries.push(restarted.elapsed());
         wait_count(&db, (N as f64 * fraction) as u64, Duration::from_secs(180)).await;
+        let (_, duplicates) = kafka_counts(&server).await;
+        assert_eq!(
+            duplicates, uncommitted,
+            "round {round}: the stored but uncommitted events came back as duplicates"
+        );
+        redelivered += duplicates;
         server.kill().unwrap();
     }
+    let before = settled_count(&db).await;
+    let uncommitted = before - committed_sum(&topic, &group, PARTITIONS);
     let server = start_server("crash-final", &env);
     wait_count(&db, N as u64, Duration::from_secs(240)).await;
     wait_committed(&topic, &group, ends(N, PARTITIONS), Duration::from_secs(60)).await;
     let stored = count(&db).await;
     assert_eq!(stored, N as u64, "each event exactly once");
+    let (stored_last, duplicates) = kafka_counts(&server).await;
+    assert_eq!(duplicates, uncommitted, "the last restart's redeliveries");
+    assert_eq!(
+        stored_last,
+        N as u64 - before,
+        "the last instance stored exactly what was not stored yet"
+    );
+    redelivered += duplicates;
     let distinct = db
         .collection::<Document>("raw_sales")
         .count_documents(doc! { "_id": { "$regex": "^c-" } })
@@ -99,11 +150,30 @@ async fn sigkill_three_times_while_ingesting_loses_nothing_and_duplicates_nothin
     assert!(status.success());
     let worst = recoveries.iter().max().unwrap();
     eprintln!(
-        "RELIABILITY crash: sent={N} stored={stored} lost={} duplicated=0 recover_max={:.1}s total={:.1}s",
+        "RELIABILITY crash: sent={N} stored={stored} lost={} duplicated=0 redelivered_absorbed={redelivered} recover_max={:.1}s total={:.1}s",
         N as u64 - stored,
         worst.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Stored documents by partition, for ids `<prefix>-<i>` produced in chunks of `chunk`,
+/// each chunk round-robin from partition 0.
+async fn stored_by_partition(db: &mongodb::Database, chunk: usize, partitions: i32) -> Vec<u64> {
+    let mut by = vec![0; partitions as usize];
+    let mut ids = db
+        .collection::<Document>("raw_sales")
+        .find(doc! {})
+        .projection(doc! { "_id": 1 })
+        .await
+        .unwrap();
+    while let Some(d) = ids.next().await {
+        let d = d.unwrap();
+        let id = d.get_str("_id").unwrap();
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        by[(i % chunk) % partitions as usize] += 1;
+    }
+    by
 }
 
 async fn scale_out(variant: &str, kill: bool) {
@@ -128,6 +198,17 @@ async fn scale_out(variant: &str, kill: bool) {
     };
     let started = Instant::now();
     wait_count(&db, N as u64 / 3, Duration::from_secs(120)).await;
+    // What `a` leaves behind is redelivered to `b`: on its partitions, the stored events
+    // at or past the committed offsets (none after a clean leave).
+    let owned: Vec<usize> = a
+        .stats()
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.partition as usize)
+        .collect();
+    let (_, b_duplicates_before) = kafka_counts(&b).await;
     let removed = Instant::now();
     let a_log = a.log().to_path_buf();
     if kill {
@@ -141,6 +222,19 @@ async fn scale_out(variant: &str, kill: bool) {
             "the leaving instance committed before release:\n{logs}"
         );
     }
+    // Read before `b` takes the partitions over (after the 6 s session timeout). After
+    // a clean leave `a` had committed everything it stored: nothing to redeliver.
+    let left: u64 = if kill {
+        settled_count(&db).await;
+        let stored_by = stored_by_partition(&db, 10_000, PARTITIONS).await;
+        let offsets = committed(&topic, &group, PARTITIONS);
+        owned
+            .iter()
+            .map(|&p| stored_by[p] - offsets[p].max(0) as u64)
+            .sum()
+    } else {
+        0
+    };
     producer.await.unwrap();
     wait_count(&db, N as u64, Duration::from_secs(240)).await;
     let recovered = removed.elapsed();
@@ -154,10 +248,24 @@ async fn scale_out(variant: &str, kill: bool) {
     wait_committed(&topic, &group, want, Duration::from_secs(60)).await;
     let stored = count(&db).await;
     assert_eq!(stored, N as u64, "every event exactly once");
+    let (_, b_duplicates) = kafka_counts(&b).await;
+    assert_eq!(
+        b_duplicates - b_duplicates_before,
+        left,
+        "the events `a` stored past its commits came back to `b` as duplicates"
+    );
+    let b_log = b.log().to_path_buf();
     let (status, _) = b.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
+    if !kill {
+        // By their own counts the two stored N events between them: none twice.
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+        let (a_stored, _) = stopped_cleanly_counts(&read(&a_log));
+        let (b_stored, _) = stopped_cleanly_counts(&read(&b_log));
+        assert_eq!(a_stored + b_stored, N as u64, "stored counts add up to N");
+    }
     eprintln!(
-        "RELIABILITY rebalance-{variant}: sent={N} stored={stored} lost={} duplicated=0 recover={:.1}s total={:.1}s",
+        "RELIABILITY rebalance-{variant}: sent={N} stored={stored} lost={} duplicated=0 redelivered_absorbed={left} recover={:.1}s total={:.1}s",
         N as u64 - stored,
         recovered.as_secs_f64(),
         started.elapsed().as_secs_f64()

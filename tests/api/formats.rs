@@ -4,7 +4,7 @@
 //! here; the schema registry tests are in `formats/`.
 mod registry;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use mongodb::bson::{doc, Document};
 use sales_ingest::{format::confluent::frame, proto::sales::v1::SalesEvent};
@@ -29,17 +29,36 @@ async fn wait_outcomes(app: &TestApp, stored: u64, rejected: u64) {
     .await;
 }
 
-/// The dead letters of the app's topic: reason → (detail, original payload).
-async fn dead_letters(app: &TestApp, count: usize) -> HashMap<String, (String, Vec<u8>)> {
-    let dlq = consume(
-        &format!("{}.dlq", app.topic),
+/// One dead letter as the dead-letter topic holds it.
+#[derive(Debug)]
+pub struct Letter {
+    pub reason: String,
+    pub detail: String,
+    pub payload: Vec<u8>,
+}
+
+/// Every dead letter the app's dead-letter topic holds, by source offset: exactly
+/// `count`, one per offset (a second letter for one event fails here).
+async fn dead_letters(app: &TestApp, count: usize) -> BTreeMap<i64, Letter> {
+    let dlq = consume_all(&format!("{}.dlq", app.topic), Duration::from_secs(60)).await;
+    assert_eq!(
+        dlq.len(),
         count,
-        Duration::from_secs(60),
-    )
-    .await;
-    dlq.into_iter()
-        .map(|(payload, h)| (h["reason"].clone(), (h["detail"].clone(), payload)))
-        .collect()
+        "the dead-letter topic holds {count} letters"
+    );
+    let mut letters = BTreeMap::new();
+    for (payload, h) in dlq {
+        let offset: i64 = h["source_offset"].parse().expect("source_offset");
+        let letter = Letter {
+            reason: h["reason"].clone(),
+            detail: h["detail"].clone(),
+            payload,
+        };
+        if let Some(first) = letters.insert(offset, letter) {
+            panic!("offset {offset} dead-lettered twice: {first:?}");
+        }
+    }
+    letters
 }
 
 async fn document(app: &TestApp, id: &str) -> Document {
@@ -86,16 +105,17 @@ async fn framed_and_json_values_are_stored_and_broken_ones_dead_lettered() {
     assert_eq!(document(&app, "js-snake").await.get_i32("qty"), Ok(3));
 
     let letters = dead_letters(&app, 3).await;
-    let (detail, payload) = &letters["malformed"];
-    assert!(detail.starts_with("json: "), "{detail}");
+    let reasons: Vec<&str> = letters.values().map(|l| l.reason.as_str()).collect();
+    assert_eq!(reasons, ["malformed", "incompatible_schema", "missing_sku"]);
+    let broken = &letters[&4];
+    assert!(broken.detail.starts_with("json: "), "{broken:?}");
     assert_eq!(
-        payload, &broken_json,
+        broken.payload, broken_json,
         "the dead letter keeps the bytes received"
     );
-    let (detail, payload) = &letters["incompatible_schema"];
-    assert!(detail.contains("schema id 7"), "{detail}");
-    assert_eq!(payload, &second_message);
-    assert!(letters.contains_key("missing_sku"), "{letters:?}");
+    let second = &letters[&5];
+    assert!(second.detail.contains("schema id 7"), "{second:?}");
+    assert_eq!(second.payload, second_message);
     app.stop().await;
 }
 
@@ -117,9 +137,10 @@ async fn a_pinned_format_refuses_the_others() {
     wait_outcomes(&app, 1, 1).await;
     document(&app, "pin-pb").await;
     let letters = dead_letters(&app, 1).await;
-    let (detail, payload) = &letters["malformed"];
-    assert!(detail.contains("expected protobuf"), "{detail}");
-    assert_eq!(payload, &json);
+    let letter = &letters[&0];
+    assert_eq!(letter.reason, "malformed");
+    assert!(letter.detail.contains("expected protobuf"), "{letter:?}");
+    assert_eq!(letter.payload, json);
     app.stop().await;
 }
 
@@ -142,11 +163,14 @@ async fn a_bare_event_that_looks_like_json_is_read_as_protobuf() {
         Ok("{SKU-0001}")
     );
     let letters = dead_letters(&app, 1).await;
-    let (detail, payload) = &letters["malformed"];
+    let letter = &letters[&1];
+    assert_eq!(letter.reason, "malformed");
     assert!(
-        detail.contains("a JSON array, not a SalesEvent object"),
-        "{detail}"
+        letter
+            .detail
+            .contains("a JSON array, not a SalesEvent object"),
+        "{letter:?}"
     );
-    assert_eq!(payload, &array);
+    assert_eq!(letter.payload, array);
     app.stop().await;
 }

@@ -30,10 +30,13 @@ use crate::backends::backends;
 
 mod kafka;
 pub mod pki;
+mod pump;
 pub use kafka::{
-    committed, committed_at, consume, consume_at, create_topic, create_topic_at,
-    partition_count_at, produce, produce_at, produce_with, steady_producer, watermarks_at,
+    committed, committed_at, consume, consume_all, consume_at, create_topic, create_topic_at,
+    partition_count_at, produce, produce_at, produce_with, steady_producer,
+    wait_committed_to_end_at, watermarks_at,
 };
+pub use pump::pump;
 
 /// Options a test may change; the rest are the test defaults of
 /// `test_support::service::DEFAULTS`.
@@ -164,10 +167,12 @@ pub async fn spawn_app(o: AppOptions) -> TestApp {
     }
 }
 
-/// A gRPC-only server whose MONGODB_URL points at a closed port (MongoDB unreachable).
+/// A gRPC-only server whose MONGODB_URL points at a closed port (MongoDB unreachable),
+/// returned once a check has failed: `/health` names a real failure, not the start-up
+/// state "not checked yet", which is down before anything was tried.
 pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
     let port = test_support::servers::free_port();
-    spawn_app(AppOptions {
+    let app = spawn_app(AppOptions {
         kafka: false,
         extra: vec![(
             "mongodb-url".into(),
@@ -175,7 +180,21 @@ pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
         )],
         ..Default::default()
     })
-    .await
+    .await;
+    let url = format!("{}/health", app.http_url);
+    wait_until(Duration::from_secs(30), "a failed MongoDB check", || {
+        let url = url.clone();
+        async move {
+            let (_, body) = get(&url).await;
+            let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let why = health["mongodb_error"]
+                .as_str()
+                .unwrap_or("not checked yet");
+            why != "not checked yet"
+        }
+    })
+    .await;
+    app
 }
 
 /// A client for the test MongoDB.
@@ -215,6 +234,29 @@ impl TestApp {
             .expect("an ok ack")
     }
 
+    /// Opens an IngestEvents stream with `requests` sent and keeps it open (not
+    /// half-closed) while the returned sender lives: its acks and that sender.
+    pub async fn held_stream(
+        &self,
+        requests: Vec<IngestRequest>,
+    ) -> (
+        tonic::Streaming<IngestAck>,
+        tokio::sync::mpsc::Sender<IngestRequest>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(requests.len().max(1));
+        for request in requests {
+            tx.send(request).await.expect("queued");
+        }
+        let acks = self
+            .events()
+            .await
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream accepted")
+            .into_inner();
+        (acks, tx)
+    }
+
     /// Waits until `/health` answers 200 (every required dependency reachable).
     pub async fn wait_serving(&self) {
         let h = self.http_url.clone();
@@ -244,14 +286,55 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and checks it drained cleanly.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let stopped = tokio::time::timeout(Duration::from_secs(30), self.handle)
+        assert_eq!(self.stopped().await, Stopped::Clean);
+    }
+
+    /// How the server's run ended, once a shutdown it was asked for (or began itself)
+    /// is over; panics after 30 s.
+    pub async fn stopped(&mut self) -> Stopped {
+        tokio::time::timeout(Duration::from_secs(30), &mut self.handle)
             .await
             .expect("server stops within 30 s")
-            .expect("server task");
-        assert_eq!(stopped, Stopped::Clean);
+            .expect("server task")
     }
+}
+
+/// Whether gRPC health at `url` says the whole server is SERVING; None when it does not
+/// answer.
+pub async fn grpc_serving(url: &str) -> Option<bool> {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let ch = Channel::from_shared(url.to_string())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let status = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .status();
+    Some(status == ServingStatus::Serving)
+}
+
+/// The next ack of `acks` within `timeout`; panics naming `what` did not happen.
+pub async fn next_ack(
+    acks: &mut tonic::Streaming<IngestAck>,
+    timeout: Duration,
+    what: &str,
+) -> IngestAck {
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(timeout, acks.next())
+        .await
+        .unwrap_or_else(|_| panic!("no ack within {timeout:?}: {what}"))
+        .expect("an ack, not the stream's end")
+        .expect("an ok ack")
 }
 
 /// Polls `check` every 100 ms until it returns true; panics with `what` after `timeout`.
@@ -294,6 +377,33 @@ pub async fn get(url: &str) -> (u16, String) {
     let resp = reqwest::get(url).await.expect("http get");
     let status = resp.status().as_u16();
     (status, resp.text().await.expect("body"))
+}
+
+/// The value of the first sample in the Prometheus text `text` whose line starts with
+/// `series` (a name with its labels), as an integer.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// (events stored, events found duplicate) from the `stopped cleanly` line a server
+/// process logs at a clean exit (its last GetStats, in the text log format).
+pub fn stopped_cleanly_counts(logs: &str) -> (u64, u64) {
+    let line = logs
+        .lines()
+        .find(|l| l.contains("stopped cleanly"))
+        .unwrap_or_else(|| panic!("no `stopped cleanly` line in:\n{logs}"));
+    let field = |name: &str| -> u64 {
+        let at = line.find(&format!("{name}: ")).expect(name) + name.len() + 2;
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect(name)
+    };
+    (field("events_stored"), field("events_duplicate"))
 }
 
 /// A connected gRPC channel.

@@ -3,7 +3,7 @@
 //! strings inside one event, and what each does to health, acks and offsets.
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mongodb::{
     bson::{doc, Document},
     options::IndexOptions,
@@ -131,26 +131,55 @@ async fn a_health_watcher_and_a_producer_that_never_reads_acks_cannot_hold_shutd
         .into_inner();
     assert!(watch.next().await.is_some(), "first status");
     // A producer that sends requests and never reads its acks.
-    let (tx, rx) = tokio::sync::mpsc::channel(1000);
-    for seq in 0..200 {
-        let events = (0..50)
-            .map(|i| valid_event(i, &format!("w-{seq}-{i}")))
-            .collect();
-        tx.send(IngestRequest { seq, events }).await.unwrap();
-    }
-    let _acks = app
-        .events()
-        .await
-        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
+    let requests = (0..200)
+        .map(|seq| IngestRequest {
+            seq,
+            events: (0..50)
+                .map(|i| valid_event(i, &format!("w-{seq}-{i}")))
+                .collect(),
+        })
+        .collect();
+    let (mut acks, tx) = app.held_stream(requests).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
+    let db = app.db.clone();
     app.stop().await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "stopped cleanly in {took:?}");
+    // Read only now: the acks the server sent before it closed, then the stream's end.
+    let mut acked = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), acks.next()).await {
+            Ok(Some(Ok(ack))) => acked.push(ack),
+            Ok(Some(Err(status))) => break Some(status),
+            Ok(None) => break None,
+            Err(_) => panic!("the stream neither ends nor yields after the stop"),
+        }
+    };
+    assert!(!acked.is_empty(), "acks were sent: {end:?}");
+    let ids: Vec<String> = acked
+        .iter()
+        .flat_map(|a| (0..50).map(move |i| format!("w-{}-{i}", a.seq)))
+        .collect();
+    let coll = db.collection::<Document>("raw_sales");
+    let stored = coll
+        .count_documents(doc! { "_id": { "$in": ids.clone() } })
+        .await
+        .unwrap();
+    assert_eq!(stored as usize, ids.len(), "every acked event is stored");
+    let all = coll.count_documents(doc! {}).await.unwrap();
+    assert_eq!(all as usize, ids.len(), "every stored event was acked");
+    let statuses: Vec<_> = std::iter::from_fn(|| watch.next().now_or_never().flatten())
+        .filter_map(Result::ok)
+        .map(|r| r.status())
+        .collect();
+    assert!(
+        statuses.contains(&tonic_health::pb::health_check_response::ServingStatus::NotServing),
+        "the watcher was told NOT_SERVING: {statuses:?}"
+    );
     eprintln!(
-        "RELIABILITY held-streams-at-shutdown: watch=1 unread_acks_producer=1 stopped={:.1}s",
+        "RELIABILITY held-streams-at-shutdown: watch=1 unread_acks_producer=1 acked={} stopped={:.1}s",
+        ids.len(),
         took.as_secs_f64()
     );
     drop(tx);
@@ -258,14 +287,7 @@ async fn idle_streams_expire_so_a_real_producer_gets_in() {
     let mut idle = Vec::new();
     let mut senders = Vec::new();
     for _ in 0..2 {
-        let (tx, rx) = tokio::sync::mpsc::channel::<IngestRequest>(1);
-        let stream = app
-            .events()
-            .await
-            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (stream, tx) = app.held_stream(vec![]).await;
         idle.push(stream);
         senders.push(tx);
     }

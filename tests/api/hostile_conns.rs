@@ -7,17 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use test_support::service::server_env;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-use crate::{
-    backends::{backends, start_server},
-    helpers::*,
-};
+use crate::backends::serving_grpc_server;
 
 /// What an attacking connection does once connected.
 #[derive(Clone, Copy)]
@@ -108,25 +104,16 @@ async fn thousands_of_idle_and_slow_connections_cannot_lock_out_health_checks() 
     // MongoDB's pool, log files and sockets the kernel has not finished closing.
     const GRPC_MAX: usize = 64;
     const HTTP_MAX: usize = 16;
-    let dbname = unique("flood_db");
     // The caps fit the lowered limit: 128 connections, the rest for MongoDB, logs and
     // the connections being closed (docs/operations.md, Security).
-    let env = server_env(
-        backends(),
-        "unused",
-        "unused",
-        &dbname,
+    let (mut server, _) = serving_grpc_server(
+        "flood",
         &[
-            ("KAFKA_ENABLED", "false".into()),
             ("GRPC_MAX_CONNECTIONS", GRPC_MAX.to_string()),
             ("HTTP_MAX_CONNECTIONS", HTTP_MAX.to_string()),
         ],
-    );
-    let mut server = start_server("flood", &env);
-    server
-        .wait_health(200, Duration::from_secs(30))
-        .await
-        .unwrap();
+    )
+    .await;
     let limited = Command::new("prlimit")
         .args(["--nofile=256:256", "--pid", &server.pid().to_string()])
         .status()

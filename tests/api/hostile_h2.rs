@@ -5,7 +5,6 @@
 //! other clients are served.
 use std::time::Duration;
 
-use test_support::service::server_env;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -14,10 +13,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-use crate::{
-    backends::{backends, start_server},
-    helpers::*,
-};
+use crate::{backends::serving_grpc_server, helpers::*};
 
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
@@ -132,19 +128,7 @@ async fn served(grpc_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_stream_floods_and_reset_floods_are_cut_off_and_others_are_served() {
-    let dbname = unique("h2_db");
-    let env = server_env(
-        backends(),
-        "unused",
-        "unused",
-        &dbname,
-        &[("KAFKA_ENABLED", "false".into())],
-    );
-    let server = start_server("h2abuse", &env);
-    server
-        .wait_health(200, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (server, _) = serving_grpc_server("h2abuse", &[]).await;
     let port: u16 = server.grpc_url.rsplit(':').next().unwrap().parse().unwrap();
     let watch = headers("/grpc.health.v1.Health/Watch");
     let empty_message = [0u8; 5];

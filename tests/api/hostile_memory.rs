@@ -9,18 +9,13 @@ use prost::Message as _;
 use sales_ingest::proto::ingest::v1::{
     ingest_events_client::IngestEventsClient, IngestAck, IngestRequest,
 };
-use test_support::service::server_env;
 use tokio_stream::StreamExt;
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     Code, Status,
 };
 
-use crate::{
-    backends::{backends, start_server},
-    faults::count,
-    helpers::*,
-};
+use crate::{backends::serving_grpc_server, faults::count, helpers::*};
 
 /// The Deployment's memory limit (deploy/kubernetes/deployment.yaml), MiB.
 fn pod_memory_limit_mib() -> u64 {
@@ -106,22 +101,8 @@ async fn every_stream_sending_its_largest_request_at_once_stays_under_the_pod_me
     const MAX_STREAMS: usize = 64;
     const ROUNDS: usize = 1;
     let limit = pod_memory_limit_mib();
-    let dbname = unique("bomb_db");
-    let env = server_env(
-        backends(),
-        "unused",
-        "unused",
-        &dbname,
-        &[
-            ("KAFKA_ENABLED", "false".into()),
-            ("GRPC_MAX_STREAMS", MAX_STREAMS.to_string()),
-        ],
-    );
-    let server = start_server("bomb", &env);
-    server
-        .wait_health(200, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (server, dbname) =
+        serving_grpc_server("bomb", &[("GRPC_MAX_STREAMS", MAX_STREAMS.to_string())]).await;
     let idle = server.memory().unwrap().rss_kib / 1024;
 
     // The well-behaved producer holds one stream slot and sends a request every 50 ms.

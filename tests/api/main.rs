@@ -24,6 +24,7 @@ mod ingestctl;
 mod kafka;
 mod kafka_auth;
 mod kubernetes;
+mod lifecycle;
 mod migration;
 mod observe;
 mod outage;

@@ -2,7 +2,7 @@
 //! against the real servers: `POST /shutdown`, the ISO 8601 timestamp forms and
 //! `NAIVE_TS`, the `legacy` document format, and validation limits from the
 //! configuration.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mongodb::bson::{doc, Bson, Document};
 use sales_ingest::{
@@ -64,7 +64,7 @@ fn rejections(ack: &IngestAck) -> Vec<(u32, &str, &str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_shutdown_needs_the_admin_token_then_drains_and_the_server_exits() {
-    let app = spawn_app(grpc_only(&[])).await;
+    let mut app = spawn_app(grpc_only(&[])).await;
     let events: Vec<_> = (0..5).map(|i| valid_event(i, &format!("hs-{i}"))).collect();
     assert_eq!(app.ingest(events).await.accepted, 5);
     let url = format!("{}/shutdown", app.http_url);
@@ -91,21 +91,20 @@ async fn http_shutdown_needs_the_admin_token_then_drains_and_the_server_exits() 
     );
     assert_eq!(get(&format!("{}/health", app.http_url)).await.0, 200);
 
+    // Work in flight: a producer keeps a stream full while the shutdown is asked for.
+    let producer = pump(&app.grpc_url, "hp", 200);
+    producer.wait_acked(5, Duration::from_secs(30)).await;
+    let asked = Instant::now();
     let (code, body) = post(&url, Some("Bearer test-admin-token")).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["status"], "shutting_down");
-    let stopped = tokio::time::timeout(Duration::from_secs(30), app.handle)
-        .await
-        .expect("exits within the shutdown timeout")
-        .expect("server task");
-    assert_eq!(stopped, Stopped::Clean);
-    let n = app
-        .db
-        .collection::<Document>("raw_sales")
-        .count_documents(doc! {})
-        .await
-        .unwrap();
-    assert_eq!(n, 5);
+    assert_eq!(app.stopped().await, Stopped::Clean);
+    let pumped = producer.ended(Duration::from_secs(10)).await;
+    assert!(
+        pumped.acks_after(asked) > 0,
+        "requests in flight at POST /shutdown are drained and acked"
+    );
+    pumped.check_drained(&app.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

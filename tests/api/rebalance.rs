@@ -194,6 +194,7 @@ async fn join_and_leave(protocol: &str) {
     let join_b = through_rebalance("b joins", &[&a], &[&a, &b]).await;
     let c = start_server("coop-c", &env);
     let join_c = through_rebalance("c joins", &[&a, &b], &[&a, &b, &c]).await;
+    let logs: Vec<_> = [&a, &b, &c].iter().map(|s| s.log().to_path_buf()).collect();
     let (status, _) = c.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "c exits 0");
     let leave_c = through_rebalance("c leaves", &[&a, &b], &[&a, &b]).await;
@@ -214,8 +215,20 @@ async fn join_and_leave(protocol: &str) {
     assert_eq!(count(&db).await, n, "every event exactly once");
     let (status, _) = a.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
+    // By the instances' own counts: they stored n events between them, so none stored
+    // an event another had stored; what the rebalances redelivered they found there.
+    let (mut stored, mut redelivered) = (0, 0);
+    for log in &logs {
+        let (s, d) = stopped_cleanly_counts(&std::fs::read_to_string(log).unwrap());
+        stored += s;
+        redelivered += d;
+    }
+    assert_eq!(
+        stored, n,
+        "the instances' stored counts add up to the events sent"
+    );
     eprintln!(
-        "RELIABILITY rebalance group.protocol={protocol}: sent={n} stored={n} lost=0 duplicated=0 settle_b_join={:.1}s \
+        "RELIABILITY rebalance group.protocol={protocol}: sent={n} stored={n} lost=0 duplicated=0 redelivered_absorbed={redelivered} settle_b_join={:.1}s \
          settle_c_join={:.1}s settle_c_leave={:.1}s settle_b_leave={:.1}s",
         join_b.as_secs_f64(),
         join_c.as_secs_f64(),

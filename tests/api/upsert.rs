@@ -141,13 +141,6 @@ async fn in_insert_mode_a_second_event_is_a_duplicate_and_changes_nothing() {
     app.stop().await;
 }
 
-fn metric(text: &str, line_start: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_kafka_corrections_replace_documents_and_a_redelivery_rewrites_the_same_values() {
     let app = spawn_app(options(true, &[("write-mode", "upsert")])).await;

@@ -62,12 +62,59 @@ impl ReadOnlyMongo {
 
     /// Lets `reader` write: inserts succeed from now on.
     pub async fn grant_writes(&self) {
+        self.write_role("grantRolesToUser").await;
+    }
+
+    /// Takes the write role back: inserts are refused from now on, pings still work.
+    pub async fn revoke_writes(&self) {
+        self.write_role("revokeRolesFromUser").await;
+    }
+
+    /// Runs `command` (grant or revoke) for `reader` and `readWrite` on the database.
+    async fn write_role(&self, command: &str) {
         self.root
             .database("admin")
-            .run_command(doc! { "grantRolesToUser": "reader", "roles": [{ "role": "readWrite", "db": &self.dbname }] })
+            .run_command(
+                doc! { command: "reader", "roles": [{ "role": "readWrite", "db": &self.dbname }] },
+            )
             .await
             .unwrap();
     }
+
+    /// A gRPC-only server as `reader` with `extra` flags, SERVING: `reader` may write
+    /// while it starts (so the start-up indexes exist), then only read.
+    pub async fn serving_then_read_only(&self, extra: &[(&str, &str)]) -> TestApp {
+        self.grant_writes().await;
+        let mut flags = vec![("mongodb-url".to_string(), self.reader_url())];
+        flags.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let app = spawn_app(AppOptions {
+            kafka: false,
+            database: Some(self.dbname.clone()),
+            extra: flags,
+            ..Default::default()
+        })
+        .await;
+        app.wait_serving().await;
+        self.revoke_writes().await;
+        app
+    }
+}
+
+/// An IngestEvents stream with one request of `n` valid events (ids `<prefix>-<i>`)
+/// sent, held open: its acks and the sender that keeps it open.
+pub async fn one_request(
+    app: &TestApp,
+    prefix: &str,
+    n: usize,
+) -> (
+    tonic::Streaming<sales_ingest::proto::ingest::v1::IngestAck>,
+    tokio::sync::mpsc::Sender<sales_ingest::proto::ingest::v1::IngestRequest>,
+) {
+    let events = (0..n)
+        .map(|i| valid_event(i, &format!("{prefix}-{i}")))
+        .collect();
+    let request = sales_ingest::proto::ingest::v1::IngestRequest { seq: 1, events };
+    app.held_stream(vec![request]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,17 +130,7 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
     .await;
     // The read-only user cannot create the indexes either: MongoDB writes count as down
     // from start-up. A request whose insert is refused: its ack waits, health stays off.
-    let mut client = app.events().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let events = (0..5).map(|i| valid_event(i, &format!("ro-{i}"))).collect();
-    tx.send(sales_ingest::proto::ingest::v1::IngestRequest { seq: 1, events })
-        .await
-        .unwrap();
-    let mut acks = client
-        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut acks, tx) = one_request(&app, "ro", 5).await;
     let sent = Instant::now();
     let url = format!("{}/health", app.http_url);
     wait_until(
@@ -117,11 +154,12 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
     assert_eq!(get(&url).await.0, 503);
     mongo.grant_writes().await;
     let granted = Instant::now();
-    let ack = tokio::time::timeout(Duration::from_secs(15), futures::StreamExt::next(&mut acks))
-        .await
-        .expect("acked once inserts succeed")
-        .unwrap()
-        .unwrap();
+    let ack = next_ack(
+        &mut acks,
+        Duration::from_secs(15),
+        "acked once inserts succeed",
+    )
+    .await;
     assert_eq!(ack.accepted, 5);
     wait_until(Duration::from_secs(5), "SERVING again", || {
         let url = url.clone();
@@ -187,4 +225,69 @@ async fn refused_start_up_index_creation_keeps_mongodb_down_with_the_servers_rea
         warned, 1,
         "one WARN line per state change, not per attempt:\n{logs}"
     );
+}
+
+/// `MAX_RETRIES` is a threshold, not a limit: MongoDB writes count as down only after
+/// that many failed attempts in a row (not at the first), and the write goes on being
+/// retried past it until it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_count_as_down_after_max_retries_failed_attempts_and_are_retried_past_it() {
+    const MAX_RETRIES: u64 = 5;
+    let mongo = ReadOnlyMongo::start().await;
+    let app = mongo.serving_then_read_only(&[("max-retries", "5")]).await;
+    let (mut acks, tx) = one_request(&app, "mr", 5).await;
+    // (failed attempts so far, MongoDB up) as /metrics tells them, until it is down.
+    let url = format!("{}/metrics", app.http_url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut samples = Vec::new();
+    loop {
+        let (_, text) = get(&url).await;
+        let retries = metric(&text, r#"mongodb_writes_total{status="retry"}"#).unwrap_or(0);
+        let up = metric(&text, r#"dependency_up{dependency="mongodb"}"#).expect("the gauge");
+        samples.push((retries, up));
+        if up == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never down: {samples:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        samples.iter().any(|&(r, up)| r >= 1 && up == 1),
+        "refused attempts before the threshold leave MongoDB up: {samples:?}"
+    );
+    let &(at_down, _) = samples.last().unwrap();
+    assert!(
+        at_down >= MAX_RETRIES,
+        "down only after {MAX_RETRIES} failed attempts: {samples:?}"
+    );
+    let (code, body) = get(&format!("{}/health", app.http_url)).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("attempts in a row"), "{body}");
+    // Past the threshold the write is still retried; nothing is dropped.
+    wait_until(Duration::from_secs(30), "a retry past MAX_RETRIES", || {
+        let url = url.clone();
+        async move {
+            let (_, text) = get(&url).await;
+            metric(&text, r#"mongodb_writes_total{status="retry"}"#) > Some(MAX_RETRIES)
+        }
+    })
+    .await;
+    mongo.grant_writes().await;
+    let ack = next_ack(
+        &mut acks,
+        Duration::from_secs(15),
+        "acked once inserts succeed",
+    )
+    .await;
+    assert_eq!(ack.accepted, 5);
+    let stored = mongo
+        .root
+        .database(&mongo.dbname)
+        .collection::<mongodb::bson::Document>("raw_sales")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(stored, 5);
+    drop(tx);
+    app.stop().await;
 }

@@ -1,9 +1,10 @@
-//! SeekConsumer: back to a time, forward to the end, partitions not owned, refusals.
+//! SeekConsumer: back to a time, forward to the end, to explicit offsets (and their
+//! range check), partitions not owned, refusals.
 use std::time::Duration;
 
 use sales_ingest::proto::ingest::v1::{
-    seek_consumer_request::Target, GetStatsRequest, PauseConsumerRequest, ResumeConsumerRequest,
-    SeekConsumerRequest, SeekConsumerResponse, SeekPosition,
+    seek_consumer_request::Target, GetStatsRequest, PartitionOffsets, PauseConsumerRequest,
+    ResumeConsumerRequest, SeekConsumerRequest, SeekConsumerResponse, SeekPosition,
 };
 use tonic::Code;
 
@@ -79,6 +80,69 @@ async fn seek_back_to_a_time_replays_exactly_the_later_events_as_duplicates() {
         },
     )
     .await;
+    app.stop().await;
+}
+
+/// Explicit offsets as a seek target: `{partition: offset}`.
+fn offsets(pairs: &[(i32, i64)]) -> Target {
+    Target::Offsets(PartitionOffsets {
+        offsets: pairs.iter().copied().collect(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_to_explicit_offsets_replays_from_each_and_refuses_one_outside_the_log() {
+    let app = spawn_app(AppOptions::default()).await;
+    create_topic(&app.topic, 2).await;
+    produce(&app.topic, 2, &payloads("exp", 40)).await;
+    wait_committed(&app, vec![20, 20], "all 40 committed").await;
+
+    // One offset past partition 1's log end: refused, and nothing moves, not even
+    // partition 0's valid offset.
+    let err = seek(&app, offsets(&[(0, 5), (1, 21)]), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(
+        err.message()
+            .contains("offset 21 of partition 1 is outside its log"),
+        "{}",
+        err.message()
+    );
+    let err = seek(&app, offsets(&[(0, -3)]), vec![]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        kafka_counts(&app),
+        (40, 0),
+        "nothing replayed after refusals"
+    );
+
+    // Partition 0 back to 5, partition 1 back to 12: 15 + 8 events replayed.
+    let resp = seek(&app, offsets(&[(0, 5), (1, 12)]), vec![])
+        .await
+        .expect("seek");
+    let mut moved: Vec<_> = resp
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.from_offset, p.to_offset))
+        .collect();
+    moved.sort();
+    assert_eq!(moved, vec![(0, 20, 5), (1, 20, 12)]);
+    let stats = app.stats.clone();
+    wait_until(Duration::from_secs(60), "23 duplicates", || {
+        let k = stats.snapshot().kafka.unwrap_or_default();
+        async move { k.duplicate >= 23 }
+    })
+    .await;
+    wait_committed(&app, vec![20, 20], "offsets back at the log end").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        kafka_counts(&app),
+        (40, 23),
+        "exactly the events after each offset replayed"
+    );
+    assert_eq!(app.stored().await, 40, "none stored twice");
     app.stop().await;
 }
 

@@ -187,4 +187,18 @@ async fn the_container_healthcheck_command_exits_0_when_serving_and_1_otherwise(
     let out = healthcheck(closed).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     app.stop().await;
+
+    // A server that answers, NOT_SERVING (MongoDB unreachable): exit 1 as well.
+    let down = spawn_app_with_unreachable_mongodb().await;
+    let addr = down.grpc_url.trim_start_matches("http://").to_string();
+    let out = healthcheck(addr).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NOT_SERVING") || stderr.contains("NotServing"),
+        "{}",
+        describe(&out)
+    );
+    down.shutdown.cancel();
+    down.handle.await.unwrap();
 }

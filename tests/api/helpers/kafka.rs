@@ -207,6 +207,49 @@ pub async fn consume_at(
     out
 }
 
+/// Waits until `group` has committed every partition of `topic` (on the brokers at
+/// `bootstrap`) up to its high watermark as it is now, and returns those ends; panics
+/// naming `what` after `timeout`.
+pub async fn wait_committed_to_end_at(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Vec<i64> {
+    let ends: Vec<i64> = watermarks_at(bootstrap, topic, partitions)
+        .iter()
+        .map(|w| w.1)
+        .collect();
+    let what = format!("offsets committed to the high watermarks {ends:?}");
+    super::wait_until(timeout, &what, || {
+        let (b, t, g, ends) = (
+            bootstrap.to_string(),
+            topic.to_string(),
+            group.to_string(),
+            ends.clone(),
+        );
+        async move { committed_at(&b, &t, &g, partitions) == ends }
+    })
+    .await;
+    ends
+}
+
+/// Every record `topic` holds now (its partitions' high minus low watermarks), read
+/// from the start: a test that reads these has seen every letter, not just the first.
+pub async fn consume_all(
+    topic: &str,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    let bootstrap = &backends().kafka;
+    let partitions = partition_count_at(bootstrap, topic).expect("the topic exists");
+    let held: i64 = watermarks_at(bootstrap, topic, partitions as i32)
+        .iter()
+        .map(|(low, high)| high - low)
+        .sum();
+    consume(topic, held as usize, timeout).await
+}
+
 /// The partition count of `topic` on the broker at `bootstrap`; None when it does not
 /// exist (the lookup creates nothing).
 pub fn partition_count_at(bootstrap: &str, topic: &str) -> Option<usize> {

@@ -335,7 +335,6 @@ async fn the_probes_keep_a_pod_running_but_out_of_the_service_while_mongodb_is_d
     // MongoDB unreachable: readiness NOT_SERVING (out of the Service), liveness 200
     // (not restarted).
     let down = spawn_app_with_unreachable_mongodb().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         readiness(down.grpc_url.clone()).await,
         ServingStatus::NotServing
