@@ -222,12 +222,18 @@ async fn scale_out(variant: &str, kill: bool) {
             "the leaving instance committed before release:\n{logs}"
         );
     }
-    // Read before `b` takes the partitions over (after the 6 s session timeout). After
-    // a clean leave `a` had committed everything it stored: nothing to redeliver.
+    // Read before `b` takes the partitions over (after the 6 s session timeout), once a
+    // write `a` sent before it died has landed (`b` keeps storing on its own partitions,
+    // so the total never settles). After a clean leave `a` had committed everything it
+    // stored: nothing to redeliver.
     let left: u64 = if kill {
-        settled_count(&db).await;
-        let stored_by = stored_by_partition(&db, 10_000, PARTITIONS).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let offsets = committed(&topic, &group, PARTITIONS);
+        let stored_by = stored_by_partition(&db, 10_000, PARTITIONS).await;
+        assert!(
+            removed.elapsed() < Duration::from_secs(6),
+            "read after the session timeout: `b` may own the partitions already"
+        );
         owned
             .iter()
             .map(|&p| stored_by[p] - offsets[p].max(0) as u64)
