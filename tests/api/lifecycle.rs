@@ -189,13 +189,7 @@ async fn health_turns_not_serving_as_soon_as_a_shutdown_starts_with_work_pending
     assert!(!app.handle.is_finished());
 
     // Inserts allowed again: the drain finishes, the ack goes out, a clean stop.
-    mongo.grant_writes().await;
-    let ack = next_ack(
-        &mut acks,
-        Duration::from_secs(15),
-        "acked once inserts succeed",
-    )
-    .await;
+    let ack = mongo.grant_writes_then_ack(&mut acks).await;
     assert_eq!(ack.accepted, 5);
     drop(tx);
     assert_eq!(app.stopped().await, Stopped::Clean);

@@ -65,6 +65,16 @@ impl ReadOnlyMongo {
         self.write_role("grantRolesToUser").await;
     }
 
+    /// Lets `reader` write, then waits for the ack of the request `acks` belongs to, held
+    /// by the refused inserts until now.
+    pub async fn grant_writes_then_ack(
+        &self,
+        acks: &mut tonic::Streaming<sales_ingest::proto::ingest::v1::IngestAck>,
+    ) -> sales_ingest::proto::ingest::v1::IngestAck {
+        self.grant_writes().await;
+        next_ack(acks, Duration::from_secs(15), "acked once inserts succeed").await
+    }
+
     /// Takes the write role back: inserts are refused from now on, pings still work.
     pub async fn revoke_writes(&self) {
         self.write_role("revokeRolesFromUser").await;
@@ -152,14 +162,8 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
     // The ping keeps working: health stays off while writes fail.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(get(&url).await.0, 503);
-    mongo.grant_writes().await;
     let granted = Instant::now();
-    let ack = next_ack(
-        &mut acks,
-        Duration::from_secs(15),
-        "acked once inserts succeed",
-    )
-    .await;
+    let ack = mongo.grant_writes_then_ack(&mut acks).await;
     assert_eq!(ack.accepted, 5);
     wait_until(Duration::from_secs(5), "SERVING again", || {
         let url = url.clone();
@@ -272,13 +276,7 @@ async fn writes_count_as_down_after_max_retries_failed_attempts_and_are_retried_
         }
     })
     .await;
-    mongo.grant_writes().await;
-    let ack = next_ack(
-        &mut acks,
-        Duration::from_secs(15),
-        "acked once inserts succeed",
-    )
-    .await;
+    let ack = mongo.grant_writes_then_ack(&mut acks).await;
     assert_eq!(ack.accepted, 5);
     let stored = mongo
         .root
