@@ -56,7 +56,9 @@ impl Sink for Store {
                     DocResult::Stored => Outcome::Stored,
                     DocResult::Duplicate => Outcome::Duplicate,
                     DocResult::Updated => Outcome::Updated,
-                    DocResult::Failed(message) | DocResult::Retry(message) => {
+                    DocResult::Failed(message)
+                    | DocResult::Retry(message)
+                    | DocResult::DuplicateKey(message) => {
                         letters.push(DeadLetter {
                             payload: pending.payload.clone(),
                             reason: crate::event::WRITE_FAILED,
