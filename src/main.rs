@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     });
     if let Some(Command::Healthcheck { addr }) = cli.command {
         return runtime().block_on(async {
-            match sales_ingest::probe::check(&addr, "").await {
+            match sales_ingest::healthcheck::check(&addr, "").await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("unhealthy: {e}");
