@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     });
     if let Some(Command::Healthcheck { addr }) = cli.command {
         return runtime().block_on(async {
-            match sales_ingest::probe::check(&addr, "").await {
+            match sales_ingest::healthcheck::check(&addr, "").await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("unhealthy: {e}");
@@ -56,9 +56,8 @@ fn main() -> ExitCode {
         });
     }
     let config = cli.config;
-    telemetry::init(&config.rust_log, config.log_format);
-    tracing::info!(config = ?config, "effective configuration");
     let rt = runtime();
+    // The exporter comes first: the subscriber is built with its layer.
     let traces = match rt.block_on(async { telemetry::init_traces() }) {
         Ok(traces) => traces,
         Err(e) => {
@@ -66,6 +65,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    telemetry::install(&config.rust_log, config.log_format, &traces);
+    tracing::info!(config = ?config, "effective configuration");
     let code = rt.block_on(run(config));
     // The exporter flushes through the runtime's tasks, so the runtime is still up.
     traces.shutdown();

@@ -18,7 +18,7 @@ use crate::{
     format::{Registry, ValueDecoder},
     grpc::{self, admin::Admin, budget::Budget, ingest::Ingest},
     health::Health,
-    http, kafka_client,
+    http, librdkafka,
     metrics::Metrics,
     pipeline::{self, PipelineConfig},
     redrive::{Redriver, TopicSource},
@@ -108,7 +108,7 @@ impl Clients {
         })?;
         let kafka = match config.kafka_enabled {
             true => {
-                kafka_client::check(config)?;
+                librdkafka::check(config)?;
                 Some(KafkaClients {
                     consumer: kafka::consumer(config)?,
                     producer: kafka::producer(config)?,
@@ -304,7 +304,7 @@ impl Parts {
             events_collection: config.mongodb_collection.clone(),
             dlq_collection: config.dlq_collection(),
             topic: config.kafka_enabled.then(|| TopicSource {
-                client: kafka_client::client_config(config, &[]),
+                client: librdkafka::client_config(config, &[]),
                 topic: config.dlq_topic(),
                 group: config.kafka_group_id.clone(),
             }),

@@ -29,8 +29,6 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use opentelemetry::{trace::SpanKind, KeyValue};
-
 use crate::{
     event::{Ack, GrpcAck, Incoming, LostAcks, RequestAck, RequestResult},
     grpc::{
@@ -262,15 +260,14 @@ impl Reader {
         }
         let received = Instant::now();
         let trace = self.parent.as_ref().and_then(|parent| {
-            telemetry::mark(
+            let span = tracing::info_span!(
+                target: telemetry::SPANS,
                 "ingest.request",
-                SpanKind::Server,
-                parent,
-                vec![
-                    KeyValue::new("ingest.seq", seq as i64),
-                    KeyValue::new("ingest.events", count as i64),
-                ],
-            )
+                otel.kind = "server",
+                ingest.seq = seq as i64,
+                ingest.events = count as i64,
+            );
+            telemetry::mark(span, parent.clone())
         });
         for (index, payload) in request.events().enumerate() {
             let item = Incoming {
