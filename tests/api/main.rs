@@ -32,6 +32,7 @@ mod python_env;
 mod rebalance;
 mod reference;
 mod retention;
+mod secret_files;
 mod secrets;
 mod security;
 mod startup;
