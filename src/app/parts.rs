@@ -16,7 +16,7 @@ use crate::{
     deps::{self, Dependencies, State, StateWriter},
     event::Incoming,
     format::{Registry, ValueDecoder},
-    grpc::{self, admin::Admin, budget::Budget, ingest::Ingest},
+    grpc::{self, admin::Admin, auth::AuthFailures, budget::Budget, ingest::Ingest},
     health::Health,
     http, kafka_client,
     metrics::Metrics,
@@ -140,6 +140,8 @@ pub(super) struct Parts {
     pub(super) shutdown: Shutdown,
     pub(super) tasks: TaskTracker,
     pub(super) components: Vec<Task>,
+    /// Refused bearer tokens on both ports (`auth_failures_total`).
+    pub(super) auth_failures: AuthFailures,
 }
 
 impl Parts {
@@ -318,6 +320,7 @@ impl Parts {
         Admin {
             stats: self.stats.clone(),
             admin_token: config.admin_token().cloned(),
+            auth_failures: self.auth_failures.clone(),
             paused,
             shutdown: self.shutdown.requested.clone(),
             seek,
@@ -338,6 +341,7 @@ impl Parts {
                 config.grpc_max_message_bytes as usize,
             ),
             producer_token: config.producer_token().cloned(),
+            auth_failures: self.auth_failures.clone(),
             idle_timeout: config.grpc_stream_idle_timeout(),
             stop: self.shutdown.requested.clone(),
             tracker: self.tasks.clone(),
@@ -367,6 +371,7 @@ impl Parts {
             stats: self.stats.clone(),
             health: health.clone(),
             admin_token: self.config.admin_token().cloned(),
+            auth_failures: self.auth_failures.clone(),
             shutdown: self.shutdown.requested.clone(),
         };
         let stop = self.shutdown.background.clone();

@@ -34,7 +34,7 @@ use opentelemetry::{trace::SpanKind, KeyValue};
 use crate::{
     event::{Ack, GrpcAck, Incoming, LostAcks, RequestAck, RequestResult},
     grpc::{
-        auth::require_bearer,
+        auth::AuthFailures,
         budget::{Budget, Held},
         wire::ScannedRequest,
     },
@@ -53,6 +53,8 @@ pub struct Ingest {
     pub max_events_per_request: usize,
     pub budget: Budget,
     pub producer_token: Option<SecretString>,
+    /// Where refused tokens are logged and counted.
+    pub auth_failures: AuthFailures,
     pub idle_timeout: Duration,
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
@@ -83,7 +85,7 @@ impl IngestEvents for Ingest {
         req: Request<Streaming<ScannedRequest>>,
     ) -> Result<Response<AckStream>, Status> {
         if let Some(token) = &self.producer_token {
-            require_bearer(req.metadata(), token)?;
+            self.auth_failures.require_bearer(&req, token)?;
         }
         if self.stop.is_cancelled() {
             return Err(Status::unavailable("server is shutting down"));

@@ -16,6 +16,7 @@ mod grpc;
 mod helpers;
 mod honest;
 mod hostile;
+mod hostile_auth;
 mod hostile_conns;
 mod hostile_h2;
 mod hostile_memory;
