@@ -95,7 +95,7 @@ pub(super) struct KafkaClients {
 pub(super) struct Clients {
     pub(super) db: mongodb::Database,
     pub(super) kafka: Option<KafkaClients>,
-    pub(super) tls: Option<tonic::transport::ServerTlsConfig>,
+    pub(super) tls: Option<Arc<grpc::tls::Tls>>,
 }
 
 impl Clients {
@@ -119,11 +119,11 @@ impl Clients {
             false => None,
         };
         let tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
-            (Some(cert), Some(key)) => Some(grpc::tls_config(
-                cert,
-                key,
-                config.grpc_tls_client_ca.as_deref(),
-            )?),
+            (Some(cert), Some(key)) => Some(Arc::new(grpc::tls::Tls::load(grpc::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.grpc_tls_client_ca.clone(),
+            })?)),
             _ => None,
         };
         let db = client.database(&config.mongodb_database);
@@ -335,6 +335,11 @@ impl Parts {
             tx,
             streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
             max_streams: config.grpc_max_streams as usize,
+            shares: grpc::shares::Shares::new(
+                config
+                    .limits
+                    .streams_per_connection(config.grpc_max_streams),
+            ),
             max_events_per_request: config.grpc_max_events_per_request as usize,
             budget: Budget::new(
                 config.limits.grpc_max_buffered_bytes as usize,

@@ -36,6 +36,7 @@ use crate::{
     grpc::{
         auth::AuthFailures,
         budget::{Budget, Held},
+        shares::{Share, Shares},
         wire::ScannedRequest,
     },
     proto::{ingest::v1::IngestAck, raw_ingest_events::ingest_events_server::IngestEvents},
@@ -50,6 +51,8 @@ pub struct Ingest {
     pub tx: mpsc::Sender<Incoming>,
     pub streams: Arc<Semaphore>,
     pub max_streams: usize,
+    /// Each connection's share of `streams`.
+    pub shares: Arc<Shares>,
     pub max_events_per_request: usize,
     pub budget: Budget,
     pub producer_token: Option<SecretString>,
@@ -90,6 +93,13 @@ impl IngestEvents for Ingest {
         if self.stop.is_cancelled() {
             return Err(Status::unavailable("server is shutting down"));
         }
+        let share = self.shares.take(req.remote_addr()).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "this connection holds its share of IngestEvents streams \
+                 (GRPC_MAX_STREAMS_PER_CONNECTION={})",
+                self.shares.per_connection()
+            ))
+        })?;
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "too many concurrent IngestEvents streams (GRPC_MAX_STREAMS={})",
@@ -115,7 +125,7 @@ impl IngestEvents for Ingest {
             lost: self.lost.clone(),
             idle_timeout: self.idle_timeout,
             stop: self.stop.clone(),
-            _permit: permit,
+            _slot: (permit, share),
         };
         self.tracker.spawn(reader.run());
         Ok(Response::new(Box::pin(ack_stream(owed_rx, unacked))))
@@ -176,7 +186,8 @@ struct Reader {
     lost: LostAcks,
     idle_timeout: Duration,
     stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    /// The stream's GRPC_MAX_STREAMS slot and its place in its connection's share.
+    _slot: (OwnedSemaphorePermit, Share),
 }
 
 impl Reader {
