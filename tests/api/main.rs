@@ -22,6 +22,7 @@ mod hostile_h2;
 mod hostile_memory;
 mod hostile_schema;
 mod hostile_slots;
+mod indexes;
 mod ingestctl;
 mod kafka;
 mod kafka_auth;
