@@ -404,6 +404,7 @@ impl std::ops::Deref for MaskedUrl {
 }
 
 mod error;
+pub mod files;
 mod limits;
 mod mask;
 mod values;
