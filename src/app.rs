@@ -99,6 +99,7 @@ impl Application {
             );
         }
         let (health, health_service) = Health::new(writers.deps.clone(), stats.clone());
+        let auth_failures = crate::grpc::auth::AuthFailures::new(metrics.registry());
         let mut parts = Parts {
             shutdown: Shutdown::new(config.kafka_enabled),
             db: clients.db,
@@ -106,6 +107,7 @@ impl Application {
             stats,
             tasks: TaskTracker::new(),
             components: Vec::new(),
+            auth_failures,
             config,
         };
         parts.start(health.clone().run(parts.shutdown.background.clone()));

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     format::{RegistrySettings, ValueFormat},
-    kafka_client::GroupProtocol,
+    librdkafka::GroupProtocol,
     sink::{document::DocumentFormat, upsert::WriteMode},
     validate::{self, NaiveTs, Rules},
 };
@@ -404,6 +404,7 @@ impl std::ops::Deref for MaskedUrl {
 }
 
 mod error;
+pub mod files;
 mod limits;
 mod mask;
 mod values;

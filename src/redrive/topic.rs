@@ -23,7 +23,7 @@ use tonic::Status;
 use tracing::{debug, info};
 
 use super::{Letter, Plan, TopicSource, REPORT_EVERY};
-use crate::{event::Origin, kafka_client::KAFKA_TIMEOUT};
+use crate::{event::Origin, librdkafka::KAFKA_TIMEOUT};
 
 /// How long the topic may deliver nothing while partitions are short of their end.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! The MongoDB writer: one unordered `insert_many` per batch, `_id` = event id. Each
 //! document's answer is classified: 11000 on the `_id_` index, or on a unique index over
-//! `event_id` alone (the Python service's), is a duplicate; 11000 on another unique index, and any other per-document error that is
+//! `event_id` alone (the Python service's), is a duplicate, and so is 11000 naming no
+//! index when the `_id` is found stored; 11000 on another unique index, and any other per-document error that is
 //! not transient by its code, is a permanent refusal (dead-lettered as `write_failed`);
 //! per-document errors transient by their code, and any failure of the call itself
 //! (network, server selection, write concern, authorization), are retried with capped
@@ -60,6 +61,9 @@ pub enum DocResult {
     Failed(String),
     /// A transient refusal: the document is written again.
     Retry(String),
+    /// 11000 on an index the server did not name (FerretDB names none): the writer
+    /// looks the `_id` up before it answers Duplicate or Failed (`mongo::unnamed`).
+    DuplicateKey(String),
 }
 
 /// An insert_many result sorted into per-document outcomes, or a failure of the call.
@@ -84,7 +88,8 @@ pub fn classify_doc(e: &IndexedWriteError) -> DocResult {
                     text()
                 ))
             }
-            _ => DocResult::Duplicate,
+            Some(_) => DocResult::Duplicate,
+            None => DocResult::DuplicateKey(text()),
         }
     } else if TRANSIENT_CODES.contains(&e.code) {
         DocResult::Retry(text())
@@ -292,6 +297,7 @@ impl MongoWriter {
                 .map(|_| ());
             let error = match classify(result, open.len()) {
                 WriteResult::Done(answers) => {
+                    let answers = unnamed::confirm(&self.coll, &docs, &open, answers).await;
                     let mut retry = Vec::new();
                     let mut why = None;
                     let mut replace = Vec::new();
@@ -386,6 +392,7 @@ pub fn describe(e: &mongodb::error::Error) -> String {
 }
 
 mod probe;
+mod unnamed;
 pub use probe::{ensure_indexes, probe};
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::{
     config::Config,
     config::SettingError,
     deps::{State, StateWriter},
-    kafka_client::{client_config, creation_error, GroupProtocol},
+    librdkafka::{client_config, creation_error, GroupProtocol},
     sink::dead_letter::{DeliveryContext, DlqProducer},
     source::{
         acks::{ConsumerEvents, Durable, FromConsumer},
