@@ -235,13 +235,13 @@ async fn while_the_collection_refuses_a_letter_too_the_partition_waits_and_dead_
         || {
             let health = health.clone();
             async move {
-                let (code, body) = get(&health).await;
+                let (code, body) = get_as_admin(&health).await;
                 code == 503 && body.contains(r#""dead_letters":"down""#)
             }
         },
     )
     .await;
-    let (_, body) = get(&health).await;
+    let (_, body) = get_as_admin(&health).await;
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     let why = body["dead_letters_error"].as_str().unwrap_or_default();
     assert!(why.contains("dead letters cannot be stored"), "{body}");

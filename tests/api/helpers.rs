@@ -185,7 +185,7 @@ pub async fn spawn_app_with_unreachable_mongodb() -> TestApp {
     wait_until(Duration::from_secs(30), "a failed MongoDB check", || {
         let url = url.clone();
         async move {
-            let (_, body) = get(&url).await;
+            let (_, body) = get_as_admin(&url).await;
             let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
             let why = health["mongodb_error"]
                 .as_str()
@@ -404,6 +404,19 @@ pub fn stopped_cleanly_counts(logs: &str) -> (u64, u64) {
         digits.parse().expect(name)
     };
     (field("events_stored"), field("events_duplicate"))
+}
+
+/// GET a URL as an operator, with the admin token (`/health` gives the reasons of what
+/// is down only to callers with it): status and body.
+pub async fn get_as_admin(url: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(default("ADMIN_TOKEN"))
+        .send()
+        .await
+        .expect("http get");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
 }
 
 /// A connected gRPC channel.

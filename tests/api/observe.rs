@@ -135,7 +135,7 @@ async fn metrics_health_and_stats_answer_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_mongodb_means_not_serving_and_503() {
     let app = spawn_app_with_unreachable_mongodb().await;
-    let (code, body) = get(&format!("{}/health", app.http_url)).await;
+    let (code, body) = get_as_admin(&format!("{}/health", app.http_url)).await;
     assert_eq!(code, 503, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["mongodb"], "down");

@@ -149,25 +149,25 @@ async fn inserts_refused_while_ping_works_turn_health_off_until_they_succeed() {
         || {
             let url = url.clone();
             async move {
-                let (code, body) = get(&url).await;
+                let (code, body) = get_as_admin(&url).await;
                 code == 503 && body.contains("not authorized")
             }
         },
     )
     .await;
     let off_after = sent.elapsed();
-    let (_, body) = get(&url).await;
+    let (_, body) = get_as_admin(&url).await;
     assert!(body.contains("not authorized"), "{body}");
     assert!(body.contains(r#""mongodb":"down""#), "{body}");
     // The ping keeps working: health stays off while writes fail.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(get(&url).await.0, 503);
+    assert_eq!(get_as_admin(&url).await.0, 503);
     let granted = Instant::now();
     let ack = mongo.grant_writes_then_ack(&mut acks).await;
     assert_eq!(ack.accepted, 5);
     wait_until(Duration::from_secs(5), "SERVING again", || {
         let url = url.clone();
-        async move { get(&url).await.0 == 200 }
+        async move { get_as_admin(&url).await.0 == 200 }
     })
     .await;
     eprintln!(
@@ -205,7 +205,7 @@ async fn refused_start_up_index_creation_keeps_mongodb_down_with_the_servers_rea
     let until = Instant::now() + Duration::from_secs(6);
     let mut body = String::new();
     while Instant::now() < until {
-        let (status, b) = get(&health).await;
+        let (status, b) = get_as_admin(&health).await;
         assert_eq!(
             status,
             503,
@@ -264,7 +264,7 @@ async fn writes_count_as_down_after_max_retries_failed_attempts_and_are_retried_
         at_down >= MAX_RETRIES,
         "down only after {MAX_RETRIES} failed attempts: {samples:?}"
     );
-    let (code, body) = get(&format!("{}/health", app.http_url)).await;
+    let (code, body) = get_as_admin(&format!("{}/health", app.http_url)).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("attempts in a row"), "{body}");
     // Past the threshold the write is still retried; nothing is dropped.
