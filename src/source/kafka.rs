@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use crate::source::consumer::{consumer, probe, producer, IngestConsumer, SourceContext};
+pub use crate::source::consumer::{consumer, probe, IngestConsumer, SourceContext};
 use crate::{
     event::{Ack, Incoming},
     metrics::PauseReason,
