@@ -341,7 +341,7 @@ impl<S: Sink> Pipeline<S> {
             f.register(
                 batch
                     .iter()
-                    .filter(|p| !p.event.event_id.is_empty())
+                    .filter(|p| !p.event.event_id().is_empty())
                     .map(|p| p.id.as_str()),
             )
         });
@@ -400,8 +400,8 @@ fn is_kafka_value(ack: &Ack) -> bool {
 /// a fresh ObjectId (such producers get no idempotent retries). A re-driven dead
 /// letter gets the id its event would have got when it was first received.
 pub fn document_id(event: &ValidEvent, ack: &Ack) -> String {
-    if !event.event_id.is_empty() {
-        return event.event_id.clone();
+    if !event.event_id().is_empty() {
+        return event.event_id().to_string();
     }
     match ack {
         Ack::Kafka(k) => coordinate_id(&k.topic, k.partition, k.offset),

@@ -82,18 +82,67 @@ impl Rejection {
     }
 }
 
-/// An event that passed validation. `ts_millis` is the parsed timestamp (UTC epoch
-/// milliseconds); `ts` is the string the producer sent, moved out of the decoded event
-/// (no copy) for the `legacy` document format.
+/// An event that passed validation: only the validator makes one (`Rules::validate`),
+/// so holding one means every rule held; the rest of the service reads its fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidEvent {
-    pub sku: String,
-    pub qty: i32,
-    pub price: f64,
-    pub ts: String,
-    pub ts_millis: i64,
-    /// Empty when the producer sent none.
-    pub event_id: String,
+    sku: String,
+    qty: i32,
+    price: f64,
+    ts: String,
+    ts_millis: i64,
+    event_id: String,
+}
+
+impl ValidEvent {
+    /// The sku: not blank, at most `MAX_SKU_CHARS` characters.
+    pub fn sku(&self) -> &str {
+        &self.sku
+    }
+
+    /// The quantity, in `1..=MAX_QTY`.
+    pub fn qty(&self) -> i32 {
+        self.qty
+    }
+
+    /// The unit price: finite, in `0..=MAX_PRICE`.
+    pub fn price(&self) -> f64 {
+        self.price
+    }
+
+    /// The `ts` string the producer sent, moved out of the decoded event (no copy), for
+    /// the `legacy` document format.
+    pub fn ts(&self) -> &str {
+        &self.ts
+    }
+
+    /// The parsed timestamp, UTC epoch milliseconds.
+    pub fn ts_millis(&self) -> i64 {
+        self.ts_millis
+    }
+
+    /// The producer's event id; empty when it sent none (or a blank one).
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// An event with any field values, valid or not, for the tests of what reads one
+    /// (the document encoding at the types' extremes).
+    #[cfg(test)]
+    pub(crate) fn unchecked(
+        (sku, qty, price): (&str, i32, f64),
+        (ts, ts_millis): (&str, i64),
+        event_id: &str,
+    ) -> Self {
+        Self {
+            sku: sku.into(),
+            qty,
+            price,
+            ts: ts.into(),
+            ts_millis,
+            event_id: event_id.into(),
+        }
+    }
 }
 
 /// The limits and the timestamp policy the validator applies (`MAX_QTY`, `MAX_PRICE`,

@@ -198,7 +198,7 @@ impl Redriver {
             match (checked, letter.origin.clone()) {
                 (Err(reason), _) => count(progress, reason),
                 (Ok(event), Some(origin)) => valid.push((letter, origin, event)),
-                (Ok(event), None) if !event.event_id.is_empty() => {
+                (Ok(event), None) if !event.event_id().is_empty() => {
                     // The id is the event's own; the origin only labels the document.
                     valid.push((letter, Origin::Grpc, event))
                 }
@@ -286,8 +286,8 @@ impl Redriver {
 /// The `_id` a valid event gets (as `pipeline::document_id` gives it); None for a gRPC
 /// event without an id, which gets a fresh one.
 fn original_id(event: &ValidEvent, origin: &Origin) -> Option<String> {
-    if !event.event_id.is_empty() {
-        return Some(event.event_id.clone());
+    if !event.event_id().is_empty() {
+        return Some(event.event_id().to_string());
     }
     match origin {
         Origin::Kafka {

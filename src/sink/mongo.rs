@@ -205,7 +205,7 @@ impl MongoWriter {
     async fn stored_by_old_service(&self, batch: &[Pending], open: &[usize]) -> Vec<usize> {
         let ids: Vec<&str> = open
             .iter()
-            .map(|&i| batch[i].event.event_id.as_str())
+            .map(|&i| batch[i].event.event_id())
             .filter(|id| !id.is_empty())
             .collect();
         let mut failures = 0u32;
@@ -227,7 +227,7 @@ impl MongoWriter {
         };
         open.iter()
             .copied()
-            .filter(|&i| found.contains(&batch[i].event.event_id))
+            .filter(|&i| found.contains(batch[i].event.event_id()))
             .collect()
     }
 
@@ -254,7 +254,7 @@ impl MongoWriter {
         // it does not undo a correction that arrived since).
         let replaceable = |i: usize| {
             upsert
-                && !batch[i].event.event_id.is_empty()
+                && !batch[i].event.event_id().is_empty()
                 && !matches!(batch[i].ack, Ack::Redrive(_))
         };
         let superseded = if upsert {
