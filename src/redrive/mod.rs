@@ -319,7 +319,7 @@ fn stopping() -> Status {
 }
 
 fn mongo_error(e: mongodb::error::Error) -> Status {
-    Status::unavailable(format!("MongoDB: {}", crate::sink::mongo::describe(&e)))
+    Status::unavailable(format!("MongoDB: {}", crate::sink::classify::describe(&e)))
 }
 
 /// Sends progress every `CHUNK` examined dead letters or `REPORT_EVERY`, whichever

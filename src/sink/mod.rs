@@ -1,5 +1,6 @@
 //! Where events end up: MongoDB for valid ones (`document` says how they are stored),
 //! the dead-letter destinations for the rest. `Store` is the pipeline's production `Sink`.
+pub mod classify;
 pub mod dead_letter;
 pub mod dlq_topic;
 pub mod document;
@@ -20,7 +21,8 @@ use crate::{
 };
 
 pub use dead_letter::DeadLetters;
-pub use mongo::{DocResult, MongoWriter};
+pub use classify::DocResult;
+pub use mongo::MongoWriter;
 pub use upsert::WriteMode;
 
 /// MongoDB writer plus dead letters.

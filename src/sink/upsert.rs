@@ -21,7 +21,7 @@ use mongodb::{
     Database,
 };
 
-use super::mongo::{classify_doc, DocResult};
+use super::classify::{classify_doc, DocResult};
 
 /// What a later event with a stored `event_id` does (`WRITE_MODE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
