@@ -21,7 +21,10 @@ use std::{sync::Arc, time::Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::validate::{Rejection, ValidEvent};
+use crate::{
+    doc_id::Coordinates,
+    validate::{Rejection, ValidEvent},
+};
 
 pub use request::{LostAcks, RequestAck, RequestResult};
 
@@ -85,7 +88,7 @@ pub struct Incoming {
 /// A valid event waiting to be written.
 #[derive(Debug)]
 pub struct Pending {
-    /// The document `_id`: the event id, or one derived from the Kafka coordinates.
+    /// The document `_id` (`doc_id::document_id`).
     pub id: String,
     pub event: ValidEvent,
     /// The bytes received, for the dead letter if MongoDB refuses the document.
@@ -105,6 +108,20 @@ pub enum Origin {
         offset: i64,
     },
     Grpc,
+}
+
+impl Origin {
+    /// The Kafka coordinates; None for a gRPC event.
+    pub fn coordinates(&self) -> Option<Coordinates<'_>> {
+        match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => Some((topic, *partition, *offset)),
+            Origin::Grpc => None,
+        }
+    }
 }
 
 /// A refused event on its way to a dead-letter destination.
@@ -260,6 +277,16 @@ impl Ack {
             Ack::Kafka(_) => Source::Kafka,
             Ack::Grpc(_) => Source::Grpc,
             Ack::Redrive(r) => r.source(),
+        }
+    }
+
+    /// The Kafka coordinates the event was first read at (for a re-driven one, its
+    /// original ones); None for a gRPC event.
+    pub fn coordinates(&self) -> Option<Coordinates<'_>> {
+        match self {
+            Ack::Kafka(k) => Some((&k.topic, k.partition, k.offset)),
+            Ack::Grpc(_) => None,
+            Ack::Redrive(r) => r.origin.coordinates(),
         }
     }
 

@@ -30,7 +30,6 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use mongodb::bson::oid::ObjectId;
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     task::{JoinError, JoinHandle, JoinSet},
@@ -40,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     batcher::Batcher,
+    doc_id,
     event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     format::ValueDecoder,
     metrics::Metrics,
@@ -284,7 +284,7 @@ impl<S: Sink> Pipeline<S> {
         match checked {
             Ok(event) => {
                 let pending = Pending {
-                    id: document_id(&event, &ack),
+                    id: doc_id::document_id(event.event_id(), ack.coordinates()),
                     event,
                     payload,
                     ack,
@@ -393,33 +393,6 @@ fn is_kafka_value(ack: &Ack) -> bool {
         Ack::Grpc(_) => false,
         Ack::Redrive(r) => matches!(r.origin, Origin::Kafka { .. }),
     }
-}
-
-/// The `_id`: the producer's event id; for a Kafka event without one, its coordinates
-/// (so a redelivery can never make a second document); for a gRPC event without one,
-/// a fresh ObjectId (such producers get no idempotent retries). A re-driven dead
-/// letter gets the id its event would have got when it was first received.
-pub fn document_id(event: &ValidEvent, ack: &Ack) -> String {
-    if !event.event_id().is_empty() {
-        return event.event_id().to_string();
-    }
-    match ack {
-        Ack::Kafka(k) => coordinate_id(&k.topic, k.partition, k.offset),
-        Ack::Redrive(r) => match &r.origin {
-            Origin::Kafka {
-                topic,
-                partition,
-                offset,
-            } => coordinate_id(topic, *partition, *offset),
-            Origin::Grpc => ObjectId::new().to_hex(),
-        },
-        Ack::Grpc(_) => ObjectId::new().to_hex(),
-    }
-}
-
-/// The `_id` of a Kafka event sent without an event id: `<topic>:<partition>:<offset>`.
-pub fn coordinate_id(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}:{partition}:{offset}")
 }
 
 #[cfg(test)]

@@ -2,17 +2,15 @@
 //! (which cannot be invalid) or a `Rejection` with a reason code out. The limits, the
 //! naive-timestamp policy and the topic whose generated ids are reserved are a `Rules`
 //! value (from the configuration); `validate` and `decode` apply the defaults.
-//! Timestamp parsing is in `ts`, the reserved event ids in `reserved`.
-mod reserved;
+//! Timestamp parsing is in `ts`; the reserved event ids are the ones `doc_id` generates.
 mod ts;
 
 use std::borrow::Cow;
 
 use prost::Message;
 
-use crate::proto::sales::v1::SalesEvent;
+use crate::{doc_id::generated_coordinates, proto::sales::v1::SalesEvent};
 
-pub use reserved::generated_coordinates;
 pub use ts::NaiveTs;
 
 /// Longest accepted sku by default, in characters (`MAX_SKU_CHARS`).
@@ -271,8 +269,16 @@ impl Rules {
                 ),
             ));
         }
-        if let Some((partition, offset)) = generated_coordinates(event_id, &self.kafka_topic) {
-            return Err(Rejection::new(
+        self.check_not_reserved(event_id)?;
+        Ok(ts_millis)
+    }
+
+    /// Refuses an event id equal to the `_id` the service generates for a Kafka event of
+    /// the topic it reads (`doc_id`).
+    fn check_not_reserved(&self, event_id: &str) -> Result<(), Rejection> {
+        match generated_coordinates(event_id, &self.kafka_topic) {
+            None => Ok(()),
+            Some((partition, offset)) => Err(Rejection::new(
                 Reason::ReservedEventId,
                 format!(
                     "event_id {event_id:?} is reserved: it is the _id of the event at \
@@ -280,9 +286,8 @@ impl Rules {
                      has no event_id",
                     self.kafka_topic
                 ),
-            ));
+            )),
         }
-        Ok(ts_millis)
     }
 }
 

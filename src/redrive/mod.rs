@@ -2,8 +2,8 @@
 //! (`collection`) and the dead-letter topic (`topic`), re-validates each original
 //! payload with the current validator, and puts the valid ones on the pipeline's
 //! channel with a re-drive ack, so they take the same batcher, writer and acks as any
-//! event and are stored under the id they would have got when first received: running
-//! it twice stores nothing twice. Collection dead letters that were re-driven are
+//! event and are stored under the id they would have got when first received
+//! (`doc_id`): running it twice stores nothing twice. Collection dead letters that were re-driven are
 //! marked `redriven_at` and skipped by later runs; the topic has no marks, its replays
 //! come back as duplicates. One re-drive runs at a time per instance; it streams its
 //! progress and ends with `done = true`.
@@ -32,9 +32,9 @@ use tracing::{info, warn};
 pub use plan::{plan, Plan};
 
 use crate::{
+    doc_id,
     event::{Ack, Incoming, Origin, RedriveAck, RequestAck},
     format::ValueDecoder,
-    pipeline::coordinate_id,
     proto::ingest::v1::{RedriveProgress, RedriveRequest},
     stats::Stats,
     validate::{Rules, ValidEvent},
@@ -283,20 +283,10 @@ impl Redriver {
     }
 }
 
-/// The `_id` a valid event gets (as `pipeline::document_id` gives it); None for a gRPC
-/// event without an id, which gets a fresh one.
+/// The `_id` a valid event gets (`doc_id::stable_id`); None for a gRPC event without
+/// an id, which gets a fresh one.
 fn original_id(event: &ValidEvent, origin: &Origin) -> Option<String> {
-    if !event.event_id().is_empty() {
-        return Some(event.event_id().to_string());
-    }
-    match origin {
-        Origin::Kafka {
-            topic,
-            partition,
-            offset,
-        } => Some(coordinate_id(topic, *partition, *offset)),
-        Origin::Grpc => None,
-    }
+    doc_id::stable_id(event.event_id(), origin.coordinates())
 }
 
 fn count(progress: &mut RedriveProgress, reason: &str) {
