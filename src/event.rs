@@ -74,12 +74,16 @@ impl Outcome {
     }
 }
 
-/// One event entering the pipeline: the bytes received (a Kafka message value, or one
-/// event of an IngestEvents request), the ack, when it arrived, and the trace it
-/// belongs to (only while traces are exported).
+/// One event entering the pipeline: the bytes received (a Kafka message value, one
+/// event of an IngestEvents request, or a re-driven dead letter's payload), the ack,
+/// when it arrived, and the trace it belongs to (only while traces are exported).
 #[derive(Debug)]
 pub struct Incoming {
     pub payload: Bytes,
+    /// The payload as already validated: a re-driven dead letter, which the re-drive
+    /// validates (it counts the ones still invalid). None: the pipeline validates
+    /// `payload`.
+    pub valid: Option<ValidEvent>,
     pub ack: Ack,
     pub received: Instant,
     pub trace: Option<opentelemetry::Context>,
@@ -133,6 +137,21 @@ pub struct DeadLetter {
     pub reason: &'static str,
     pub detail: String,
     pub origin: Origin,
+}
+
+impl DeadLetter {
+    /// The dead letter of an event refused with `outcome` (a validation rejection or a
+    /// permanent write refusal): the bytes received, the outcome's reason code and
+    /// detail, and where the event came from. None when `outcome` is no refusal.
+    pub fn of(payload: Bytes, origin: Origin, outcome: &Outcome) -> Option<Self> {
+        let (reason, detail) = outcome.refusal()?;
+        Some(DeadLetter {
+            payload,
+            reason,
+            detail: detail.to_string(),
+            origin,
+        })
+    }
 }
 
 /// Resolves an event's outcome back to its source.

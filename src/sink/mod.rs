@@ -20,8 +20,8 @@ use crate::{
     telemetry,
 };
 
-pub use dead_letter::DeadLetters;
 pub use classify::DocResult;
+pub use dead_letter::DeadLetters;
 pub use mongo::MongoWriter;
 pub use upsert::WriteMode;
 
@@ -59,15 +59,13 @@ impl Sink for Store {
                     DocResult::Duplicate => Outcome::Duplicate,
                     DocResult::Updated => Outcome::Updated,
                     DocResult::Failed(message) | DocResult::Retry(message) => {
-                        letters.push(DeadLetter {
-                            payload: pending.payload.clone(),
-                            reason: crate::event::WRITE_FAILED,
-                            detail: message.clone(),
-                            origin: pending.ack.origin(),
-                        });
                         Outcome::Failed(message)
                     }
                 };
+                if let Outcome::Failed(_) = &outcome {
+                    let (payload, origin) = (pending.payload.clone(), pending.ack.origin());
+                    letters.extend(DeadLetter::of(payload, origin, &outcome));
+                }
                 (pending, outcome)
             })
             .collect();

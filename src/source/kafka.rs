@@ -280,6 +280,7 @@ impl KafkaSource {
         }
         Incoming {
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+            valid: None,
             ack: Ack::Kafka(self.offsets.received(&self.topic, partition, offset)),
             received,
             trace: telemetry::enabled()
