@@ -22,6 +22,7 @@ pub mod batcher;
 pub mod config;
 pub mod conn;
 pub mod deps;
+pub mod doc_id;
 pub mod event;
 pub mod format;
 pub mod grpc;

@@ -24,7 +24,7 @@ use crate::{
     redrive::{Redriver, TopicSource},
     shutdown::Shutdown,
     sink::{
-        dead_letter::DlqProducer,
+        dead_letter::{self, DlqProducer},
         dlq_topic::{self, DlqAdmin, TopicState},
         mongo, DeadLetters, MongoWriter, Store,
     },
@@ -111,7 +111,7 @@ impl Clients {
                 librdkafka::check(config)?;
                 Some(KafkaClients {
                     consumer: kafka::consumer(config)?,
-                    producer: kafka::producer(config)?,
+                    producer: dead_letter::producer(config)?,
                     admin: dlq_topic::admin(config)
                         .map_err(|e| SettingError::caused("KAFKA_PROPERTIES", e.to_string(), e))?,
                 })

@@ -285,6 +285,7 @@ impl Reader {
         for (index, payload) in request.events().enumerate() {
             let item = Incoming {
                 payload,
+                valid: None,
                 ack: Ack::Grpc(GrpcAck::new(req.clone(), index as u32)),
                 received,
                 trace: trace.clone(),

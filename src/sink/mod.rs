@@ -1,5 +1,6 @@
 //! Where events end up: MongoDB for valid ones (`document` says how they are stored),
 //! the dead-letter destinations for the rest. `Store` is the pipeline's production `Sink`.
+pub mod classify;
 pub mod dead_letter;
 pub mod dlq_topic;
 pub mod document;
@@ -17,8 +18,9 @@ use crate::{
     telemetry,
 };
 
+pub use classify::DocResult;
 pub use dead_letter::DeadLetters;
-pub use mongo::{DocResult, MongoWriter};
+pub use mongo::MongoWriter;
 pub use upsert::WriteMode;
 
 /// MongoDB writer plus dead letters.
@@ -56,16 +58,12 @@ impl Sink for Store {
                     DocResult::Updated => Outcome::Updated,
                     DocResult::Failed(message)
                     | DocResult::Retry(message)
-                    | DocResult::DuplicateKey(message) => {
-                        letters.push(DeadLetter {
-                            payload: pending.payload.clone(),
-                            reason: crate::event::WRITE_FAILED,
-                            detail: message.clone(),
-                            origin: pending.ack.origin(),
-                        });
-                        Outcome::Failed(message)
-                    }
+                    | DocResult::DuplicateKey(message) => Outcome::Failed(message),
                 };
+                if let Outcome::Failed(_) = &outcome {
+                    let (payload, origin) = (pending.payload.clone(), pending.ack.origin());
+                    letters.extend(DeadLetter::of(payload, origin, &outcome));
+                }
                 (pending, outcome)
             })
             .collect();

@@ -3,7 +3,7 @@
 //! pause flag, watermarks and broker states). The rebalance and commit callbacks change
 //! no offsets: they send the source what happened (`acks::FromConsumer`), and the
 //! revoke callback commits the due offsets the source last published. Also the consumer
-//! and dead-letter producer settings, and `probe`, the one writer of "Kafka reachable".
+//! settings, and `probe`, the one writer of "Kafka reachable".
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex},
@@ -25,7 +25,6 @@ use crate::{
     config::SettingError,
     deps::{State, StateWriter},
     librdkafka::{client_config, creation_error, GroupProtocol},
-    sink::dead_letter::{DeliveryContext, DlqProducer},
     source::{
         acks::{ConsumerEvents, Durable, FromConsumer},
         reset::Resets,
@@ -338,21 +337,6 @@ pub fn consumer(cfg: &Config) -> Result<Arc<IngestConsumer>, SettingError> {
         .subscribe(&[&cfg.kafka_topic])
         .map_err(|e| SettingError::caused("KAFKA_TOPIC", e.to_string(), e))?;
     Ok(Arc::new(consumer))
-}
-
-/// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
-/// report can take, so a refusing topic costs at most that per attempt.
-pub fn producer(cfg: &Config) -> Result<DlqProducer, SettingError> {
-    let settings = [
-        ("message.timeout.ms", "10000".into()),
-        ("linger.ms", "5".into()),
-        // A letter is delivered once every in-sync replica has it (librdkafka's
-        // default, stated because a letter replaces the event's commit).
-        ("acks", "all".into()),
-    ];
-    client_config(cfg, &settings)
-        .create_with_context(DeliveryContext)
-        .map_err(|e| creation_error(cfg, &settings, e))
 }
 
 /// Publishes broker reachability, once a second, from librdkafka's own view of its

@@ -6,7 +6,7 @@ use mongodb::{
     Collection,
 };
 
-use super::{describe, DocResult};
+use crate::sink::classify::{describe, DocResult};
 
 /// `answers` (one per index in `open`) with every `DuplicateKey` resolved: Duplicate
 /// when a document with that `_id` is stored, Failed (a unique index on another field

@@ -1,4 +1,6 @@
-//! Unit tests of `mongo`.
+//! Unit tests of `classify`.
+use mongodb::bson::doc;
+
 use super::*;
 
 fn write_error(code: i32, message: &str) -> IndexedWriteError {
