@@ -12,6 +12,7 @@ use prometheus::{
 use strum::VariantArray;
 
 use crate::{
+    deps::Dependency,
     event::{LostAcks, Outcome, Source},
     validate::Reason,
 };
@@ -68,20 +69,6 @@ impl PauseReason {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
-}
-
-/// A dependency whose reachability `dependency_up` reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
-pub enum Dependency {
-    Mongodb,
-    Kafka,
-    /// The dead-letter destinations (the collection taking what the topic refuses).
-    #[strum(serialize = "dead_letters")]
-    DeadLetters,
-    /// Present only with `SCHEMA_REGISTRY_URL`.
-    #[strum(serialize = "schema_registry")]
-    SchemaRegistry,
 }
 
 /// The service's metrics, one registry per application instance (tests run several
@@ -418,8 +405,7 @@ impl Metrics {
 
     /// A dependency's reachability as health sees it.
     pub fn dependency_up(&self, dependency: Dependency, up: bool) {
-        let label: &'static str = dependency.into();
-        self.up.with_label_values(&[label]).set(up as i64);
+        (self.up.with_label_values(&[dependency.name()])).set(up as i64);
     }
 
     /// Counts of one source: (stored, duplicate, rejected, failed, updated).
