@@ -20,6 +20,7 @@ mod hostile_conns;
 mod hostile_h2;
 mod hostile_memory;
 mod hostile_schema;
+mod indexes;
 mod ingestctl;
 mod kafka;
 mod kafka_auth;

@@ -107,16 +107,41 @@ fn reason(e: &mongodb::error::Error) -> String {
     }
 }
 
-/// Creates the `ts` and `sku` indexes (idempotent).
+/// IndexOptionsConflict: an index on the same keys exists under another name or with
+/// other options (an operator's own `{sku: 1}`, say). MongoDB refuses a second index on
+/// one key pattern, so the existing one serves the queries and is kept.
+const INDEX_OPTIONS_CONFLICT: i32 = 85;
+/// IndexKeySpecsConflict: an index of that name exists over other keys; it is kept too.
+const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+
+/// Creates the `ts` and `sku` indexes (idempotent). An existing index that conflicts
+/// with one of them (same keys under another name, or the name over other keys) is kept
+/// with a warning: the indexes serve readers, and the service's writes need neither.
 pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), mongodb::error::Error> {
     let coll = db.collection::<RawDocumentBuf>(collection);
-    let models = ["ts", "sku"].map(|field| {
-        IndexModel::builder()
+    for field in ["ts", "sku"] {
+        let name = format!("{field}_1");
+        let model = IndexModel::builder()
             .keys(doc! { field: 1 })
-            .options(IndexOptions::builder().name(format!("{field}_1")).build())
-            .build()
-    });
-    coll.create_indexes(models).await?;
+            .options(IndexOptions::builder().name(name.clone()).build())
+            .build();
+        match coll.create_index(model).await {
+            Ok(_) => {}
+            Err(e) if is_index_conflict(&e) => warn!(
+                collection,
+                index = %name,
+                error = %reason(&e),
+                "an existing index conflicts with the start-up index; keeping the existing one"
+            ),
+            Err(e) => return Err(e),
+        }
+    }
     info!(collection, "indexes on ts and sku ensured");
     Ok(())
+}
+
+/// Whether a refusal means a conflicting index already exists.
+fn is_index_conflict(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, mongodb::error::ErrorKind::Command(c)
+        if [INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT].contains(&c.code))
 }
