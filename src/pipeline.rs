@@ -1,15 +1,16 @@
-//! The one pipeline: both sources put `Incoming` events on one bounded channel; this
-//! task validates each, batches the valid ones and collects the refused ones, and hands
-//! both to the sink — several tasks in flight, bounded by `WRITE_CONCURRENCY` slots
-//! that writes and dead-letter deliveries share. When every slot is busy the loop stops
-//! taking events, the channel fills and the sources slow down: backpressure, never
-//! loss, and never an unbounded number of tasks.
+//! The one pipeline: both sources put `Incoming` events on bounded channels (one for
+//! Kafka, one for gRPC events and re-drives); this task validates each, batches the
+//! valid ones and collects the refused ones, and hands both to the sink — several tasks
+//! in flight, bounded by `WRITE_CONCURRENCY` slots that writes and dead-letter
+//! deliveries share. When every slot is busy the loop stops taking events, the channels
+//! fill and the sources slow down: backpressure, never loss, and never an unbounded
+//! number of tasks.
 //!
 //! Group commit: a partial batch is written as soon as nothing more is ready on the
-//! channel and a slot is free, so at low load an event waits one MongoDB round trip;
+//! channels and a slot is free, so at low load an event waits one MongoDB round trip;
 //! while every slot is busy the batch keeps filling up to `BATCH_SIZE`. `FLUSH_INTERVAL`
 //! bounds how long an event may wait, and is never the usual wait. On stop the loop
-//! closes the channel, drains it, flushes and waits for every task before returning.
+//! closes the channels, drains them, flushes and waits for every task before returning.
 //!
 //! With `WRITE_MODE=upsert` a batch holding an event id that an earlier batch still in
 //! flight holds waits for that batch, so the last event per id in source order is the
@@ -23,10 +24,13 @@
 //! Retrying in place is not attempted: a sink that panicked once would panic again on
 //! the same events.
 //!
-//! Kafka events come on a channel of their own. A Kafka value whose schema the
+//! Kafka events come on a channel of their own. A consumed Kafka value whose schema the
 //! registry has to be asked about is decoded in a task of its own while the loop takes
 //! no more Kafka events (their channel fills and the source pauses fetching, in order),
-//! and gRPC events and re-drives go on: a registry that cannot answer holds Kafka only.
+//! and gRPC events go on. A re-driven Kafka dead letter is decoded on the loop itself:
+//! the re-drive looked its schema up before sending it, so the registry client answers
+//! from its cache, and only a cache that started over in between (past `MAX_CACHED`
+//! ids) makes the loop, gRPC events included, wait for a registry that cannot answer.
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
