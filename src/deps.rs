@@ -150,12 +150,9 @@ impl Dependencies {
 
     /// A dependency's state; None when it is not configured.
     pub fn state(&self, dependency: Dependency) -> Option<State> {
-        let (_, states) = self.table.iter().find(|(d, _)| *d == dependency)?;
-        let down = states
-            .iter()
-            .map(|s| s.borrow().clone())
-            .find(|s| !s.is_up());
-        Some(down.unwrap_or(State::Up))
+        self.states()
+            .find(|(d, _)| *d == dependency)
+            .map(|(_, s)| s)
     }
 
     /// Whether `dependency` is configured.
@@ -165,7 +162,10 @@ impl Dependencies {
 
     /// Every configured dependency and its state, in the order of [`Dependency::ALL`].
     pub fn states(&self) -> impl Iterator<Item = (Dependency, State)> + '_ {
-        (self.table.iter()).filter_map(|(d, _)| Some((*d, self.state(*d)?)))
+        self.table.iter().map(|(dependency, states)| {
+            let down = (states.iter().map(|s| s.borrow().clone())).find(|s| !s.is_up());
+            (*dependency, down.unwrap_or(State::Up))
+        })
     }
 
     /// The dead-letter topic's state; None when Kafka is disabled.
