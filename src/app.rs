@@ -90,6 +90,7 @@ impl Application {
         ));
         warn_missing_tokens(&config);
         let (health, health_service) = Health::new(writers.deps.clone(), stats.clone());
+        let auth_failures = crate::grpc::auth::AuthFailures::new(metrics.registry());
         let mut parts = Parts {
             shutdown: Shutdown::new(config.kafka_enabled),
             db: clients.db,
@@ -97,6 +98,7 @@ impl Application {
             stats,
             tasks: TaskTracker::new(),
             components: Vec::new(),
+            auth_failures,
             config,
         };
         parts.start(health.clone().run(parts.shutdown.background.clone()));

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use crate::{
     format::ValueFormat,
-    kafka_client::GroupProtocol,
+    librdkafka::GroupProtocol,
     sink::{document::DocumentFormat, upsert::WriteMode},
     validate::{self, NaiveTs},
 };
@@ -253,6 +253,7 @@ impl std::ops::Deref for MaskedUrl {
 
 mod derived;
 mod error;
+pub mod files;
 mod limits;
 mod mask;
 mod values;

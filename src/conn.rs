@@ -2,7 +2,8 @@
 //! open (past it the least recently active one is closed to make room for the new one,
 //! so idle connections cannot lock out probes and producers) and closes a connection
 //! that has received nothing for the idle timeout. A closed connection's reads and
-//! writes fail, which ends its HTTP or gRPC connection task.
+//! writes fail, which ends its HTTP or gRPC connection task. [`tune`] sets the socket
+//! options of every accepted connection.
 use std::{
     collections::HashMap,
     future::Future,
@@ -21,6 +22,30 @@ use tokio::{
     time::{Instant, Sleep},
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Idle time before the first TCP keepalive probe, and time between probes.
+const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the kernel drops the connection.
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Sets TCP_NODELAY (small responses such as acks and health answers are sent at
+/// once, not held back by Nagle's algorithm) and TCP keepalive (a peer that vanished
+/// without a FIN is noticed by the kernel, also on connections no protocol pings) on
+/// an accepted socket. A failure is logged and the connection kept.
+pub fn tune(stream: &tokio::net::TcpStream) {
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    if let Err(e) = sock
+        .set_tcp_nodelay(true)
+        .and_then(|()| sock.set_tcp_keepalive(&keepalive))
+    {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY or keepalive on a connection");
+    }
+}
 
 /// One open connection's standing.
 #[derive(Debug)]
@@ -183,18 +208,23 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     }
 }
 
-impl tonic::transport::server::Connected for Guarded<tokio::net::TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn accepted_sockets_get_nodelay_and_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        tune(&accepted);
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.tcp_nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_TIME);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn past_the_limit_the_least_recently_active_connection_is_closed() {

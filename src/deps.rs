@@ -37,6 +37,9 @@ impl State {
 pub struct StateWriter {
     name: &'static str,
     tx: watch::Sender<State>,
+    /// True until the first state set: a state that starts down ("not checked yet")
+    /// logs its first real reason even though it stays down.
+    initial: std::sync::atomic::AtomicBool,
 }
 
 /// Reads one state.
@@ -45,23 +48,31 @@ pub type StateReader = watch::Receiver<State>;
 /// A new state named `name` (for the log lines its changes produce), starting at `initial`.
 pub fn state(name: &'static str, initial: State) -> (StateWriter, StateReader) {
     let (tx, rx) = watch::channel(initial);
-    (StateWriter { name, tx }, rx)
+    let initial = std::sync::atomic::AtomicBool::new(true);
+    (StateWriter { name, tx, initial }, rx)
 }
 
 impl StateWriter {
     /// Sets the state; logs and returns true when it changed between up and down (a
-    /// new reason while down is recorded without a log line).
+    /// new reason while down is recorded without a log line, except the first one after
+    /// the initial state, so the log says why a dependency is down from the start:
+    /// `/health` shows reasons only to callers with the admin token).
     pub fn set(&self, new: State) -> bool {
         let mut changed = false;
+        let first = self
+            .initial
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        let mut log = false;
         self.tx.send_if_modified(|s| {
             if *s == new {
                 return false;
             }
             changed = s.is_up() != new.is_up();
+            log = changed || first;
             *s = new.clone();
             true
         });
-        if changed {
+        if log {
             match &new {
                 State::Up => info!(dependency = self.name, "up"),
                 State::Down(e) => warn!(dependency = self.name, error = %e, "down"),

@@ -1,6 +1,6 @@
 //! Unit test of the docs: docs/architecture.md's module map names every file under
 //! `src/`, by its path under `src/` or by its bare name in a paragraph that names its
-//! directory (`format/` … `json.rs`).
+//! directory (`format/` … `json.rs`), and every path it names exists.
 use std::{collections::BTreeSet, fs, path::Path};
 
 /// Every file under `dir`, as paths relative to `root`.
@@ -16,9 +16,10 @@ fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// The file paths the map's paragraphs name.
-fn named(map: &str) -> BTreeSet<String> {
-    let mut named = BTreeSet::new();
+/// The file paths the map's paragraphs name, and those it writes out with their
+/// directory.
+fn named(map: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut named, mut written) = (BTreeSet::new(), BTreeSet::new());
     for paragraph in map.split("\n\n") {
         let quoted: Vec<&str> = paragraph.split('`').skip(1).step_by(2).collect();
         let dirs: BTreeSet<&str> = (quoted.iter())
@@ -26,12 +27,14 @@ fn named(map: &str) -> BTreeSet<String> {
             .collect();
         for q in quoted.iter().filter(|q| q.contains('.')) {
             named.insert(q.to_string());
-            if !q.contains('/') {
+            if q.contains('/') {
+                written.insert(q.to_string());
+            } else {
                 named.extend(dirs.iter().map(|dir| format!("{dir}/{q}")));
             }
         }
     }
-    named
+    (named, written)
 }
 
 #[test]
@@ -43,12 +46,19 @@ fn the_module_map_names_every_file_under_src() {
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
         .expect("a Module map section");
-    let named = named(map);
+    let (named, written) = named(map);
     let mut all = Vec::new();
     files(&root.join("src"), &root.join("src"), &mut all);
     let missing: Vec<&String> = all.iter().filter(|f| !named.contains(*f)).collect();
     assert!(
         missing.is_empty(),
         "docs/architecture.md's module map does not name {missing:?}"
+    );
+    let stale: Vec<&String> = (written.iter())
+        .filter(|f| f.ends_with(".rs") && !all.contains(f))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/architecture.md's module map names files that do not exist: {stale:?}"
     );
 }

@@ -3,10 +3,9 @@
 //! final `Outcome`, a valid event waiting to be written (`Pending`) and a refused one on
 //! its way to a dead-letter destination (`DeadLetter`, which carries the bytes received).
 //! Kafka acks report to the source that owns the offsets (`KafkaAcked`, on the channel
-//! each ack holds); gRPC acks fill in their
-//! request's `IngestAck`, which is sent when the request's last event is resolved;
-//! re-drive acks do the same for a chunk of re-driven dead letters, and carry the
-//! dead letter's original origin.
+//! each ack holds); gRPC acks fill in their request's `IngestAck` (`request`), which is
+//! sent when the request's last event is resolved; re-drive acks do the same for a
+//! chunk of re-driven dead letters, and carry the dead letter's original origin.
 //!
 //! Every ack ends in one of two ways: `resolve` with an outcome, or `release` when the
 //! server stops before the event is handled (its source delivers it again). An ack
@@ -15,20 +14,19 @@
 //! Kafka source keeps the offset unresolved, so no commit passes it and the message is
 //! delivered again; a gRPC request or re-drive chunk is abandoned, so the producer
 //! resends it.
-use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+mod request;
+
+use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use prometheus::IntCounter;
-use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tokio::sync::mpsc;
 
 use crate::{
-    proto::ingest::v1 as pb,
+    doc_id::Coordinates,
     validate::{Rejection, ValidEvent},
 };
+
+pub use request::{LostAcks, RequestAck, RequestResult};
 
 /// The reason code of a document MongoDB refused for good (acks, dead letters, metrics).
 pub const WRITE_FAILED: &str = "write_failed";
@@ -76,12 +74,16 @@ impl Outcome {
     }
 }
 
-/// One event entering the pipeline: the bytes received (a Kafka message value, or one
-/// event of an IngestEvents request), the ack, when it arrived, and the trace it
-/// belongs to (only while traces are exported).
+/// One event entering the pipeline: the bytes received (a Kafka message value, one
+/// event of an IngestEvents request, or a re-driven dead letter's payload), the ack,
+/// when it arrived, and the trace it belongs to (only while traces are exported).
 #[derive(Debug)]
 pub struct Incoming {
     pub payload: Bytes,
+    /// The payload as already validated: a re-driven dead letter, which the re-drive
+    /// validates (it counts the ones still invalid). None: the pipeline validates
+    /// `payload`.
+    pub valid: Option<ValidEvent>,
     pub ack: Ack,
     pub received: Instant,
     pub trace: Option<opentelemetry::Context>,
@@ -90,7 +92,7 @@ pub struct Incoming {
 /// A valid event waiting to be written.
 #[derive(Debug)]
 pub struct Pending {
-    /// The document `_id`: the event id, or one derived from the Kafka coordinates.
+    /// The document `_id` (`doc_id::document_id`).
     pub id: String,
     pub event: ValidEvent,
     /// The bytes received, for the dead letter if MongoDB refuses the document.
@@ -112,6 +114,20 @@ pub enum Origin {
     Grpc,
 }
 
+impl Origin {
+    /// The Kafka coordinates; None for a gRPC event.
+    pub fn coordinates(&self) -> Option<Coordinates<'_>> {
+        match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => Some((topic, *partition, *offset)),
+            Origin::Grpc => None,
+        }
+    }
+}
+
 /// A refused event on its way to a dead-letter destination.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
@@ -121,6 +137,21 @@ pub struct DeadLetter {
     pub reason: &'static str,
     pub detail: String,
     pub origin: Origin,
+}
+
+impl DeadLetter {
+    /// The dead letter of an event refused with `outcome` (a validation rejection or a
+    /// permanent write refusal): the bytes received, the outcome's reason code and
+    /// detail, and where the event came from. None when `outcome` is no refusal.
+    pub fn of(payload: Bytes, origin: Origin, outcome: &Outcome) -> Option<Self> {
+        let (reason, detail) = outcome.refusal()?;
+        Some(DeadLetter {
+            payload,
+            reason,
+            detail: detail.to_string(),
+            origin,
+        })
+    }
 }
 
 /// Resolves an event's outcome back to its source.
@@ -268,6 +299,16 @@ impl Ack {
         }
     }
 
+    /// The Kafka coordinates the event was first read at (for a re-driven one, its
+    /// original ones); None for a gRPC event.
+    pub fn coordinates(&self) -> Option<Coordinates<'_>> {
+        match self {
+            Ack::Kafka(k) => Some((&k.topic, k.partition, k.offset)),
+            Ack::Grpc(_) => None,
+            Ack::Redrive(r) => r.origin.coordinates(),
+        }
+    }
+
     /// The event's origin, for its dead letter.
     pub fn origin(&self) -> Origin {
         match self {
@@ -333,121 +374,5 @@ pub fn resolve_all(acks: impl IntoIterator<Item = (Ack, Outcome)>) {
     }
 }
 
-/// How one IngestEvents request ends: its ack, or the reason it was abandoned (the
-/// server stopped before taking all of its events; the producer resends it).
-pub type RequestResult = Result<pb::IngestAck, String>;
-
-/// Collects the outcomes of one gRPC request's events.
-#[derive(Debug)]
-pub struct RequestAck {
-    inner: Mutex<RequestInner>,
-    /// `ingest_acks_lost_total` by source.
-    lost: LostAcks,
-}
-
-/// The counters of acks dropped unresolved, by source (`ingest_acks_lost_total`).
-#[derive(Clone, Debug)]
-pub struct LostAcks {
-    pub kafka: IntCounter,
-    pub grpc: IntCounter,
-}
-
-impl LostAcks {
-    /// The counter of `source`.
-    pub fn of(&self, source: Source) -> &IntCounter {
-        match source {
-            Source::Kafka => &self.kafka,
-            Source::Grpc => &self.grpc,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct RequestInner {
-    remaining: usize,
-    ack: pb::IngestAck,
-    tx: Option<oneshot::Sender<RequestResult>>,
-}
-
-impl RequestAck {
-    /// A request of `events` events; the receiver yields its ack. A lost ack of one of
-    /// them is counted in `lost`.
-    pub fn new(
-        seq: u64,
-        events: usize,
-        lost: LostAcks,
-    ) -> (Arc<Self>, oneshot::Receiver<RequestResult>) {
-        let (tx, rx) = oneshot::channel();
-        let this = Arc::new(RequestAck {
-            lost,
-            inner: Mutex::new(RequestInner {
-                remaining: events,
-                ack: pb::IngestAck {
-                    seq,
-                    ..Default::default()
-                },
-                tx: Some(tx),
-            }),
-        });
-        if events == 0 {
-            this.finish_if_done(&mut this.inner.lock().expect("request lock"));
-        }
-        (this, rx)
-    }
-
-    fn resolve(&self, index: u32, outcome: Outcome) {
-        let mut inner = self.inner.lock().expect("request lock");
-        match &outcome {
-            Outcome::Stored => inner.ack.accepted += 1,
-            Outcome::Duplicate => inner.ack.duplicates += 1,
-            Outcome::Updated => inner.ack.updated += 1,
-            refused => {
-                let (reason, detail) = refused.refusal().expect("a refused outcome");
-                inner.ack.rejected.push(pb::Rejection {
-                    index,
-                    reason: reason.to_string(),
-                    detail: detail.to_string(),
-                });
-            }
-        }
-        inner.remaining = inner.remaining.saturating_sub(1);
-        self.finish_if_done(&mut inner);
-    }
-
-    fn finish_if_done(&self, inner: &mut RequestInner) {
-        if inner.remaining == 0 {
-            if let Some(tx) = inner.tx.take() {
-                let mut ack = std::mem::take(&mut inner.ack);
-                ack.rejected.sort_by_key(|r| r.index);
-                let _ = tx.send(Ok(ack));
-            }
-        }
-    }
-
-    /// The ack of event `index` was dropped unresolved: reported, and the request is
-    /// abandoned so that its producer resends it (every event has an idempotent `_id`
-    /// or is a new document).
-    fn lost(&self, index: u32, source: Source) {
-        self.lost.of(source).inc();
-        error!(
-            index,
-            "an event's ack was dropped unresolved; its request is abandoned"
-        );
-        self.abandon(format!(
-            "the outcome of event {index} was lost (a write task ended without one); \
-             resend the request"
-        ));
-    }
-
-    /// Abandons the request (the server is stopping before all of its events were
-    /// taken); later outcomes are ignored.
-    pub fn abandon(&self, why: String) {
-        if let Some(tx) = self.inner.lock().expect("request lock").tx.take() {
-            let _ = tx.send(Err(why));
-        }
-    }
-}
-
 #[cfg(test)]
-#[path = "event_tests.rs"]
 mod tests;

@@ -1,5 +1,6 @@
 //! The HTTP side (warp): `GET /metrics` (Prometheus text), `GET /health` (JSON, 200 when
-//! serving, 503 when not), `GET /stats` (JSON, GetStats' figures) and `POST /shutdown`
+//! serving, 503 when not; the dependencies' error messages, which name hosts, only for
+//! a caller with the admin token), `GET /stats` (JSON, GetStats' figures) and `POST /shutdown`
 //! (the graceful shutdown, guarded by `authorization: Bearer <ADMIN_TOKEN>`), as the
 //! Python service offered them; plus `GET /`, a self-contained status page
 //! (`status.html`) that polls `/stats`.
@@ -19,7 +20,7 @@ mod serve;
 
 use crate::{
     conn::Gate,
-    grpc::auth::{self, Denied},
+    grpc::auth::{self, AuthFailures, Denied},
     health::Health,
     stats::Stats,
 };
@@ -30,6 +31,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// The token `POST /shutdown` requires; None disables it.
     pub admin_token: Option<SecretString>,
+    /// Where refused tokens are logged and counted.
+    pub auth_failures: AuthFailures,
     /// Cancelling it starts the graceful shutdown (the `requested` signal).
     pub shutdown: CancellationToken,
 }
@@ -45,19 +48,16 @@ pub struct ShutdownReply {
     pub hint: Option<&'static str>,
 }
 
-/// The answer to `POST /shutdown` with this `authorization` value: 202 when the token
-/// is right (the caller then starts the shutdown), 401 when it is missing or wrong, 403
-/// when no admin token is configured.
-pub fn shutdown_reply(
-    authorization: Option<&str>,
-    token: Option<&SecretString>,
-) -> (StatusCode, ShutdownReply) {
+/// The answer to `POST /shutdown` after this token check (`auth::check`): 202 when the
+/// token is right (the caller then starts the shutdown), 401 when it is missing or
+/// wrong, 403 when no admin token is configured.
+pub fn shutdown_reply(checked: Result<(), Denied>) -> (StatusCode, ShutdownReply) {
     let refused = |message, hint| ShutdownReply {
         status: "refused",
         message,
         hint,
     };
-    match auth::check(authorization, token) {
+    match checked {
         Ok(()) => (
             StatusCode::ACCEPTED,
             ShutdownReply {
@@ -96,6 +96,7 @@ fn routes(
         stats,
         health,
         admin_token,
+        auth_failures,
         shutdown,
     } = shared;
     let metrics = {
@@ -109,21 +110,36 @@ fn routes(
             .into_response()
         })
     };
-    let health_route = warp::path!("health").and(warp::get()).map(move || {
-        let code = if health.published() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        warp::reply::with_status(warp::reply::json(&health.report()), code).into_response()
-    });
+    let health_route = {
+        let (token, failures) = (Arc::new(admin_token.clone()), auth_failures.clone());
+        warp::path!("health")
+            .and(warp::get())
+            .and(warp::header::optional::<String>("authorization"))
+            .map(move |authorization: Option<String>| {
+                let detailed = authorization.is_some_and(|a| {
+                    let checked = auth::check(Some(&a), Option::as_ref(&token));
+                    if let Err(denied) = checked {
+                        failures.refused("http", "GET /health", None, denied);
+                    }
+                    checked.is_ok()
+                });
+                let code = if health.published() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let report = serde_json::to_value(health.report()).expect("a JSON report");
+                let body = if detailed { report } else { coarse(report) };
+                warp::reply::with_status(warp::reply::json(&body), code).into_response()
+            })
+    };
     let stats_route = warp::path!("stats")
         .and(warp::get())
         .map(move || warp::reply::json(&stats.snapshot()).into_response());
     let status_page = warp::path::end()
         .and(warp::get())
         .map(|| warp::reply::html(STATUS_PAGE).into_response());
-    let shutdown_route = shutdown_route(admin_token, shutdown);
+    let shutdown_route = shutdown_route(admin_token, auth_failures, shutdown);
     metrics
         .or(health_route)
         .unify()
@@ -135,9 +151,20 @@ fn routes(
         .unify()
 }
 
+/// `/health`'s report without the dependencies' error messages (`*_error`), which can
+/// name hosts and users: the states (`up`, `down`, …) are for anyone, the reasons for
+/// a caller with the admin token and for the log.
+pub fn coarse(mut report: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = report.as_object_mut() {
+        fields.retain(|k, _| !k.ends_with("_error"));
+    }
+    report
+}
+
 /// `POST /shutdown`: answers as `shutdown_reply` says and, on 202, cancels `shutdown`.
 fn shutdown_route(
     admin_token: Option<SecretString>,
+    auth_failures: AuthFailures,
     shutdown: CancellationToken,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let admin_token = Arc::new(admin_token);
@@ -148,7 +175,11 @@ fn shutdown_route(
             let authorization = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            let (code, body) = shutdown_reply(authorization, Option::as_ref(&admin_token));
+            let checked = auth::check(authorization, Option::as_ref(&admin_token));
+            if let Err(denied) = checked {
+                auth_failures.refused("http", "POST /shutdown", None, denied);
+            }
+            let (code, body) = shutdown_reply(checked);
             let reply = warp::reply::with_status(warp::reply::json(&body), code);
             if code == StatusCode::ACCEPTED {
                 info!("shutdown requested over HTTP");
@@ -179,9 +210,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_coarse_health_report_keeps_the_states_and_drops_the_reasons() {
+        let report = serde_json::json!({
+            "status": "not_serving",
+            "mongodb": "down",
+            "mongodb_error": "connection refused by mongodb-0.mongodb.prod:27017",
+            "dead_letter_topic": "ready",
+            "dead_letter_topic_error": "x",
+            "shutting_down": false,
+        });
+        assert_eq!(
+            coarse(report),
+            serde_json::json!({
+                "status": "not_serving",
+                "mongodb": "down",
+                "dead_letter_topic": "ready",
+                "shutting_down": false,
+            })
+        );
+    }
+
+    #[test]
     fn shutdown_answers_by_token() {
         let token = SecretString::from("t0k".to_string());
-        let (code, body) = shutdown_reply(Some("Bearer t0k"), Some(&token));
+        let reply = |authorization, token| shutdown_reply(auth::check(authorization, token));
+        let (code, body) = reply(Some("Bearer t0k"), Some(&token));
         assert_eq!((code, body.status), (StatusCode::ACCEPTED, "shutting_down"));
         for (authorization, message) in [
             (None, "missing header `authorization: Bearer <token>`"),
@@ -191,11 +244,11 @@ mod tests {
             ),
             (Some("Bearer t0"), "invalid token"),
         ] {
-            let (code, body) = shutdown_reply(authorization, Some(&token));
+            let (code, body) = reply(authorization, Some(&token));
             assert_eq!((code, body.message), (StatusCode::UNAUTHORIZED, message));
             assert_eq!(body.status, "refused");
         }
-        let (code, body) = shutdown_reply(Some("Bearer t0k"), None);
+        let (code, body) = reply(Some("Bearer t0k"), None);
         assert_eq!(code, StatusCode::FORBIDDEN);
         assert!(body.hint.unwrap().contains("ADMIN_TOKEN"));
     }

@@ -1,7 +1,8 @@
 //! The `sales-ingest` binary: parse configuration (exit 2 naming a bad variable), set
 //! up logging, build and run the application until SIGTERM, SIGINT, the Shutdown RPC or
 //! `POST /shutdown`. `sales-ingest healthcheck [ADDR]` probes a running server instead.
-use std::process::ExitCode;
+//! Secrets given as files (`ADMIN_TOKEN_FILE`, …: `config::files`) are read first.
+use std::{ffi::OsString, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use sales_ingest::{telemetry, Application, Config, Stopped};
@@ -17,7 +18,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "sales-ingest",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = "Secrets may be given as files instead: ADMIN_TOKEN_FILE, PRODUCER_TOKEN_FILE, \
+MONGODB_URL_FILE, KAFKA_SASL_PASSWORD_FILE, KAFKA_PROPERTIES_FILE, SCHEMA_REGISTRY_URL_FILE, \
+SCHEMA_REGISTRY_PASSWORD_FILE name a file holding the value."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    secrets_from_files();
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         if !e.use_stderr() {
             e.exit() // --help, --version
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
     });
     if let Some(Command::Healthcheck { addr }) = cli.command {
         return runtime().block_on(async {
-            match sales_ingest::probe::check(&addr, "").await {
+            match sales_ingest::healthcheck::check(&addr, "").await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("unhealthy: {e}");
@@ -56,9 +61,8 @@ fn main() -> ExitCode {
         });
     }
     let config = cli.config;
-    telemetry::init(&config.rust_log, config.log_format);
-    tracing::info!(config = ?config, "effective configuration");
     let rt = runtime();
+    // The exporter comes first: the subscriber is built with its layer.
     let traces = match rt.block_on(async { telemetry::init_traces() }) {
         Ok(traces) => traces,
         Err(e) => {
@@ -66,10 +70,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    telemetry::install(&config.rust_log, config.log_format, &traces);
+    tracing::info!(config = ?config, "effective configuration");
     let code = rt.block_on(run(config));
     // The exporter flushes through the runtime's tasks, so the runtime is still up.
     traces.shutdown();
     code
+}
+
+/// Sets each secret given as a file (`X_FILE`) as its variable, before the
+/// configuration is parsed and before any thread starts; exits 2 naming `X_FILE` when
+/// both forms are given or the file cannot be read.
+fn secrets_from_files() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match sales_ingest::config::files::from_files(|k| std::env::var_os(k), &args) {
+        Ok(values) => {
+            for (var, value) in values {
+                std::env::set_var(var, value);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -95,6 +95,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The registry, for metrics a component registers itself.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The counters that acks dropped unresolved report to.
     pub fn lost_acks(&self) -> LostAcks {
         LostAcks {

@@ -1,10 +1,9 @@
-//! The one pipeline: both sources put `Incoming` events on bounded channels (one for
-//! Kafka, one for gRPC events and re-drives); this task validates each, batches the
-//! valid ones and collects the refused ones, and hands both to the sink — several tasks
-//! in flight, bounded by `WRITE_CONCURRENCY` slots that writes and dead-letter
-//! deliveries share. When every slot is busy the loop stops taking events, the channels
-//! fill and the sources slow down: backpressure, never loss, and never an unbounded
-//! number of tasks.
+//! The one pipeline: the sources put `Incoming` events on its bounded channels (one for
+//! Kafka, one for gRPC and re-drives); this task validates each, batches the valid ones
+//! and collects the refused ones, and hands both to the sink — several tasks in flight,
+//! bounded by `WRITE_CONCURRENCY` slots that writes and dead-letter deliveries share.
+//! When every slot is busy the loop stops taking events, the channels fill and the
+//! sources slow down: backpressure, never loss, and never an unbounded number of tasks.
 //!
 //! Group commit: a partial batch is written as soon as nothing more is ready on the
 //! channels and a slot is free, so at low load an event waits one MongoDB round trip;
@@ -14,7 +13,7 @@
 //!
 //! With `WRITE_MODE=upsert` a batch holding an event id that an earlier batch still in
 //! flight holds waits for that batch, so the last event per id in source order is the
-//! one written last (`sink::upsert::InFlight`).
+//! one written last (`inflight`).
 //!
 //! A task that dies (a panic in the sink) is never silent: the loop notices it when it
 //! joins the task and fails the service loudly (`Shutdown::fail`: health NOT_SERVING,
@@ -24,19 +23,21 @@
 //! Retrying in place is not attempted: a sink that panicked once would panic again on
 //! the same events.
 //!
-//! Kafka events come on a channel of their own. A consumed Kafka value whose schema the
+//! Kafka events come on a channel of their own. A Kafka value whose schema the
 //! registry has to be asked about is decoded in a task of its own while the loop takes
 //! no more Kafka events (their channel fills and the source pauses fetching, in order),
-//! and gRPC events go on. A re-driven Kafka dead letter is decoded on the loop itself:
-//! the re-drive looked its schema up before sending it, so the registry client answers
-//! from its cache, and only a cache that started over in between (past `MAX_CACHED`
-//! ids) makes the loop, gRPC events included, wait for a registry that cannot answer.
+//! and gRPC events and re-drives go on: a registry that cannot answer holds Kafka only.
+//! Re-driven dead letters arrive validated (the re-drive decodes them, waiting for the
+//! registry in its own task), so the pipeline validates each event once. The write and
+//! dead-letter tasks are in `tasks`.
+mod inflight;
+mod tasks;
+
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use mongodb::bson::oid::ObjectId;
 use tokio::{
-    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, Semaphore},
     task::{JoinError, JoinHandle, JoinSet},
     time::{sleep_until, Instant},
 };
@@ -44,13 +45,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     batcher::Batcher,
-    event::{self, Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
+    doc_id,
+    event::{Ack, DeadLetter, Incoming, Origin, Outcome, Pending},
     format::ValueDecoder,
     metrics::Metrics,
     shutdown::Shutdown,
-    sink::upsert::{InFlight, WriteMode},
+    sink::upsert::WriteMode,
     validate::{Rejection, Rules, ValidEvent},
 };
+
+use inflight::InFlight;
+use tasks::Refused;
 
 /// The pipeline's input channels.
 pub struct Queues {
@@ -92,14 +97,6 @@ pub struct PipelineConfig {
     pub values: ValueDecoder,
     /// `WRITE_MODE`: in `upsert`, writes of one id keep their source order.
     pub write_mode: WriteMode,
-}
-
-/// A refused event waiting for its dead letter to be durable before it is acked.
-struct Refused {
-    letter: DeadLetter,
-    ack: Ack,
-    outcome: Outcome,
-    received: std::time::Instant,
 }
 
 struct Pipeline<S> {
@@ -157,36 +154,14 @@ pub async fn run<S: Sink>(
             checked = async { (&mut p.held.as_mut().expect("held").task).await }, if p.held.is_some() => {
                 p.held_done(checked).await;
             }
-            item = recv(&mut kafka_rx), if kafka_open && p.held.is_none() => {
-                let Some(item) = item else {
-                    kafka_open = false;
-                    continue;
-                };
-                p.admit(item, true).await;
-                for _ in 1..p.batch_size {
-                    if p.held.is_some() {
-                        break;
-                    }
-                    match kafka_rx.as_mut().map(|k| k.try_recv()) {
-                        Some(Ok(item)) => p.admit(item, true).await,
-                        _ => break,
-                    }
-                }
-            }
-            item = rx.recv(), if others_open => {
-                let Some(item) = item else {
-                    others_open = false;
-                    continue;
-                };
-                p.admit(item, false).await;
-                // Take what else is ready, up to one batch per wake-up.
-                for _ in 1..p.batch_size {
-                    match rx.try_recv() {
-                        Ok(item) => p.admit(item, false).await,
-                        Err(_) => break,
-                    }
-                }
-            }
+            item = recv(&mut kafka_rx), if kafka_open && p.held.is_none() => match item {
+                Some(item) => p.take_kafka(item, kafka_rx.as_mut().expect("kafka")).await,
+                None => kafka_open = false,
+            },
+            item = rx.recv(), if others_open => match item {
+                Some(item) => p.take_others(item, &mut rx).await,
+                None => others_open = false,
+            },
         }
         let idle = rx.is_empty() && kafka_rx.as_ref().is_none_or(|k| k.is_empty());
         if idle && p.slots.available_permits() > 0 {
@@ -240,6 +215,33 @@ impl<S: Sink> Pipeline<S> {
             }
         }
     }
+    /// Admits a Kafka event and what else is ready on its channel, up to one batch per
+    /// wake-up; stops early once an event waits for the schema registry.
+    async fn take_kafka(&mut self, item: Incoming, rx: &mut mpsc::Receiver<Incoming>) {
+        self.admit(item, true).await;
+        for _ in 1..self.batch_size {
+            if self.held.is_some() {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(item) => self.admit(item, true).await,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Admits a gRPC event or re-drive and what else is ready, up to one batch per
+    /// wake-up.
+    async fn take_others(&mut self, item: Incoming, rx: &mut mpsc::Receiver<Incoming>) {
+        self.admit(item, false).await;
+        for _ in 1..self.batch_size {
+            match rx.try_recv() {
+                Ok(item) => self.admit(item, false).await,
+                Err(_) => break,
+            }
+        }
+    }
+
     /// A task ended: one that died fails the service (its acks report themselves lost).
     fn joined(&self, joined: Result<(), JoinError>) {
         if let Err(e) = joined {
@@ -251,7 +253,10 @@ impl<S: Sink> Pipeline<S> {
 
     /// Validates one event, then [`Self::admit_checked`]. A Kafka event (`from_kafka`)
     /// whose value needs the schema registry is decoded in a task of its own and held.
-    async fn admit(&mut self, item: Incoming, from_kafka: bool) {
+    async fn admit(&mut self, mut item: Incoming, from_kafka: bool) {
+        if let Some(event) = item.valid.take() {
+            return self.admit_checked(item, Ok(event)).await;
+        }
         if !is_kafka_value(&item.ack) {
             let checked = self.rules.decode(&item.payload);
             return self.admit_checked(item, checked).await;
@@ -281,6 +286,7 @@ impl<S: Sink> Pipeline<S> {
     async fn admit_checked(&mut self, item: Incoming, checked: Checked) {
         let Incoming {
             payload,
+            valid: _,
             ack,
             received,
             trace,
@@ -288,7 +294,7 @@ impl<S: Sink> Pipeline<S> {
         match checked {
             Ok(event) => {
                 let pending = Pending {
-                    id: document_id(&event, &ack),
+                    id: doc_id::document_id(event.event_id(), ack.coordinates()),
                     event,
                     payload,
                     ack,
@@ -300,16 +306,13 @@ impl<S: Sink> Pipeline<S> {
                 }
             }
             Err(rejection) => {
-                let letter = DeadLetter {
-                    payload,
-                    reason: rejection.reason.code(),
-                    detail: rejection.detail.clone(),
-                    origin: ack.origin(),
-                };
+                let outcome = Outcome::Rejected(rejection);
+                let letter = DeadLetter::of(payload, ack.origin(), &outcome)
+                    .expect("a rejection is a refusal");
                 self.refused.push(Refused {
                     letter,
                     ack,
-                    outcome: Outcome::Rejected(rejection),
+                    outcome,
                     received,
                 });
                 if self.refused.len() >= self.batch_size {
@@ -329,64 +332,6 @@ impl<S: Sink> Pipeline<S> {
             self.spawn_dead_letters().await;
         }
     }
-
-    /// Waits for a slot: this is where backpressure holds the loop.
-    async fn slot(&self) -> OwnedSemaphorePermit {
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
-    }
-
-    async fn spawn_write(&mut self, batch: Vec<Pending>) {
-        let permit = self.slot().await;
-        let mut turn = self.in_flight.as_mut().map(|f| {
-            f.register(
-                batch
-                    .iter()
-                    .filter(|p| !p.event.event_id.is_empty())
-                    .map(|p| p.id.as_str()),
-            )
-        });
-        let (sink, metrics) = (self.sink.clone(), self.metrics.clone());
-        self.tasks.spawn(async move {
-            let size = batch.len();
-            if let Some(turn) = &mut turn {
-                turn.wait().await;
-            }
-            let results = sink.write(batch).await;
-            if let Some(turn) = turn {
-                let _ = turn.done.send(true);
-            }
-            drop(permit);
-            metrics.batch_written(size);
-            let done = std::time::Instant::now();
-            event::resolve_all(results.into_iter().map(|(pending, outcome)| {
-                let took = done.saturating_duration_since(pending.received);
-                metrics.event_resolved(pending.ack.source(), &outcome, took);
-                (pending.ack, outcome)
-            }));
-        });
-    }
-
-    async fn spawn_dead_letters(&mut self) {
-        let refused = std::mem::take(&mut self.refused);
-        let permit = self.slot().await;
-        let (sink, metrics) = (self.sink.clone(), self.metrics.clone());
-        self.tasks.spawn(async move {
-            let (letters, rest): (Vec<_>, Vec<_>) = refused
-                .into_iter()
-                .map(|r| (r.letter, (r.ack, r.outcome, r.received)))
-                .unzip();
-            sink.dead_letter(letters).await;
-            drop(permit);
-            for (ack, outcome, received) in rest {
-                metrics.event_resolved(ack.source(), &outcome, received.elapsed());
-                ack.resolve(outcome);
-            }
-        });
-    }
 }
 
 /// Whether the event is a Kafka value (consumed, or a re-driven Kafka dead letter), read
@@ -399,33 +344,5 @@ fn is_kafka_value(ack: &Ack) -> bool {
     }
 }
 
-/// The `_id`: the producer's event id; for a Kafka event without one, its coordinates
-/// (so a redelivery can never make a second document); for a gRPC event without one,
-/// a fresh ObjectId (such producers get no idempotent retries). A re-driven dead
-/// letter gets the id its event would have got when it was first received.
-pub fn document_id(event: &ValidEvent, ack: &Ack) -> String {
-    if !event.event_id.is_empty() {
-        return event.event_id.clone();
-    }
-    match ack {
-        Ack::Kafka(k) => coordinate_id(&k.topic, k.partition, k.offset),
-        Ack::Redrive(r) => match &r.origin {
-            Origin::Kafka {
-                topic,
-                partition,
-                offset,
-            } => coordinate_id(topic, *partition, *offset),
-            Origin::Grpc => ObjectId::new().to_hex(),
-        },
-        Ack::Grpc(_) => ObjectId::new().to_hex(),
-    }
-}
-
-/// The `_id` of a Kafka event sent without an event id: `<topic>:<partition>:<offset>`.
-pub fn coordinate_id(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}:{partition}:{offset}")
-}
-
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;

@@ -1,57 +1,125 @@
-//! Logging and traces. Logging: one subscriber, text or JSON, filtered by RUST_LOG
-//! (librdkafka's and the MongoDB driver's `log` records flow into it too). Traces: with
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are
-//! exported over OTLP/gRPC, configured by the standard `OTEL_*` variables (checked by
-//! `otel_env`); without it no span is created anywhere, so the hot path pays one relaxed
-//! load per batch.
+//! Logging and traces, one `tracing` subscriber for both. Logging: text or JSON on
+//! stderr, filtered by RUST_LOG (librdkafka's and the MongoDB driver's `log` records
+//! flow into it too). Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, the subscriber gets a second layer,
+//! `tracing-opentelemetry`'s, which exports the crate's INFO spans over OTLP/gRPC,
+//! configured by the standard `OTEL_*` variables (checked by `otel_env`). The spans made
+//! for the exporter alone have the target `SPANS`: the log layer never takes them, so
+//! without an exporter no layer wants them and each is disabled at its callsite (one
+//! cached interest load), and their fields are never recorded.
 mod otel_env;
-
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    OnceLock,
-};
+#[cfg(test)]
+mod tests;
 
 use opentelemetry::{
-    global::{self, BoxedTracer},
     propagation::{Extractor, TextMapPropagator},
-    trace::{Span, SpanKind, TraceContextExt, Tracer},
-    Context, KeyValue,
+    trace::{TraceContextExt, TracerProvider as _},
+    Context,
 };
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing::{Level, Metadata, Span};
+use tracing_log::AsLog;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    filter::{filter_fn, FilterExt},
+    fmt,
+    layer::SubscriberExt,
+    EnvFilter, Layer, Registry,
+};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber writing to stderr; returns false if one was already
-/// installed (tests install one per process).
-pub fn init(filter: &str, format: LogFormat) -> bool {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().try_init().is_ok(),
-        LogFormat::Text => builder.try_init().is_ok(),
-    }
-}
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
+/// The target of the spans made only for the trace exporter (`ingest.request`,
+/// `kafka.message`, `kafka.batch`, `mongodb.insert_many`, `dead_letter.send`).
+pub const SPANS: &str = "sales_ingest::spans";
 
 /// The service name spans carry when `OTEL_SERVICE_NAME` is unset.
 const SERVICE_NAME: &str = "sales-ingest";
 
-/// The trace exporter while it runs; `shutdown` flushes the spans still buffered.
-pub struct Traces(Option<SdkTracerProvider>);
+/// The trace exporter while it runs (nothing when no OTLP endpoint is set); `shutdown`
+/// flushes the spans still buffered.
+pub struct Traces(Option<Exporter>);
+
+struct Exporter {
+    provider: SdkTracerProvider,
+    /// The endpoint, password masked, for the start-up log line.
+    shown: String,
+}
 
 impl Traces {
+    /// No exporter: logs only.
+    pub fn off() -> Self {
+        Traces(None)
+    }
+
     /// Flushes and stops the exporter.
     pub fn shutdown(self) {
-        if let Some(provider) = self.0 {
-            ENABLED.store(false, Ordering::Relaxed);
-            if let Err(e) = provider.shutdown() {
+        if let Some(exporter) = self.0 {
+            if let Err(e) = exporter.provider.shutdown() {
                 tracing::warn!(error = %e, "flushing the trace exporter failed");
             }
         }
     }
+}
+
+/// Installs the global subscriber, logs only; returns false if one was already
+/// installed (tests install one per process).
+pub fn init(filter: &str, format: LogFormat) -> bool {
+    install(filter, format, &Traces::off())
+}
+
+/// Installs the global subscriber: the log layer writing to stderr and, when `traces`
+/// has an exporter, the layer exporting spans to it. False if one was already installed.
+pub fn install(filter: &str, format: LogFormat, traces: &Traces) -> bool {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_level = filter.max_level_hint();
+    let subscriber = tracing_subscriber::registry().with(layers(filter, format, traces));
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        return false;
+    }
+    // `log` records below the log layer's level are dropped by `log` itself, unseen.
+    let log_level = log_level.unwrap_or(tracing::level_filters::LevelFilter::TRACE);
+    let _ = tracing_log::LogTracer::builder()
+        .with_max_level(log_level.as_log())
+        .init();
+    if let Some(exporter) = &traces.0 {
+        tracing::info!(endpoint = %exporter.shown, "exporting traces over OTLP/gRPC");
+    }
+    true
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The log layer (every record `filter` passes, except the exporter's spans) and, with
+/// an exporter, the span-exporting layer.
+fn layers(filter: EnvFilter, format: LogFormat, traces: &Traces) -> Vec<BoxedLayer> {
+    let logs = filter.and(filter_fn(|m| m.target() != SPANS));
+    let fmt = fmt::layer().with_writer(std::io::stderr);
+    let mut layers = vec![match format {
+        LogFormat::Json => fmt.json().with_filter(logs).boxed(),
+        LogFormat::Text => fmt.with_filter(logs).boxed(),
+    }];
+    if let Some(exporter) = &traces.0 {
+        layers.push(span_layer(&exporter.provider).boxed());
+    }
+    layers
+}
+
+/// The layer exporting the crate's spans at INFO and above (never log records) to
+/// `provider`: span names, `otel.kind` and the fields as attributes, nothing added.
+fn span_layer(provider: &SdkTracerProvider) -> impl Layer<Registry> + Send + Sync {
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("sales-ingest"))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(exported))
+}
+
+/// Whether the span exporter takes the span or event `m` describes.
+fn exported(m: &Metadata<'_>) -> bool {
+    let ours = m.target() == "sales_ingest" || m.target().starts_with("sales_ingest::");
+    m.is_span() && ours && *m.level() <= Level::INFO
 }
 
 /// Starts the OTLP trace exporter when an OTLP endpoint is configured, after checking
@@ -70,7 +138,7 @@ pub fn init_traces() -> Result<Traces, String> {
             .map(|s| (v, s))
     });
     let Some((var, url)) = endpoint else {
-        return Ok(Traces(None));
+        return Ok(Traces::off());
     };
     if url
         .parse::<tonic::codegen::http::Uri>()
@@ -103,21 +171,13 @@ pub fn init_traces() -> Result<Traces, String> {
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name(name).build())
         .build();
-    global::set_tracer_provider(provider.clone());
-    let _ = TRACER.set(global::tracer("sales-ingest"));
-    ENABLED.store(true, Ordering::Relaxed);
     let shown = crate::config::mask_url_password(&url);
-    tracing::info!(endpoint = %shown, "exporting traces over OTLP/gRPC");
-    Ok(Traces(Some(provider)))
+    Ok(Traces(Some(Exporter { provider, shown })))
 }
 
-/// Whether spans are being exported.
+/// Whether spans are being exported: the exporter's layer is installed.
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
-fn tracer() -> Option<&'static BoxedTracer> {
-    enabled().then(|| TRACER.get()).flatten()
+    tracing::span_enabled!(target: SPANS, Level::INFO)
 }
 
 /// The W3C trace context a producer sent (`traceparent`, `tracestate`), as the parent
@@ -139,41 +199,22 @@ pub fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Con
     TraceContextPropagator::new().extract(&Headers(traceparent, tracestate))
 }
 
-/// A span of `kind` named `name` under `parent` (a root span when `parent` carries
-/// none), with `attributes` and links to `links`; None while traces are off.
-pub fn start(
-    name: &'static str,
-    kind: SpanKind,
-    parent: &Context,
-    links: &[&Context],
-    attributes: Vec<KeyValue>,
-) -> Option<opentelemetry::global::BoxedSpan> {
-    let tracer = tracer()?;
-    let links = links
-        .iter()
-        .map(|c| c.span().span_context().clone())
-        .filter(|sc| sc.is_valid())
-        .map(opentelemetry::trace::Link::with_context)
-        .collect();
-    Some(
-        tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_attributes(attributes)
-            .with_links(links)
-            .start_with_context(tracer, parent),
-    )
+/// Makes `span` a child of `parent` and ends it at once; its context, as the parent of
+/// what follows it. None while `span` is disabled (no exporter).
+pub fn mark(span: Span, parent: Context) -> Option<Context> {
+    if span.is_disabled() {
+        return None;
+    }
+    let _ = span.set_parent(parent);
+    Some(span.context())
 }
 
-/// A span that ends at once, as the parent context of what follows it.
-pub fn mark(
-    name: &'static str,
-    kind: SpanKind,
-    parent: &Context,
-    attributes: Vec<KeyValue>,
-) -> Option<Context> {
-    let mut span = start(name, kind, parent, &[], attributes)?;
-    let cx = Context::new().with_remote_span_context(span.span_context().clone());
-    span.end();
-    Some(cx)
+/// Links `span` to the first 128 of the span contexts in `traces`, skipping invalid ones.
+pub fn link<'a>(span: &Span, traces: impl Iterator<Item = &'a Context>) {
+    for cx in traces.take(128) {
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.add_link(sc);
+        }
+    }
 }

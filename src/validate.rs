@@ -2,17 +2,15 @@
 //! (which cannot be invalid) or a `Rejection` with a reason code out. The limits, the
 //! naive-timestamp policy and the topic whose generated ids are reserved are a `Rules`
 //! value (from the configuration); `validate` and `decode` apply the defaults.
-//! Timestamp parsing is in `ts`, the reserved event ids in `reserved`.
-mod reserved;
+//! Timestamp parsing is in `ts`; the reserved event ids are the ones `doc_id` generates.
 mod ts;
 
 use std::borrow::Cow;
 
 use prost::Message;
 
-use crate::proto::sales::v1::SalesEvent;
+use crate::{doc_id::generated_coordinates, proto::sales::v1::SalesEvent};
 
-pub use reserved::generated_coordinates;
 pub use ts::NaiveTs;
 
 /// Longest accepted sku by default, in characters (`MAX_SKU_CHARS`).
@@ -82,18 +80,67 @@ impl Rejection {
     }
 }
 
-/// An event that passed validation. `ts_millis` is the parsed timestamp (UTC epoch
-/// milliseconds); `ts` is the string the producer sent, moved out of the decoded event
-/// (no copy) for the `legacy` document format.
+/// An event that passed validation: only the validator makes one (`Rules::validate`),
+/// so holding one means every rule held; the rest of the service reads its fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidEvent {
-    pub sku: String,
-    pub qty: i32,
-    pub price: f64,
-    pub ts: String,
-    pub ts_millis: i64,
-    /// Empty when the producer sent none.
-    pub event_id: String,
+    sku: String,
+    qty: i32,
+    price: f64,
+    ts: String,
+    ts_millis: i64,
+    event_id: String,
+}
+
+impl ValidEvent {
+    /// The sku: not blank, at most `MAX_SKU_CHARS` characters.
+    pub fn sku(&self) -> &str {
+        &self.sku
+    }
+
+    /// The quantity, in `1..=MAX_QTY`.
+    pub fn qty(&self) -> i32 {
+        self.qty
+    }
+
+    /// The unit price: finite, in `0..=MAX_PRICE`.
+    pub fn price(&self) -> f64 {
+        self.price
+    }
+
+    /// The `ts` string the producer sent, moved out of the decoded event (no copy), for
+    /// the `legacy` document format.
+    pub fn ts(&self) -> &str {
+        &self.ts
+    }
+
+    /// The parsed timestamp, UTC epoch milliseconds.
+    pub fn ts_millis(&self) -> i64 {
+        self.ts_millis
+    }
+
+    /// The producer's event id; empty when it sent none (or a blank one).
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// An event with any field values, valid or not, for the tests of what reads one
+    /// (the document encoding at the types' extremes).
+    #[cfg(test)]
+    pub(crate) fn unchecked(
+        (sku, qty, price): (&str, i32, f64),
+        (ts, ts_millis): (&str, i64),
+        event_id: &str,
+    ) -> Self {
+        Self {
+            sku: sku.into(),
+            qty,
+            price,
+            ts: ts.into(),
+            ts_millis,
+            event_id: event_id.into(),
+        }
+    }
 }
 
 /// The limits and the timestamp policy the validator applies (`MAX_QTY`, `MAX_PRICE`,
@@ -222,8 +269,16 @@ impl Rules {
                 ),
             ));
         }
-        if let Some((partition, offset)) = generated_coordinates(event_id, &self.kafka_topic) {
-            return Err(Rejection::new(
+        self.check_not_reserved(event_id)?;
+        Ok(ts_millis)
+    }
+
+    /// Refuses an event id equal to the `_id` the service generates for a Kafka event of
+    /// the topic it reads (`doc_id`).
+    fn check_not_reserved(&self, event_id: &str) -> Result<(), Rejection> {
+        match generated_coordinates(event_id, &self.kafka_topic) {
+            None => Ok(()),
+            Some((partition, offset)) => Err(Rejection::new(
                 Reason::ReservedEventId,
                 format!(
                     "event_id {event_id:?} is reserved: it is the _id of the event at \
@@ -231,9 +286,8 @@ impl Rules {
                      has no event_id",
                     self.kafka_topic
                 ),
-            ));
+            )),
         }
-        Ok(ts_millis)
     }
 }
 

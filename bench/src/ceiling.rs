@@ -94,7 +94,7 @@ pub async fn run(
         }
         let valid = validate(events::event("c", i))
             .map_err(|r| anyhow::anyhow!("generated event {i} is invalid: {r:?}"))?;
-        let d = mongo::to_document(&valid.event_id, &valid, "kafka", now);
+        let d = mongo::to_document(valid.event_id(), &valid, "kafka", now);
         batches.last_mut().expect("a batch").push(d);
     }
 

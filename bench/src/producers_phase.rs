@@ -1,6 +1,8 @@
 //! Phases 6 and 7, small gRPC producers against the service's default BATCH_SIZE and
 //! FLUSH_INTERVAL: a fresh gRPC-only service; each producer is one
-//! `IngestEvents/Stream` stream with a window of one request of one event, so it sends
+//! `IngestEvents/Stream` stream on its own connection, as a fleet of producer processes
+//! has (one connection holds at most GRPC_MAX_STREAMS_PER_CONNECTION streams), with a
+//! window of one request of one event, so it sends
 //! the next request only once the previous one is acknowledged (durable). Phase 6 is
 //! one such producer for a set number of requests, phase 7 many at once for a set time.
 //! Each request's ack latency (send → ack received) is recorded; the events/s count
@@ -97,7 +99,10 @@ pub async fn run(ctx: &Ctx, load: &Load) -> Result<PhaseResult> {
             Until::Requests(n) => n,
             Until::Elapsed(_) => u64::MAX,
         };
-        tasks.spawn(producer(svc.channel(), p, requests, deadline));
+        let channel = Channel::from_shared(svc.grpc_url.clone())
+            .context("the service's gRPC URL")?
+            .connect_lazy();
+        tasks.spawn(producer(channel, p, requests, deadline));
     }
     let mut latencies_ms = Vec::new();
     while let Some(joined) = tasks.join_next().await {

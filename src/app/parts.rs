@@ -16,15 +16,15 @@ use crate::{
     deps::{self, Dependencies, Dependency, State, StateWriter},
     event::Incoming,
     format::{Registry, ValueDecoder},
-    grpc::{self, admin::Admin, budget::Budget, ingest::Ingest},
+    grpc::{self, admin::Admin, auth::AuthFailures, budget::Budget, ingest::Ingest},
     health::Health,
-    http, kafka_client,
+    http, librdkafka,
     metrics::Metrics,
     pipeline::{self, PipelineConfig},
     redrive::{Redriver, TopicSource},
     shutdown::Shutdown,
     sink::{
-        dead_letter::DlqProducer,
+        dead_letter::{self, DlqProducer},
         dlq_topic::{self, DlqAdmin, TopicState},
         mongo, DeadLetters, MongoWriter, Store,
     },
@@ -97,7 +97,7 @@ pub(super) struct KafkaClients {
 pub(super) struct Clients {
     pub(super) db: mongodb::Database,
     pub(super) kafka: Option<KafkaClients>,
-    pub(super) tls: Option<tonic::transport::ServerTlsConfig>,
+    pub(super) tls: Option<Arc<grpc::tls::Tls>>,
 }
 
 impl Clients {
@@ -110,10 +110,10 @@ impl Clients {
         })?;
         let kafka = match config.kafka_enabled {
             true => {
-                kafka_client::check(config)?;
+                librdkafka::check(config)?;
                 Some(KafkaClients {
                     consumer: kafka::consumer(config)?,
-                    producer: kafka::producer(config)?,
+                    producer: dead_letter::producer(config)?,
                     admin: dlq_topic::admin(config)
                         .map_err(|e| SettingError::caused("KAFKA_PROPERTIES", e.to_string(), e))?,
                 })
@@ -121,11 +121,11 @@ impl Clients {
             false => None,
         };
         let tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
-            (Some(cert), Some(key)) => Some(grpc::tls_config(
-                cert,
-                key,
-                config.grpc_tls_client_ca.as_deref(),
-            )?),
+            (Some(cert), Some(key)) => Some(Arc::new(grpc::tls::Tls::load(grpc::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.grpc_tls_client_ca.clone(),
+            })?)),
             _ => None,
         };
         let db = client.database(&config.mongodb_database);
@@ -142,6 +142,8 @@ pub(super) struct Parts {
     pub(super) shutdown: Shutdown,
     pub(super) tasks: TaskTracker,
     pub(super) components: Vec<Task>,
+    /// Refused bearer tokens on both ports (`auth_failures_total`).
+    pub(super) auth_failures: AuthFailures,
 }
 
 impl Parts {
@@ -306,7 +308,7 @@ impl Parts {
             events_collection: config.mongodb_collection.clone(),
             dlq_collection: config.dlq_collection(),
             topic: config.kafka_enabled.then(|| TopicSource {
-                client: kafka_client::client_config(config, &[]),
+                client: librdkafka::client_config(config, &[]),
                 topic: config.dlq_topic(),
                 group: config.kafka_group_id.clone(),
             }),
@@ -320,6 +322,7 @@ impl Parts {
         Admin {
             stats: self.stats.clone(),
             admin_token: config.admin_token().cloned(),
+            auth_failures: self.auth_failures.clone(),
             paused,
             shutdown: self.shutdown.requested.clone(),
             seek,
@@ -334,12 +337,18 @@ impl Parts {
             tx,
             streams: Arc::new(Semaphore::new(config.grpc_max_streams as usize)),
             max_streams: config.grpc_max_streams as usize,
+            shares: grpc::shares::Shares::new(
+                config
+                    .limits
+                    .streams_per_connection(config.grpc_max_streams),
+            ),
             max_events_per_request: config.grpc_max_events_per_request as usize,
             budget: Budget::new(
                 config.limits.grpc_max_buffered_bytes as usize,
                 config.grpc_max_message_bytes as usize,
             ),
             producer_token: config.producer_token().cloned(),
+            auth_failures: self.auth_failures.clone(),
             idle_timeout: config.grpc_stream_idle_timeout(),
             stop: self.shutdown.requested.clone(),
             tracker: self.tasks.clone(),
@@ -369,6 +378,7 @@ impl Parts {
             stats: self.stats.clone(),
             health: health.clone(),
             admin_token: self.config.admin_token().cloned(),
+            auth_failures: self.auth_failures.clone(),
             shutdown: self.shutdown.requested.clone(),
         };
         let stop = self.shutdown.background.clone();

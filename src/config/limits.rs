@@ -21,10 +21,18 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams (calls) on one gRPC connection.
     #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub grpc_max_concurrent_streams: u32,
+    /// IngestEvents streams one gRPC connection may hold of the GRPC_MAX_STREAMS slots
+    /// (at most GRPC_MAX_STREAMS), so one connection cannot take every slot.
+    #[arg(long, env = "GRPC_MAX_STREAMS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub grpc_max_streams_per_connection: u32,
     /// Seconds a gRPC connection lives before the server asks it to close (GOAWAY);
-    /// its calls then have 30 s more to finish.
+    /// its calls then have GRPC_MAX_CONNECTION_AGE_GRACE more to finish.
     #[arg(long, env = "GRPC_MAX_CONNECTION_AGE", default_value_t = 3600.0, value_parser = positive_seconds)]
     pub grpc_max_connection_age: f64,
+    /// Seconds the calls of a connection past GRPC_MAX_CONNECTION_AGE have to finish
+    /// before the connection is closed.
+    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_GRACE", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub grpc_max_connection_age_grace: f64,
     /// Open connections to the HTTP port; past it the least recently active connection
     /// is closed for the new one.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=100_000))]
@@ -39,6 +47,17 @@ impl Limits {
     /// GRPC_MAX_CONNECTION_AGE as a duration.
     pub fn grpc_max_connection_age(&self) -> Duration {
         Duration::from_secs_f64(self.grpc_max_connection_age)
+    }
+
+    /// GRPC_MAX_CONNECTION_AGE_GRACE as a duration.
+    pub fn grpc_max_connection_age_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.grpc_max_connection_age_grace)
+    }
+
+    /// The streams one gRPC connection may hold: GRPC_MAX_STREAMS_PER_CONNECTION, at
+    /// most `max_streams` (GRPC_MAX_STREAMS).
+    pub fn streams_per_connection(&self, max_streams: u32) -> usize {
+        self.grpc_max_streams_per_connection.min(max_streams) as usize
     }
 
     /// CONNECTION_IDLE_TIMEOUT as a duration.

@@ -294,7 +294,7 @@ fn gssapi_is_refused_because_this_librdkafka_has_no_gssapi() {
 
 #[test]
 fn the_group_protocol_defaults_to_classic_and_unset_timings_stay_unset() {
-    use crate::kafka_client::GroupProtocol;
+    use crate::librdkafka::GroupProtocol;
     let c = parse(&[]).unwrap();
     assert_eq!(c.kafka_group_protocol, GroupProtocol::Classic);
     assert_eq!(c.kafka_session_timeout_ms, None);

@@ -5,7 +5,9 @@
 //! the field's default. A field given twice, under either name, is an error. Unknown
 //! keys are ignored, as the Protobuf decoder ignores unknown fields. A leading UTF-8
 //! byte order mark is skipped. Anything else is an error whose text becomes the
-//! `malformed` detail.
+//! `malformed` detail; it quotes at most 64 characters of an offending value and is
+//! at most 256 characters long, so a producer cannot make the service copy a large
+//! value into every dead letter, ack and log line.
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -18,6 +20,20 @@ pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The SalesEvent fields, by the index `field` gives them, under their proto names.
 const FIELDS: [&str; 5] = ["sku", "qty", "price", "ts", "event_id"];
+
+/// The most characters of an offending value a detail quotes.
+const MAX_QUOTE_CHARS: usize = 64;
+
+/// The most characters of a detail.
+const MAX_DETAIL_CHARS: usize = 256;
+
+/// `s` cut to `max` characters, saying how long it was.
+fn bounded(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes in all)", &s[..at], s.len()),
+    }
+}
 
 /// The field a key names, under either name style.
 fn field(key: &str) -> Option<usize> {
@@ -68,7 +84,8 @@ pub fn parse(bytes: &[u8]) -> Result<SalesEvent, String> {
     if crate::format::first_non_blank(bytes) == Some(b'[') {
         return Err("json: the value is a JSON array, not a SalesEvent object".into());
     }
-    let Fields(fields) = serde_json::from_slice(bytes).map_err(|e| format!("json: {e}"))?;
+    let Fields(fields) = serde_json::from_slice(bytes)
+        .map_err(|e| bounded(&format!("json: {e}"), MAX_DETAIL_CHARS))?;
     let mut event = SalesEvent::default();
     let mut seen: [Option<&str>; 5] = [None; 5];
     for (key, value) in &fields {
@@ -84,7 +101,10 @@ pub fn parse(bytes: &[u8]) -> Result<SalesEvent, String> {
         if value.is_null() {
             continue;
         }
-        let wrong = |expected: &str| format!("json: field {key:?} must be {expected}, not {value}");
+        let wrong = |expected: &str| {
+            let quoted = bounded(&value.to_string(), MAX_QUOTE_CHARS);
+            format!("json: field {key:?} must be {expected}, not {quoted}")
+        };
         match field {
             0 => event.sku = string(value).ok_or_else(|| wrong("a string"))?,
             1 => event.qty = int32(value).ok_or_else(|| wrong("an int32 number or string"))?,
@@ -254,5 +274,26 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
         assert!(parse(b"[1, 2]").unwrap_err().contains("json"));
         assert!(parse(br#"{"sku": "a"} trailing"#).is_err());
+    }
+
+    #[test]
+    fn a_detail_quotes_a_bounded_part_of_a_large_value() {
+        let big = "x".repeat(100_000);
+        let err = parse(format!(r#"{{"qty": "{big}"}}"#).as_bytes()).unwrap_err();
+        assert!(
+            err.starts_with(r#"json: field "qty" must be an int32 number or string, not "xxx"#),
+            "{err}"
+        );
+        assert!(err.ends_with("(100002 bytes in all)"), "{err}");
+        assert!(err.chars().count() < 150, "{err}");
+        let err = parse(format!(r#""{big}""#).as_bytes()).unwrap_err();
+        assert!(
+            err.chars().count() <= 256 + 30,
+            "{} characters",
+            err.chars().count()
+        );
+        assert!(err.starts_with("json: "), "{err}");
+        let small = parse(br#"{"sku": 5}"#).unwrap_err();
+        assert_eq!(small, r#"json: field "sku" must be a string, not 5"#);
     }
 }

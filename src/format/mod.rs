@@ -249,7 +249,7 @@ mod tests {
         let pb = with_sku("{SKU-0001}").encode_to_vec();
         assert_eq!(&pb[..3], b"\n\n{");
         assert_eq!(detect(&pb), ValueFormat::Json);
-        assert_eq!(decode(ValueFormat::Auto, &pb).unwrap().sku, "{SKU-0001}");
+        assert_eq!(decode(ValueFormat::Auto, &pb).unwrap().sku(), "{SKU-0001}");
         // Pinned to JSON, it is not read as Protobuf.
         let err = decode(ValueFormat::Json, &pb).unwrap_err();
         assert!(err.detail.starts_with("expected json"), "{}", err.detail);

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::{
-    grpc::auth::require_admin,
+    grpc::auth::AuthFailures,
     proto::ingest::v1::{self as pb, ingest_admin_server::IngestAdmin},
     redrive::Redriver,
     source::seek::SeekHandle,
@@ -23,6 +23,8 @@ const KAFKA_DISABLED: &str = "Kafka consumption is disabled (KAFKA_ENABLED=false
 pub struct Admin {
     pub stats: Arc<Stats>,
     pub admin_token: Option<SecretString>,
+    /// Where refused tokens are logged and counted.
+    pub auth_failures: AuthFailures,
     pub paused: watch::Sender<bool>,
     pub shutdown: CancellationToken,
     /// The Kafka source's seek handle; None when Kafka is disabled.
@@ -33,7 +35,8 @@ pub struct Admin {
 
 impl Admin {
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        require_admin(req.metadata(), self.admin_token.as_ref())
+        self.auth_failures
+            .require_admin(req, self.admin_token.as_ref())
     }
 
     fn set_paused(&self, paused: bool) -> Result<bool, Status> {

@@ -29,13 +29,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use opentelemetry::{trace::SpanKind, KeyValue};
-
 use crate::{
     event::{Ack, GrpcAck, Incoming, LostAcks, RequestAck, RequestResult},
     grpc::{
-        auth::require_bearer,
+        auth::AuthFailures,
         budget::{Budget, Held},
+        shares::{Share, Shares},
         wire::ScannedRequest,
     },
     proto::{ingest::v1::IngestAck, raw_ingest_events::ingest_events_server::IngestEvents},
@@ -50,9 +49,13 @@ pub struct Ingest {
     pub tx: mpsc::Sender<Incoming>,
     pub streams: Arc<Semaphore>,
     pub max_streams: usize,
+    /// Each connection's share of `streams`.
+    pub shares: Arc<Shares>,
     pub max_events_per_request: usize,
     pub budget: Budget,
     pub producer_token: Option<SecretString>,
+    /// Where refused tokens are logged and counted.
+    pub auth_failures: AuthFailures,
     pub idle_timeout: Duration,
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
@@ -83,11 +86,18 @@ impl IngestEvents for Ingest {
         req: Request<Streaming<ScannedRequest>>,
     ) -> Result<Response<AckStream>, Status> {
         if let Some(token) = &self.producer_token {
-            require_bearer(req.metadata(), token)?;
+            self.auth_failures.require_bearer(&req, token)?;
         }
         if self.stop.is_cancelled() {
             return Err(Status::unavailable("server is shutting down"));
         }
+        let share = self.shares.take(req.remote_addr()).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "this connection holds its share of IngestEvents streams \
+                 (GRPC_MAX_STREAMS_PER_CONNECTION={})",
+                self.shares.per_connection()
+            ))
+        })?;
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "too many concurrent IngestEvents streams (GRPC_MAX_STREAMS={})",
@@ -113,7 +123,7 @@ impl IngestEvents for Ingest {
             lost: self.lost.clone(),
             idle_timeout: self.idle_timeout,
             stop: self.stop.clone(),
-            _permit: permit,
+            _slot: (permit, share),
         };
         self.tracker.spawn(reader.run());
         Ok(Response::new(Box::pin(ack_stream(owed_rx, unacked))))
@@ -174,7 +184,8 @@ struct Reader {
     lost: LostAcks,
     idle_timeout: Duration,
     stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    /// The stream's GRPC_MAX_STREAMS slot and its place in its connection's share.
+    _slot: (OwnedSemaphorePermit, Share),
 }
 
 impl Reader {
@@ -262,19 +273,19 @@ impl Reader {
         }
         let received = Instant::now();
         let trace = self.parent.as_ref().and_then(|parent| {
-            telemetry::mark(
+            let span = tracing::info_span!(
+                target: telemetry::SPANS,
                 "ingest.request",
-                SpanKind::Server,
-                parent,
-                vec![
-                    KeyValue::new("ingest.seq", seq as i64),
-                    KeyValue::new("ingest.events", count as i64),
-                ],
-            )
+                otel.kind = "server",
+                ingest.seq = seq as i64,
+                ingest.events = count as i64,
+            );
+            telemetry::mark(span, parent.clone())
         });
         for (index, payload) in request.events().enumerate() {
             let item = Incoming {
                 payload,
+                valid: None,
                 ack: Ack::Grpc(GrpcAck::new(req.clone(), index as u32)),
                 received,
                 trace: trace.clone(),

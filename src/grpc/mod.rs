@@ -1,20 +1,22 @@
 //! The gRPC server: IngestAdmin, IngestEvents, grpc.health.v1 (tonic-health) and
 //! server reflection v1 and v1alpha (tonic-reflection), on one listener, with HTTP/2
-//! keepalive so dead peers are noticed and a 10 s TLS handshake limit. TLS material is
-//! parsed at start-up, so a bad certificate or key stops the process naming the variable.
+//! keepalive so dead peers are noticed, on the connections `listen` accepts (TLS, with
+//! certificates reloaded when their files change, from `tls`).
 pub mod admin;
 pub mod auth;
 pub mod budget;
 pub mod ingest;
+pub mod listen;
+pub mod shares;
+pub mod tls;
 pub mod wire;
 
-use std::{future::Future, path::Path, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
-use crate::{config::SettingError, conn::Gate};
+use crate::conn::Gate;
 
 use crate::proto::{
     ingest::v1::ingest_admin_server::IngestAdminServer,
@@ -27,9 +29,6 @@ const LOCAL_ERROR_RESETS: usize = 64;
 
 /// Bytes of headers a call may send.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-
-/// Time the calls of a connection past GRPC_MAX_CONNECTION_AGE have to finish.
-const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 
 /// Time a call has until its response starts (unary admin calls answer within it; a
 /// stream's response starts at once and lasts as long as the stream).
@@ -44,54 +43,7 @@ pub struct Services {
     /// Connection and stream limits.
     pub limits: crate::config::Limits,
     /// TLS (and client-certificate verification) when configured.
-    pub tls: Option<ServerTlsConfig>,
-}
-
-/// The TLS settings from PEM files: a certificate chain and key, and optionally a CA
-/// that client certificates must chain to (mTLS). Each file is read and parsed here;
-/// errors name the variable.
-pub fn tls_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<ServerTlsConfig, SettingError> {
-    let read = |var: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|e| {
-            SettingError::caused(var, format!("cannot read {}: {e}", path.display()), e)
-        })
-    };
-    let certs = |var: &'static str, pem: &[u8], path: &Path| {
-        let n = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SettingError::caused(var, format!("{}: {e}", path.display()), e))?
-            .len();
-        if n == 0 {
-            return Err(SettingError::new(
-                var,
-                format!("{} holds no PEM certificate", path.display()),
-            ));
-        }
-        Ok(())
-    };
-    let cert_pem = read("GRPC_TLS_CERT", cert)?;
-    certs("GRPC_TLS_CERT", &cert_pem, cert)?;
-    let key_pem = read("GRPC_TLS_KEY", key)?;
-    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        SettingError::caused(
-            "GRPC_TLS_KEY",
-            format!("{} holds no PEM private key: {e}", key.display()),
-            e,
-        )
-    })?;
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .timeout(Duration::from_secs(10));
-    if let Some(ca) = client_ca {
-        let ca_pem = read("GRPC_TLS_CLIENT_CA", ca)?;
-        certs("GRPC_TLS_CLIENT_CA", &ca_pem, ca)?;
-        tls = tls.client_ca_root(Certificate::from_pem(ca_pem));
-    }
-    Ok(tls)
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight calls.
@@ -118,33 +70,14 @@ pub async fn serve(
         .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .max_connection_age(limits.grpc_max_connection_age())
-        .max_connection_age_grace(CONNECTION_AGE_GRACE)
+        .max_connection_age_grace(limits.grpc_max_connection_age_grace())
         .timeout(CALL_TIMEOUT);
     let gate = Gate::new(
         "GRPC_MAX_CONNECTIONS",
         limits.grpc_max_connections as usize,
         limits.connection_idle_timeout(),
     );
-    let incoming = futures::stream::unfold(listener, move |listener| {
-        let gate = gate.clone();
-        async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        return Some((Ok::<_, std::io::Error>(gate.admit(stream)), listener))
-                    }
-                    Err(e) => {
-                        // Out of file descriptors, typically: wait instead of spinning.
-                        tracing::warn!(error = %e, "gRPC accept error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }
-    });
-    if let Some(tls) = services.tls {
-        builder = builder.tls_config(tls)?;
-    }
+    let incoming = listen::incoming(listener, gate, services.tls);
     builder
         .add_service(services.health)
         .add_service(reflection_v1)

@@ -61,6 +61,7 @@ pub async fn serve<F>(
                 }
             },
         };
+        crate::conn::tune(&stream);
         let io = TokioIo::new(gate.admit(stream));
         let svc = TowerToHyperService::new(warp::service(filter.clone()));
         let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();

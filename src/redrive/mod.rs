@@ -1,9 +1,10 @@
 //! RedriveDeadLetters: reads dead letters back from the dead-letter collection
 //! (`collection`) and the dead-letter topic (`topic`), re-validates each original
 //! payload with the current validator, and puts the valid ones on the pipeline's
-//! channel with a re-drive ack, so they take the same batcher, writer and acks as any
-//! event and are stored under the id they would have got when first received: running
-//! it twice stores nothing twice. Collection dead letters that were re-driven are
+//! channel, validated (the pipeline does not validate them again), with a re-drive ack,
+//! so they take the same batcher, writer and acks as any event and are stored under the
+//! id they would have got when first received (`doc_id`): running it twice stores
+//! nothing twice. Collection dead letters that were re-driven are
 //! marked `redriven_at` and skipped by later runs; the topic has no marks, its replays
 //! come back as duplicates. One re-drive runs at a time per instance; it streams its
 //! progress and ends with `done = true`.
@@ -32,10 +33,10 @@ use tracing::{info, warn};
 pub use plan::{plan, Plan};
 
 use crate::{
+    doc_id,
     event::{Ack, Incoming, Origin, RedriveAck, RequestAck},
     format::ValueDecoder,
-    pipeline::coordinate_id,
-    proto::ingest::v1::{RedriveProgress, RedriveRequest},
+    proto::ingest::v1::{IngestAck, RedriveProgress, RedriveRequest},
     stats::Stats,
     validate::{Rules, ValidEvent},
 };
@@ -188,7 +189,30 @@ impl Redriver {
         if self.stop.is_cancelled() {
             return Err(stopping());
         }
-        let mut valid: Vec<(Letter, Origin, ValidEvent)> = Vec::new();
+        let valid = self.examine(chunk, progress).await?;
+        if plan.dry_run {
+            self.count_dry(&valid, progress).await?;
+            return Ok(Vec::new());
+        }
+        let (marked, ack) = self.redrive(valid).await?;
+        progress.stored += u64::from(ack.accepted);
+        progress.duplicates += u64::from(ack.duplicates);
+        progress.updated += u64::from(ack.updated);
+        for r in &ack.rejected {
+            count(progress, &r.reason);
+        }
+        Ok(marked)
+    }
+
+    /// Re-validates each dead letter of a chunk, counting those still invalid or
+    /// without a way to their original `_id`; returns the valid ones with the origin
+    /// their `_id` follows from.
+    async fn examine(
+        &self,
+        chunk: Vec<Letter>,
+        progress: &mut RedriveProgress,
+    ) -> Result<Vec<(Letter, Origin, ValidEvent)>, Status> {
+        let mut valid = Vec::new();
         for letter in chunk {
             progress.examined += 1;
             let checked = match letter.problem {
@@ -198,24 +222,31 @@ impl Redriver {
             match (checked, letter.origin.clone()) {
                 (Err(reason), _) => count(progress, reason),
                 (Ok(event), Some(origin)) => valid.push((letter, origin, event)),
-                (Ok(event), None) if !event.event_id.is_empty() => {
+                (Ok(event), None) if !event.event_id().is_empty() => {
                     // The id is the event's own; the origin only labels the document.
                     valid.push((letter, Origin::Grpc, event))
                 }
                 (Ok(_), None) => count(progress, NO_COORDINATES),
             }
         }
-        if plan.dry_run {
-            self.count_dry(&valid, progress).await?;
-            return Ok(Vec::new());
-        }
+        Ok(valid)
+    }
+
+    /// Puts the valid dead letters on the pipeline's channel, validated (the pipeline
+    /// does not validate them again), and awaits their outcomes; returns the collection
+    /// ids to mark and the chunk's ack.
+    async fn redrive(
+        &self,
+        valid: Vec<(Letter, Origin, ValidEvent)>,
+    ) -> Result<(Vec<Bson>, IngestAck), Status> {
         let lost = self.stats.metrics().lost_acks();
         let (request, acked) = RequestAck::new(0, valid.len(), lost);
         let mut marked = Vec::with_capacity(valid.len());
-        for (index, (letter, origin, _)) in valid.into_iter().enumerate() {
+        for (index, (letter, origin, event)) in valid.into_iter().enumerate() {
             marked.extend(letter.doc_id);
             let item = Incoming {
                 payload: letter.payload,
+                valid: Some(event),
                 ack: Ack::Redrive(RedriveAck::new(origin, request.clone(), index as u32)),
                 received: std::time::Instant::now(),
                 trace: None,
@@ -238,13 +269,7 @@ impl Redriver {
             .await
             .map_err(|_| Status::internal("the re-drive's outcomes were lost"))?
             .map_err(|why| Status::unavailable(format!("re-drive interrupted: {why}")))?;
-        progress.stored += u64::from(ack.accepted);
-        progress.duplicates += u64::from(ack.duplicates);
-        progress.updated += u64::from(ack.updated);
-        for r in &ack.rejected {
-            count(progress, &r.reason);
-        }
-        Ok(marked)
+        Ok((marked, ack))
     }
 
     /// A dry run's count: a valid event whose id is already stored is a duplicate; the
@@ -283,20 +308,10 @@ impl Redriver {
     }
 }
 
-/// The `_id` a valid event gets (as `pipeline::document_id` gives it); None for a gRPC
-/// event without an id, which gets a fresh one.
+/// The `_id` a valid event gets (`doc_id::stable_id`); None for a gRPC event without
+/// an id, which gets a fresh one.
 fn original_id(event: &ValidEvent, origin: &Origin) -> Option<String> {
-    if !event.event_id.is_empty() {
-        return Some(event.event_id.clone());
-    }
-    match origin {
-        Origin::Kafka {
-            topic,
-            partition,
-            offset,
-        } => Some(coordinate_id(topic, *partition, *offset)),
-        Origin::Grpc => None,
-    }
+    doc_id::stable_id(event.event_id(), origin.coordinates())
 }
 
 fn count(progress: &mut RedriveProgress, reason: &str) {
@@ -319,7 +334,7 @@ fn stopping() -> Status {
 }
 
 fn mongo_error(e: mongodb::error::Error) -> Status {
-    Status::unavailable(format!("MongoDB: {}", crate::sink::mongo::describe(&e)))
+    Status::unavailable(format!("MongoDB: {}", crate::sink::classify::describe(&e)))
 }
 
 /// Sends progress every `CHUNK` examined dead letters or `REPORT_EVERY`, whichever

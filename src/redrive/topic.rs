@@ -23,7 +23,7 @@ use tonic::Status;
 use tracing::{debug, info};
 
 use super::{Letter, Plan, TopicSource, REPORT_EVERY};
-use crate::{event::Origin, kafka_client::KAFKA_TIMEOUT};
+use crate::{event::Origin, librdkafka::KAFKA_TIMEOUT};
 
 /// How long the topic may deliver nothing while partitions are short of their end.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
@@ -78,29 +78,58 @@ fn kafka_error(what: &str, e: impl std::fmt::Display) -> Status {
 fn read(source: &TopicSource, plan: &Plan, tx: &mpsc::Sender<Item>) -> Result<(), Status> {
     let topic = source.topic.as_str();
     let group = format!("{}-redrive-{:016x}", source.group, rand::random::<u64>());
-    let consumer: BaseConsumer = source
+    let consumer = consumer(source, &group)?;
+    let partitions = partitions(&consumer, topic)?;
+    let (assignment, ends) = assignment(&consumer, topic, &partitions, plan.since)?;
+    info!(topic, %group, ?ends, "reading the dead-letter topic");
+    if ends.is_empty() {
+        return Ok(());
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka_error("assigning the partitions", e))?;
+    drain(&consumer, topic, ends, plan, tx)
+}
+
+/// A consumer in `group`, a group of its own: nothing committed, nothing stored.
+fn consumer(source: &TopicSource, group: &str) -> Result<BaseConsumer, Status> {
+    source
         .client
         .clone()
-        .set("group.id", &group)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .create()
-        .map_err(|e| kafka_error("creating the consumer", e))?;
+        .map_err(|e| kafka_error("creating the consumer", e))
+}
+
+/// The topic's partitions (none when it does not exist).
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Status> {
     let metadata = consumer
         .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
         .map_err(|e| kafka_error("reading metadata", e))?;
-    let partitions: Vec<i32> = metadata
+    Ok(metadata
         .topics()
         .iter()
         .find(|t| t.name() == topic && t.error().is_none())
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    let starts = match plan.since {
+        .unwrap_or_default())
+}
+
+/// Where each partition is read from (its start, or its first offset at `since`) and
+/// the high watermark it is read to; partitions with nothing in between are left out.
+fn assignment(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    since: Option<i64>,
+) -> Result<(TopicPartitionList, HashMap<i32, i64>), Status> {
+    let starts = match since {
         Some(since) if !partitions.is_empty() => {
             let mut tpl = TopicPartitionList::new();
-            for &p in &partitions {
+            for &p in partitions {
                 tpl.add_partition_offset(topic, p, Offset::Offset(since))
                     .map_err(|e| kafka_error("building the request", e))?;
             }
@@ -114,7 +143,7 @@ fn read(source: &TopicSource, plan: &Plan, tx: &mpsc::Sender<Item>) -> Result<()
     };
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
-    for &p in &partitions {
+    for &p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
             .map_err(|e| kafka_error(&format!("watermarks of partition {p}"), e))?;
@@ -132,13 +161,18 @@ fn read(source: &TopicSource, plan: &Plan, tx: &mpsc::Sender<Item>) -> Result<()
             ends.insert(p, high);
         }
     }
-    info!(topic, %group, ?ends, "reading the dead-letter topic");
-    if ends.is_empty() {
-        return Ok(());
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| kafka_error("assigning the partitions", e))?;
+    Ok((assignment, ends))
+}
+
+/// Polls until every partition of `ends` is read to its end, sending the dead letters
+/// the plan takes; an error when the topic delivers nothing for [`IDLE_LIMIT`].
+fn drain(
+    consumer: &BaseConsumer,
+    topic: &str,
+    mut ends: HashMap<i32, i64>,
+    plan: &Plan,
+    tx: &mpsc::Sender<Item>,
+) -> Result<(), Status> {
     let mut heard = Instant::now();
     while !ends.is_empty() {
         if tx.is_closed() {
@@ -164,17 +198,7 @@ fn read(source: &TopicSource, plan: &Plan, tx: &mpsc::Sender<Item>) -> Result<()
             }
             Some(Err(e)) => debug!(error = %e, "dead-letter topic consumer error"),
             None => {
-                // Offsets without a record (transaction markers) end no partition by a
-                // message: the position tells.
-                if let Ok(positions) = consumer.position() {
-                    for e in positions.elements() {
-                        if let Offset::Offset(o) = e.offset() {
-                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
-                                ends.remove(&e.partition());
-                            }
-                        }
-                    }
-                }
+                ended_by_position(consumer, &mut ends);
                 if !ends.is_empty() && heard.elapsed() >= IDLE_LIMIT {
                     return Err(Status::unavailable(format!(
                         "the dead-letter topic {topic} delivered nothing for {} s; \
@@ -187,6 +211,20 @@ fn read(source: &TopicSource, plan: &Plan, tx: &mpsc::Sender<Item>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Removes the partitions whose position has reached their end: offsets without a
+/// record (transaction markers) end no partition by a message, the position tells.
+fn ended_by_position(consumer: &BaseConsumer, ends: &mut HashMap<i32, i64>) {
+    if let Ok(positions) = consumer.position() {
+        for e in positions.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                    ends.remove(&e.partition());
+                }
+            }
+        }
+    }
 }
 
 /// A record as a `Letter`, when the plan takes its reason and time.

@@ -8,7 +8,7 @@
 //! unavailable (`dlq_topic`: missing and not creatable) every such letter goes to the
 //! collection at once, with why. Only while the collection
 //! refuses too does the partition wait; this module owns the "dead letters" dependency
-//! state, so health says so.
+//! state, so health says so. It also builds the dead-letter producer (`producer`).
 use std::{
     sync::{Arc, Weak},
     time::Duration,
@@ -28,8 +28,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::warn;
 
 use crate::{
+    config::{Config, SettingError},
     deps::{State, StateWriter},
     event::{DeadLetter, Origin},
+    librdkafka::{client_config, creation_error},
     metrics::Metrics,
     sink::{dlq_topic::TopicState, retry::backoff},
 };
@@ -79,6 +81,21 @@ fn refusal(e: &KafkaError) -> (String, bool) {
 /// (and once a second otherwise), not rdkafka's `FutureProducer`, whose polling thread
 /// spins through the last millisecond of every 100 ms poll.
 pub type DlqProducer = BaseProducer<DeliveryContext>;
+
+/// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
+/// report can take, so a refusing topic costs at most that per attempt.
+pub fn producer(cfg: &Config) -> Result<DlqProducer, SettingError> {
+    let settings = [
+        ("message.timeout.ms", "10000".into()),
+        ("linger.ms", "5".into()),
+        // A letter is delivered once every in-sync replica has it (librdkafka's
+        // default, stated because a letter replaces the event's commit).
+        ("acks", "all".into()),
+    ];
+    client_config(cfg, &settings)
+        .create_with_context(DeliveryContext)
+        .map_err(|e| creation_error(cfg, &settings, e))
+}
 
 /// Sends dead letters to the topic or the collection.
 pub struct DeadLetters {

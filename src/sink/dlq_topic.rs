@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{config::Config, kafka_client::client_config};
+use crate::{config::Config, librdkafka::client_config};
 
 /// Whether dead letters can go to the dead-letter topic.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -48,10 +48,10 @@ pub fn to_document(id: &str, event: &ValidEvent, source: &str, now: DateTime) ->
     write([
         ("_id", Value::String(id)),
         ("event_id", Value::String(id)),
-        ("sku", Value::String(&event.sku)),
-        ("qty", Value::Int32(event.qty)),
-        ("price", Value::Double(event.price)),
-        ("ts", Value::DateTime(event.ts_millis)),
+        ("sku", Value::String(event.sku())),
+        ("qty", Value::Int32(event.qty())),
+        ("price", Value::Double(event.price())),
+        ("ts", Value::DateTime(event.ts_millis())),
         ("processed_at", Value::DateTime(now.timestamp_millis())),
         ("source", Value::String(source)),
     ])
@@ -68,10 +68,10 @@ pub fn to_legacy_document(
     write([
         ("_id", Value::String(id)),
         ("event_id", Value::String(id)),
-        ("sku", Value::String(&event.sku)),
-        ("qty", Value::Int32(event.qty)),
-        ("price", Value::Double(event.price)),
-        ("ts", Value::String(&event.ts)),
+        ("sku", Value::String(event.sku())),
+        ("qty", Value::Int32(event.qty())),
+        ("price", Value::Double(event.price())),
+        ("ts", Value::String(event.ts())),
         (
             "processed_at",
             Value::Double(now.timestamp_millis() as f64 / 1000.0),
@@ -158,14 +158,7 @@ mod tests {
     ];
 
     fn event(sku: &str, qty: i32, price: f64, ts: &str, ts_millis: i64) -> ValidEvent {
-        ValidEvent {
-            sku: sku.into(),
-            qty,
-            price,
-            ts: ts.into(),
-            ts_millis,
-            event_id: String::new(),
-        }
+        ValidEvent::unchecked((sku, qty, price), (ts, ts_millis), "")
     }
 
     #[test]

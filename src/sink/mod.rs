@@ -1,5 +1,6 @@
 //! Where events end up: MongoDB for valid ones (`document` says how they are stored),
 //! the dead-letter destinations for the rest. `Store` is the pipeline's production `Sink`.
+pub mod classify;
 pub mod dead_letter;
 pub mod dlq_topic;
 pub mod document;
@@ -8,10 +9,8 @@ pub mod mongo;
 pub mod retry;
 pub mod upsert;
 
-use opentelemetry::{
-    trace::{Span, SpanKind},
-    Context, KeyValue,
-};
+use tracing::{field::Empty, Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     event::{DeadLetter, Outcome, Pending},
@@ -19,8 +18,9 @@ use crate::{
     telemetry,
 };
 
+pub use classify::DocResult;
 pub use dead_letter::DeadLetters;
-pub use mongo::{DocResult, MongoWriter};
+pub use mongo::MongoWriter;
 pub use upsert::WriteMode;
 
 /// MongoDB writer plus dead letters.
@@ -31,22 +31,22 @@ pub struct Store {
 
 impl Sink for Store {
     async fn write(&self, batch: Vec<Pending>) -> Vec<(Pending, Outcome)> {
-        let mut span = telemetry::enabled().then(|| write_span(&batch)).flatten();
-        let results = self.writer.write(&batch).await;
-        if let Some(span) = span.as_mut() {
+        let span = write_span(&batch);
+        // The writer's own span, made inside this one, is its child.
+        let results = span
+            .in_scope(|| self.writer.write(&batch))
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
             let count =
                 |want: fn(&DocResult) -> bool| results.iter().filter(|r| want(r)).count() as i64;
-            span.set_attributes([
-                KeyValue::new("ingest.stored", count(|r| *r == DocResult::Stored)),
-                KeyValue::new("ingest.duplicates", count(|r| *r == DocResult::Duplicate)),
-                KeyValue::new("ingest.updated", count(|r| *r == DocResult::Updated)),
-                KeyValue::new(
-                    "ingest.failed",
-                    count(|r| matches!(r, DocResult::Failed(_) | DocResult::Retry(_))),
-                ),
-            ]);
-            span.end();
+            span.record("ingest.stored", count(|r| *r == DocResult::Stored));
+            span.record("ingest.duplicates", count(|r| *r == DocResult::Duplicate));
+            span.record("ingest.updated", count(|r| *r == DocResult::Updated));
+            let failed = count(|r| matches!(r, DocResult::Failed(_) | DocResult::Retry(_)));
+            span.record("ingest.failed", failed);
         }
+        drop(span);
         let mut letters = Vec::new();
         let out: Vec<_> = batch
             .into_iter()
@@ -56,16 +56,14 @@ impl Sink for Store {
                     DocResult::Stored => Outcome::Stored,
                     DocResult::Duplicate => Outcome::Duplicate,
                     DocResult::Updated => Outcome::Updated,
-                    DocResult::Failed(message) | DocResult::Retry(message) => {
-                        letters.push(DeadLetter {
-                            payload: pending.payload.clone(),
-                            reason: crate::event::WRITE_FAILED,
-                            detail: message.clone(),
-                            origin: pending.ack.origin(),
-                        });
-                        Outcome::Failed(message)
-                    }
+                    DocResult::Failed(message)
+                    | DocResult::Retry(message)
+                    | DocResult::DuplicateKey(message) => Outcome::Failed(message),
                 };
+                if let Outcome::Failed(_) = &outcome {
+                    let (payload, origin) = (pending.payload.clone(), pending.ack.origin());
+                    letters.extend(DeadLetter::of(payload, origin, &outcome));
+                }
                 (pending, outcome)
             })
             .collect();
@@ -76,34 +74,39 @@ impl Sink for Store {
     }
 
     async fn dead_letter(&self, letters: Vec<DeadLetter>) {
-        let span = telemetry::start(
+        let span = tracing::info_span!(
+            target: telemetry::SPANS,
+            parent: None,
             "dead_letter.send",
-            SpanKind::Producer,
-            &Context::new(),
-            &[],
-            vec![KeyValue::new("ingest.dead_letters", letters.len() as i64)],
+            otel.kind = "producer",
+            ingest.dead_letters = letters.len() as i64,
         );
-        self.dead_letters.send(letters).await;
-        if let Some(mut span) = span {
-            span.end();
-        }
+        self.dead_letters.send(letters).instrument(span).await;
     }
 }
 
-/// The span of one batch write: a child of the first traced event's span, linked to
-/// the other traces in the batch (at most 128), with the batch size.
-fn write_span(batch: &[Pending]) -> Option<opentelemetry::global::BoxedSpan> {
-    let mut traced = batch.iter().filter_map(|p| p.trace.as_ref());
-    let parent = traced.next().cloned().unwrap_or_default();
-    let links: Vec<&Context> = traced.take(128).collect();
-    telemetry::start(
+/// The span of one batch write (disabled without an exporter): a child of the first
+/// traced event's span, linked to the other traces in the batch (at most 128), with the
+/// batch size; the outcome counts are recorded when the write ends.
+fn write_span(batch: &[Pending]) -> Span {
+    let span = tracing::info_span!(
+        target: telemetry::SPANS,
+        parent: None,
         "mongodb.insert_many",
-        SpanKind::Client,
-        &parent,
-        &links,
-        vec![
-            KeyValue::new("db.system.name", "mongodb"),
-            KeyValue::new("db.operation.batch.size", batch.len() as i64),
-        ],
-    )
+        otel.kind = "client",
+        db.system.name = "mongodb",
+        db.operation.batch.size = batch.len() as i64,
+        ingest.stored = Empty,
+        ingest.duplicates = Empty,
+        ingest.updated = Empty,
+        ingest.failed = Empty,
+    );
+    if !span.is_disabled() {
+        let mut traced = batch.iter().filter_map(|p| p.trace.as_ref());
+        if let Some(parent) = traced.next() {
+            let _ = span.set_parent(parent.clone());
+        }
+        telemetry::link(&span, traced);
+    }
+    span
 }

@@ -1,9 +1,9 @@
 //! `WRITE_MODE`: what a later event with a stored `event_id` does. `insert` (the
 //! default) leaves the stored document alone and counts the event as a duplicate;
 //! `upsert` replaces the document, so a producer corrects an event by sending it again
-//! under the same id. This module owns the mode, the last-wins resolution of a batch,
-//! the order of writes of one id across batches in flight, and the `update` command
-//! that replaces stored documents.
+//! under the same id. This module owns the mode, the last-wins resolution of a batch and
+//! the `update` command that replaces stored documents; the order of one id's writes
+//! across batches in flight is the pipeline's (`pipeline::inflight`).
 //!
 //! The writer inserts a batch first (`insert_many`, unordered, as in `insert` mode), so
 //! new ids cost what they cost there; only the documents refused with 11000 on `_id`
@@ -13,15 +13,13 @@
 //! ObjectId) are never replaced: a redelivery of one stays a duplicate.
 use std::collections::HashMap;
 
-use tokio::sync::watch;
-
 use mongodb::{
     bson::{rawdoc, Document, RawArrayBuf, RawDocumentBuf},
     error::IndexedWriteError,
     Database,
 };
 
-use super::mongo::{classify_doc, DocResult};
+use super::classify::{classify_doc, DocResult};
 
 /// What a later event with a stored `event_id` does (`WRITE_MODE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -86,75 +84,6 @@ pub fn with_superseded(
         }
     }
     results
-}
-
-/// The batches in flight by event id, so that a batch holding an id waits for the
-/// earlier batches still writing it: writes run `WRITE_CONCURRENCY` at once, and without
-/// this a correction written in one batch could land before the original written in an
-/// earlier one. The pipeline registers batches in source order.
-#[derive(Debug)]
-pub struct InFlight {
-    last: HashMap<String, watch::Receiver<bool>>,
-    /// Size at which finished batches are dropped from `last`.
-    prune_at: usize,
-}
-
-impl Default for InFlight {
-    fn default() -> Self {
-        Self {
-            last: HashMap::new(),
-            prune_at: 4096,
-        }
-    }
-}
-
-/// A registered batch: its done signal (sent, or dropped, when its write has ended) and
-/// the earlier batches it waits for.
-pub struct Turn {
-    pub done: watch::Sender<bool>,
-    pub after: Vec<watch::Receiver<bool>>,
-}
-
-impl Turn {
-    /// Waits until every earlier batch holding one of this batch's ids has ended.
-    pub async fn wait(&mut self) {
-        for w in &mut self.after {
-            // An error means the earlier batch's task is gone: nothing to wait for.
-            let _ = w.wait_for(|done| *done).await;
-        }
-    }
-}
-
-impl InFlight {
-    /// Registers the next batch in source order by the event ids it holds.
-    pub fn register<'a>(&mut self, ids: impl Iterator<Item = &'a str>) -> Turn {
-        if self.last.len() >= self.prune_at {
-            self.last
-                .retain(|_, rx| !*rx.borrow() && rx.has_changed().is_ok());
-            self.prune_at = (self.last.len() * 2).max(4096);
-        }
-        let (done, rx) = watch::channel(false);
-        let mut after: Vec<watch::Receiver<bool>> = Vec::new();
-        for id in ids {
-            if let Some(prev) = self.last.insert(id.to_string(), rx.clone()) {
-                let open = !*prev.borrow() && prev.has_changed().is_ok();
-                if open && !prev.same_channel(&rx) && !after.iter().any(|w| w.same_channel(&prev)) {
-                    after.push(prev);
-                }
-            }
-        }
-        Turn { done, after }
-    }
-
-    /// Ids currently tracked (finished batches included until the next prune).
-    pub fn len(&self) -> usize {
-        self.last.len()
-    }
-
-    /// Whether no id is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
-    }
 }
 
 /// Replaces the stored documents of `docs` (upserting any that vanished meanwhile) and
@@ -270,28 +199,6 @@ mod tests {
     #[test]
     fn distinct_ids_are_all_written() {
         assert_eq!(resolve(&[Some("a"), Some("b")]), vec![None, None]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_waits_only_for_earlier_batches_holding_its_ids() {
-        let mut f = InFlight::default();
-        let first = f.register(["a", "b"].into_iter());
-        let mut second = f.register(["c", "a", "a"].into_iter());
-        let mut third = f.register(["d"].into_iter());
-        assert_eq!((second.after.len(), third.after.len()), (1, 0));
-        third.wait().await;
-        let waited = tokio::time::timeout(std::time::Duration::from_secs(1), second.wait()).await;
-        assert!(
-            waited.is_err(),
-            "the second batch waits while the first writes"
-        );
-        first.done.send(true).unwrap();
-        second.wait().await;
-        // A finished batch holds nobody up; a dropped one neither.
-        drop(second);
-        let fourth = f.register(["a", "b", "c"].into_iter());
-        assert!(fourth.after.is_empty());
-        assert_eq!(f.len(), 4);
     }
 
     #[test]

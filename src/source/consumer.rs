@@ -3,8 +3,8 @@
 //! pause flag, watermarks and broker states). The rebalance and commit callbacks change
 //! no offsets: they send the source what happened (`acks::FromConsumer`), and the
 //! revoke callback commits the due offsets the source last published. Also the consumer
-//! and dead-letter producer settings; `reachable.rs` holds `probe`, the one writer of
-//! "Kafka reachable", and the consumer errors it reports.
+//! settings; `reachable.rs` holds `probe`, the one writer of "Kafka reachable", and the
+//! consumer errors it reports.
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex},
@@ -28,8 +28,7 @@ use reachable::Problem;
 use crate::{
     config::Config,
     config::SettingError,
-    kafka_client::{client_config, creation_error, GroupProtocol},
-    sink::dead_letter::{DeliveryContext, DlqProducer},
+    librdkafka::{client_config, creation_error, GroupProtocol},
     source::{
         acks::{ConsumerEvents, Durable, FromConsumer},
         reset::Resets,
@@ -223,7 +222,7 @@ pub fn consumer(cfg: &Config) -> Result<Arc<IngestConsumer>, SettingError> {
     Ok(Arc::new(consumer))
 }
 
-/// The consumer's own librdkafka settings; `kafka_client::client_config` adds the
+/// The consumer's own librdkafka settings; `librdkafka::client_config` adds the
 /// bootstrap servers, the security settings and KAFKA_PROPERTIES.
 fn settings(cfg: &Config) -> Vec<(&'static str, String)> {
     let mut settings = vec![
@@ -275,19 +274,4 @@ fn settings(cfg: &Config) -> Vec<(&'static str, String)> {
         ]);
     }
     settings
-}
-
-/// Creates the dead-letter producer. `message.timeout.ms` bounds how long a delivery
-/// report can take, so a refusing topic costs at most that per attempt.
-pub fn producer(cfg: &Config) -> Result<DlqProducer, SettingError> {
-    let settings = [
-        ("message.timeout.ms", "10000".into()),
-        ("linger.ms", "5".into()),
-        // A letter is delivered once every in-sync replica has it (librdkafka's
-        // default, stated because a letter replaces the event's commit).
-        ("acks", "all".into()),
-    ];
-    client_config(cfg, &settings)
-        .create_with_context(DeliveryContext)
-        .map_err(|e| creation_error(cfg, &settings, e))
 }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use crate::source::consumer::{consumer, probe, producer, IngestConsumer, SourceContext};
+pub use crate::source::consumer::{consumer, probe, IngestConsumer, SourceContext};
 use crate::{
     event::{Ack, Incoming},
     metrics::PauseReason,
@@ -322,6 +322,7 @@ impl KafkaSource {
         }
         Incoming {
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+            valid: None,
             ack: Ack::Kafka(self.offsets.received(&self.topic, partition, offset)),
             received,
             trace: telemetry::enabled()

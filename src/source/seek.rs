@@ -14,7 +14,7 @@ use tonic::Status;
 use tracing::info;
 
 use crate::{
-    kafka_client::KAFKA_TIMEOUT,
+    librdkafka::KAFKA_TIMEOUT,
     proto::ingest::v1::{
         self as pb, seek_consumer_request::Target as PbTarget, PartitionSeek, SeekPosition,
     },

@@ -15,7 +15,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::{
-    kafka_client::KAFKA_TIMEOUT,
+    librdkafka::KAFKA_TIMEOUT,
     proto::ingest::v1::PartitionSeek,
     source::{
         acks::Offsets,

@@ -1,8 +1,7 @@
-//! Spans of the Kafka source (only while traces are exported): one per message that
-//! carries a W3C trace context, one per batch of messages taken in one wake-up.
+//! Spans of the Kafka source (disabled unless traces are exported): one per message
+//! that carries a W3C trace context, one per batch of messages taken in one wake-up.
 use std::collections::VecDeque;
 
-use opentelemetry::{trace::SpanKind, KeyValue};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::{event::Incoming, telemetry};
@@ -23,35 +22,28 @@ pub fn message_trace(
             .and_then(|v| std::str::from_utf8(v).ok())
     };
     let parent = telemetry::remote_parent(Some(header("traceparent")?), header("tracestate"));
-    telemetry::mark(
+    let span = tracing::info_span!(
+        target: telemetry::SPANS,
         "kafka.message",
-        SpanKind::Consumer,
-        &parent,
-        vec![
-            KeyValue::new("messaging.destination.partition.id", partition.to_string()),
-            KeyValue::new("messaging.kafka.offset", offset),
-        ],
-    )
+        otel.kind = "consumer",
+        messaging.destination.partition.id = %partition,
+        messaging.kafka.offset = offset,
+    );
+    telemetry::mark(span, parent)
 }
 
 /// One span per batch of messages taken in one wake-up (the last `taken` of `backlog`),
 /// linked to the traces of the messages that carried one.
 pub fn batch_span(backlog: &VecDeque<Incoming>, taken: usize) {
-    let traced: Vec<&opentelemetry::Context> = backlog
-        .iter()
-        .rev()
-        .take(taken)
-        .filter_map(|i| i.trace.as_ref())
-        .take(128)
-        .collect();
-    let attributes = vec![KeyValue::new("messaging.batch.message_count", taken as i64)];
-    if let Some(mut span) = telemetry::start(
+    let span = tracing::info_span!(
+        target: telemetry::SPANS,
+        parent: None,
         "kafka.batch",
-        SpanKind::Consumer,
-        &opentelemetry::Context::new(),
-        &traced,
-        attributes,
-    ) {
-        opentelemetry::trace::Span::end(&mut span);
+        otel.kind = "consumer",
+        messaging.batch.message_count = taken as i64,
+    );
+    if !span.is_disabled() {
+        let traced = backlog.iter().rev().take(taken);
+        telemetry::link(&span, traced.filter_map(|i| i.trace.as_ref()));
     }
 }

@@ -29,6 +29,37 @@ fn a_good_event_passes_with_its_timestamp_parsed() {
     assert_eq!(offset.ts_millis, v.ts_millis);
 }
 
+fn with_id(id: &str) -> SalesEvent {
+    SalesEvent {
+        event_id: id.into(),
+        ..good()
+    }
+}
+
+#[test]
+fn the_validator_refuses_only_ids_generated_for_the_topic_read() {
+    let err = validate(with_id("sales_txn:0:5")).unwrap_err();
+    assert_eq!(err.reason, Reason::ReservedEventId);
+    assert!(
+        err.detail
+            .contains("partition 0, offset 5 of topic sales_txn"),
+        "{}",
+        err.detail
+    );
+    for id in ["store:12:345", "other.topic:0:0", "sales_txn:00:1"] {
+        assert_eq!(validate(with_id(id)).unwrap().event_id(), id);
+    }
+    let orders = Rules {
+        kafka_topic: "orders".into(),
+        ..Rules::DEFAULT
+    };
+    let reason = |id: &str| orders.validate(with_id(id)).err().map(|r| r.reason);
+    assert_eq!(reason("orders:3:7"), Some(Reason::ReservedEventId));
+    assert_eq!(reason("sales_txn:0:5"), None, "not the topic read");
+    let blank = validate(with_id("  \t")).unwrap();
+    assert_eq!(blank.event_id(), "", "a blank id is no id");
+}
+
 #[test]
 fn malformed_bytes() {
     let err = decode(&[0xff, 0xff, 0xff]).unwrap_err();

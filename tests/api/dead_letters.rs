@@ -16,8 +16,7 @@ use sales_ingest::{
     event::{DeadLetter, Origin},
     metrics::Metrics,
     proto::sales::v1::SalesEvent,
-    sink::DeadLetters,
-    source::consumer,
+    sink::{dead_letter, DeadLetters},
     Config,
 };
 
@@ -126,7 +125,7 @@ async fn letters_a_silent_broker_times_out_are_tried_max_attempts_times_then_sto
     };
     let mut config = Config::parse_from(app_args(&options, &topic, "unused", &dbname));
     config.kafka_bootstrap_servers = format!("127.0.0.1:{}", free_port());
-    let producer = consumer::producer(&config).expect("producer");
+    let producer = dead_letter::producer(&config).expect("producer");
     let db = mongo_client().await.database(&dbname);
     let metrics = Arc::new(Metrics::new());
     let (writer, reader) = state("dead letters", State::Up);

@@ -59,8 +59,13 @@ fn env_at(
     server_env(&at, topic, &format!("{topic}_g"), db, extra)
 }
 
+/// `/health` with the admin token, so the reasons are in it.
 async fn health(svc: &Service) -> serde_json::Value {
-    let resp = reqwest::get(format!("{}/health", svc.http_url)).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/health", svc.http_url))
+        .bearer_auth(test_support::service::default("ADMIN_TOKEN"))
+        .send()
+        .await;
     let body = resp.expect("GET /health").text().await.expect("a body");
     serde_json::from_str(&body).expect("/health is JSON")
 }

@@ -280,7 +280,14 @@ async fn a_missing_topic_turns_health_off_and_is_consumed_once_created() {
         || {
             let (http, topic) = (http.clone(), topic.clone());
             async move {
-                let (code, body) = get(&format!("{http}/health")).await;
+                let resp = reqwest::Client::new()
+                    .get(format!("{http}/health"))
+                    .bearer_auth(test_support::service::default("ADMIN_TOKEN"))
+                    .send()
+                    .await
+                    .unwrap();
+                let code = resp.status().as_u16();
+                let body = resp.text().await.unwrap();
                 code == 503 && body.contains(&format!("topic {topic} does not exist"))
             }
         },

@@ -104,13 +104,15 @@ fn secure_env(
     )
 }
 
-/// Waits until `/health` answers 503 with Kafka down for a reason containing `cause`;
-/// returns the body.
+/// Waits until `/health` (asked with the admin token, which shows the reasons) answers
+/// 503 with Kafka down for a reason containing `cause`; returns the body.
 async fn kafka_down_because(svc: &Service, cause: &str) -> String {
     let url = format!("{}/health", svc.http_url);
+    let token = test_support::service::default("ADMIN_TOKEN");
+    let client = reqwest::Client::new();
     let mut last = String::new();
     for _ in 0..600 {
-        let Ok(resp) = reqwest::get(&url).await else {
+        let Ok(resp) = client.get(&url).bearer_auth(token).send().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };

@@ -194,4 +194,5 @@ fn assert_validated(out: &std::process::Output, files: &[PathBuf], against: &str
 }
 
 mod monitoring;
+mod network;
 mod workload;

@@ -10,10 +10,10 @@ use mongodb::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{describe, PING_TIMEOUT};
+use super::PING_TIMEOUT;
 use crate::{
     deps::{State, StateWriter},
-    sink::retry::backoff,
+    sink::{classify::describe, retry::backoff},
 };
 
 /// Pings MongoDB every quarter second (health reads the result, so an outage shows

@@ -1,10 +1,13 @@
-//! librdkafka client settings shared by the consumer and the dead-letter producer:
-//! bootstrap servers, the client's own settings, then the security settings and
-//! KAFKA_PROPERTIES last, so an operator can override anything. Each setting is checked
-//! on its own by librdkafka before any client is made, so an error names the variable
-//! it came from; a client librdkafka then refuses to create is blamed on the variable
-//! whose settings, added in the order they are applied, make the creation fail. Also the
-//! consumer-group protocol and the settings it rules out.
+//! The librdkafka settings every Kafka client of the service is built from: the source's
+//! consumer, the dead-letter producer and admin client, and the re-driver's reader of
+//! the dead-letter topic. It belongs to none of them, so it sits beside them rather than
+//! in `source/`. Bootstrap servers, the client's own settings, then the security
+//! settings and KAFKA_PROPERTIES last, so an operator can override anything. Each
+//! setting is checked on its own by librdkafka before any client is made, so an error
+//! names the variable it came from; a client librdkafka then refuses to create is blamed
+//! on the variable whose settings, added in the order they are applied, make the
+//! creation fail. Also the consumer-group protocol and the settings it rules out, and
+//! the bound on the blocking requests the clients make.
 use clap::ValueEnum;
 use rdkafka::{config::ClientConfig, error::KafkaError, producer::BaseProducer};
 

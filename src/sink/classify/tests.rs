@@ -1,4 +1,6 @@
-//! Unit tests of `mongo`.
+//! Unit tests of `classify`.
+use mongodb::bson::doc;
+
 use super::*;
 
 fn write_error(code: i32, message: &str) -> IndexedWriteError {
@@ -11,8 +13,8 @@ fn a_duplicate_id_is_a_duplicate_and_another_unique_index_a_refusal() {
     assert_eq!(classify_doc(&write_error(11000, id)), DocResult::Duplicate);
     assert_eq!(
         classify_doc(&write_error(11000, "E11000 duplicate key error")),
-        DocResult::Duplicate,
-        "a server that does not name the index"
+        DocResult::DuplicateKey("code 11000: E11000 duplicate key error".into()),
+        "a server that does not name the index: the writer looks the _id up"
     );
     let other = "E11000 duplicate key error collection: t.x index: sku_1 dup key: { sku: \"s\" }";
     match classify_doc(&write_error(11000, other)) {

@@ -150,6 +150,7 @@ async fn send_request(
         let ack = Ack::Grpc(GrpcAck::new(req.clone(), i as u32));
         let item = Incoming {
             payload: Bytes::from(e.encode_to_vec()),
+            valid: None,
             ack,
             received: std::time::Instant::now(),
             trace: None,
@@ -286,6 +287,7 @@ async fn stop_flushes_the_partial_batch_and_closes_the_channel() {
     assert!(
         h.tx.send(Incoming {
             payload: Bytes::new(),
+            valid: None,
             ack: Ack::Grpc(GrpcAck::new(
                 RequestAck::new(0, 1, h.metrics.lost_acks()).0,
                 0
@@ -319,6 +321,7 @@ async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() 
         let ack = Ack::Redrive(crate::event::RedriveAck::new(origin, req.clone(), i as u32));
         let item = Incoming {
             payload: Bytes::from(e.encode_to_vec()),
+            valid: Some(Rules::DEFAULT.validate(e).unwrap()),
             ack,
             received: std::time::Instant::now(),
             trace: None,
@@ -333,6 +336,30 @@ async fn a_redriven_kafka_event_without_an_id_gets_its_original_coordinate_id() 
         24,
         "a gRPC event without an id gets an ObjectId"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redriven_event_arrives_validated_and_is_not_validated_again() {
+    let h = start(10, Duration::from_millis(100));
+    let (req, rx) = RequestAck::new(0, 1, h.metrics.lost_acks());
+    let origin = Origin::Kafka {
+        topic: "sales".into(),
+        partition: 0,
+        offset: 5,
+    };
+    // Bytes no validator takes: only the re-drive's validated event can be stored.
+    let item = Incoming {
+        payload: Bytes::from_static(&[0xff, 0xff, 0xff]),
+        valid: Some(Rules::DEFAULT.validate(event(7)).unwrap()),
+        ack: Ack::Redrive(crate::event::RedriveAck::new(origin, req, 0)),
+        received: std::time::Instant::now(),
+        trace: None,
+    };
+    h.tx.send(item).await.unwrap();
+    let ack = rx.await.unwrap().unwrap();
+    assert_eq!((ack.accepted, ack.rejected.len()), (1, 0));
+    assert_eq!(*h.sink.ids.lock().unwrap(), vec!["e-7".to_string()]);
+    assert!(h.sink.letters.lock().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
