@@ -88,16 +88,7 @@ impl Application {
             writers.deps.clone(),
             admin_paused.1.clone(),
         ));
-        if config.producer_token().is_none() {
-            warn!(
-                "PRODUCER_TOKEN is not set: IngestEvents accepts events from anyone who reaches the gRPC port; set PRODUCER_TOKEN to require a bearer token"
-            );
-        }
-        if config.admin_token().is_none() {
-            warn!(
-                "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown, SeekConsumer, RedriveDeadLetters and POST /shutdown are disabled"
-            );
-        }
+        warn_missing_tokens(&config);
         let (health, health_service) = Health::new(writers.deps.clone(), stats.clone());
         let auth_failures = crate::grpc::auth::AuthFailures::new(metrics.registry());
         let mut parts = Parts {
@@ -191,6 +182,20 @@ impl Application {
             info!(stats = ?stats.snapshot(), "stopped cleanly");
         }
         outcome
+    }
+}
+
+/// Warns of what a missing token leaves open or disables.
+fn warn_missing_tokens(config: &Config) {
+    if config.producer_token().is_none() {
+        warn!(
+            "PRODUCER_TOKEN is not set: IngestEvents accepts events from anyone who reaches the gRPC port; set PRODUCER_TOKEN to require a bearer token"
+        );
+    }
+    if config.admin_token().is_none() {
+        warn!(
+            "ADMIN_TOKEN is not set: PauseConsumer, ResumeConsumer, Shutdown, SeekConsumer, RedriveDeadLetters and POST /shutdown are disabled"
+        );
     }
 }
 

@@ -1,9 +1,10 @@
 //! The state of each dependency, one owner per state: the MongoDB probe owns
 //! "MongoDB reachable", the batch writer owns "MongoDB writes", the dead-letter sender
 //! owns "dead letters", the Kafka probe owns "Kafka reachable", the schema registry
-//! client owns "schema registry". A `StateWriter` cannot be cloned, so each state has exactly one
-//! writer; health and GetStats read them through `StateReader`s and derive their
-//! verdict from all of them.
+//! client owns "schema registry". A `StateWriter` cannot be cloned, so each state has
+//! exactly one writer. `Dependency` lists the dependencies once, and `Dependencies` is
+//! the one table of their `StateReader`s that health, the `dependency_up` gauges and
+//! GetStats read.
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -86,41 +87,96 @@ impl StateWriter {
     }
 }
 
-/// Every dependency state health derives from.
+/// A dependency the service's verdict is derived from: the one list of them. Health
+/// (gRPC Health and `/health`), the `dependency_up` gauges and GetStats read each one's
+/// state from [`Dependencies`], so adding a dependency is a variant here and its
+/// states registered where their writers are made.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum Dependency {
+    /// Taking writes (the writer) and answering pings (the probe).
+    Mongodb,
+    /// Present only while Kafka is enabled.
+    Kafka,
+    /// The dead-letter destinations (the collection taking what the topic refuses).
+    DeadLetters,
+    /// Present only with `SCHEMA_REGISTRY_URL`.
+    SchemaRegistry,
+}
+
+impl Dependency {
+    /// Every dependency, in the order `/health` lists them.
+    pub const ALL: &'static [Dependency] = <Dependency as strum::VariantArray>::VARIANTS;
+
+    /// Its name: the `dependency_up` label and the `/health` key.
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// What `/health` says of it while it is not configured; None leaves it out.
+    pub fn when_absent(self) -> Option<&'static str> {
+        match self {
+            Dependency::SchemaRegistry => None,
+            _ => Some("disabled"),
+        }
+    }
+}
+
+/// The state of every configured dependency: the one table health, metrics and stats
+/// read.
 #[derive(Clone, Debug)]
 pub struct Dependencies {
-    pub mongodb_reachable: StateReader,
-    pub mongodb_writes: StateReader,
-    pub dead_letters: StateReader,
-    /// None when Kafka is disabled.
-    pub kafka: Option<StateReader>,
-    /// None when no schema registry is configured.
-    pub schema_registry: Option<StateReader>,
+    /// Each configured dependency and the states it is made of, in the order of
+    /// [`Dependency::ALL`].
+    table: Vec<(Dependency, Vec<StateReader>)>,
     /// Whether the dead-letter topic exists (written by `sink::dlq_topic`); None when
     /// Kafka is disabled. Not a verdict: while it is unavailable, dead letters go to
     /// the collection, so health reports it without turning NOT_SERVING.
-    pub dead_letter_topic: Option<watch::Receiver<TopicState>>,
+    dead_letter_topic: Option<watch::Receiver<TopicState>>,
 }
 
 impl Dependencies {
-    /// MongoDB as health sees it: down when writes are failing, whatever the ping says,
-    /// or when it cannot be reached.
-    pub fn mongodb(&self) -> State {
-        let writes = self.mongodb_writes.borrow().clone();
-        if !writes.is_up() {
-            return writes;
+    /// No dependency yet, and the dead-letter topic's state when Kafka is enabled.
+    pub fn new(dead_letter_topic: Option<watch::Receiver<TopicState>>) -> Self {
+        Dependencies {
+            table: Vec::new(),
+            dead_letter_topic,
         }
-        self.mongodb_reachable.borrow().clone()
     }
 
-    /// Kafka as health sees it; None when disabled.
-    pub fn kafka(&self) -> Option<State> {
-        self.kafka.as_ref().map(|k| k.borrow().clone())
+    /// Adds `dependency`, made of `states`: it is down while one of them is, with the
+    /// reason of the first one down (MongoDB: failing writes win over a working ping).
+    pub fn with(
+        mut self,
+        dependency: Dependency,
+        states: impl IntoIterator<Item = StateReader>,
+    ) -> Self {
+        self.table.retain(|(d, _)| *d != dependency);
+        self.table.push((dependency, states.into_iter().collect()));
+        self.table.sort_by_key(|(d, _)| *d);
+        self
     }
 
-    /// The schema registry as its lookups last found it; None when not configured.
-    pub fn schema_registry(&self) -> Option<State> {
-        self.schema_registry.as_ref().map(|r| r.borrow().clone())
+    /// A dependency's state; None when it is not configured.
+    pub fn state(&self, dependency: Dependency) -> Option<State> {
+        self.states()
+            .find(|(d, _)| *d == dependency)
+            .map(|(_, s)| s)
+    }
+
+    /// Whether `dependency` is configured.
+    pub fn has(&self, dependency: Dependency) -> bool {
+        self.table.iter().any(|(d, _)| *d == dependency)
+    }
+
+    /// Every configured dependency and its state, in the order of [`Dependency::ALL`].
+    pub fn states(&self) -> impl Iterator<Item = (Dependency, State)> + '_ {
+        self.table.iter().map(|(dependency, states)| {
+            let down = (states.iter().map(|s| s.borrow().clone())).find(|s| !s.is_up());
+            (*dependency, down.unwrap_or(State::Up))
+        })
     }
 
     /// The dead-letter topic's state; None when Kafka is disabled.
@@ -128,28 +184,20 @@ impl Dependencies {
         self.dead_letter_topic.as_ref().map(|t| t.borrow().clone())
     }
 
-    /// Whether refused events can be dead-lettered.
-    pub fn dead_letters(&self) -> State {
-        self.dead_letters.borrow().clone()
-    }
-
-    /// True when every required dependency is up.
+    /// True when every configured dependency is up.
     pub fn all_up(&self) -> bool {
-        self.mongodb().is_up()
-            && self.dead_letters().is_up()
-            && self.kafka().is_none_or(|k| k.is_up())
-            && self.schema_registry().is_none_or(|r| r.is_up())
+        self.states().all(|(_, s)| s.is_up())
     }
 
     /// States that are always up, for tests of the parts that read them.
     pub fn all_up_for_tests(kafka: bool) -> Self {
-        Dependencies {
-            mongodb_reachable: state("mongodb", State::Up).1,
-            mongodb_writes: state("mongodb writes", State::Up).1,
-            dead_letters: state("dead letters", State::Up).1,
-            kafka: kafka.then(|| state("kafka", State::Up).1),
-            schema_registry: None,
-            dead_letter_topic: None,
+        let up = |name| state(name, State::Up).1;
+        let deps = Dependencies::new(None)
+            .with(Dependency::Mongodb, [up("mongodb")])
+            .with(Dependency::DeadLetters, [up("dead letters")]);
+        match kafka {
+            true => deps.with(Dependency::Kafka, [up("kafka")]),
+            false => deps,
         }
     }
 }
@@ -162,20 +210,21 @@ mod tests {
     fn failing_writes_win_over_a_working_ping() {
         let (reach, reach_r) = state("mongodb", State::Down("not checked yet".into()));
         let (writes, writes_r) = state("mongodb writes", State::Up);
-        let deps = Dependencies {
-            mongodb_reachable: reach_r,
-            mongodb_writes: writes_r,
-            dead_letters: state("dead letters", State::Up).1,
-            kafka: None,
-            schema_registry: None,
-            dead_letter_topic: None,
-        };
+        let deps = Dependencies::new(None)
+            .with(Dependency::Mongodb, [writes_r, reach_r])
+            .with(
+                Dependency::DeadLetters,
+                [state("dead letters", State::Up).1],
+            );
         assert!(!deps.all_up());
         assert!(reach.set(State::Up));
         assert!(deps.all_up());
         assert!(writes.set(State::Down("not authorized".into())));
         assert!(!reach.set(State::Up), "no change");
-        assert_eq!(deps.mongodb(), State::Down("not authorized".into()));
+        assert_eq!(
+            deps.state(Dependency::Mongodb),
+            Some(State::Down("not authorized".into()))
+        );
         assert!(!deps.all_up());
         assert!(writes.set(State::Up));
         assert!(deps.all_up());
@@ -186,17 +235,31 @@ mod tests {
         let (_r, reach) = state("mongodb", State::Up);
         let (_w, writes) = state("mongodb writes", State::Up);
         let (kafka, kafka_r) = state("kafka", State::Down("no broker".into()));
-        let deps = Dependencies {
-            mongodb_reachable: reach,
-            mongodb_writes: writes,
-            dead_letters: state("dead letters", State::Up).1,
-            kafka: Some(kafka_r),
-            schema_registry: None,
-            dead_letter_topic: None,
-        };
+        let without =
+            Dependencies::new(None).with(Dependency::Mongodb, [writes.clone(), reach.clone()]);
+        assert!(without.all_up());
+        assert_eq!(without.state(Dependency::Kafka), None);
+        let deps = without.with(Dependency::Kafka, [kafka_r]);
         assert!(!deps.all_up());
         kafka.set(State::Up);
         assert!(deps.all_up());
         assert!(!kafka.set(State::Up));
+    }
+
+    #[test]
+    fn the_table_keeps_the_order_of_all_whatever_the_order_of_registration() {
+        let up = || state("x", State::Up).1;
+        let deps = Dependencies::new(None)
+            .with(Dependency::SchemaRegistry, [up()])
+            .with(Dependency::DeadLetters, [up()])
+            .with(Dependency::Mongodb, [up()])
+            .with(Dependency::Kafka, [up()]);
+        let order: Vec<Dependency> = deps.states().map(|(d, _)| d).collect();
+        assert_eq!(order, Dependency::ALL);
+        let names: Vec<&str> = Dependency::ALL.iter().map(|d| d.name()).collect();
+        assert_eq!(
+            names,
+            ["mongodb", "kafka", "dead_letters", "schema_registry"]
+        );
     }
 }

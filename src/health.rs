@@ -1,7 +1,8 @@
-//! Health: the service is SERVING while MongoDB takes writes and answers pings, dead
-//! letters can be stored, Kafka is reachable when it is enabled, the schema registry
-//! answers when one is configured, and no shutdown is under way. The verdict is derived from the dependency states (`deps`), each of
-//! which has one writer. This task publishes it to the gRPC Health service for `""`,
+//! Health: the service is SERVING while every configured dependency is up (MongoDB takes
+//! writes and answers pings, dead letters can be stored, Kafka is reachable when it is
+//! enabled, the schema registry answers when one is configured) and no shutdown is
+//! under way. The verdict is derived from the one table of dependency states (`deps`),
+//! each of which has one writer. This task publishes it to the gRPC Health service for `""`,
 //! `ingest.v1.IngestAdmin` and `ingest.v1.IngestEvents`, and to the `dependency_up`
 //! gauges; `/health` answers with the same published verdict and says which
 //! dependency is down and why.
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use serde::Serialize;
+use serde::{ser::SerializeMap, Serialize, Serializer};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{
     pb::health_server::HealthServer,
@@ -23,8 +24,8 @@ use tonic_health::{
 use tracing::info;
 
 use crate::{
-    deps::{Dependencies, State},
-    metrics::Dependency,
+    deps::{Dependencies, Dependency, State},
+    sink::dlq_topic::TopicState,
     stats::Stats,
 };
 
@@ -42,31 +43,44 @@ pub struct Health {
     published: AtomicBool,
 }
 
-/// `/health`'s body.
-#[derive(Debug, Serialize)]
+/// `/health`'s body: the verdict published, each dependency in the order of
+/// [`Dependency::ALL`] (`up`, `down` or, when not configured, what
+/// [`Dependency::when_absent`] says), then why each one down is down
+/// (`<name>_error`), the dead-letter topic and the shutdown flag.
+#[derive(Debug)]
 pub struct HealthReport {
     pub status: &'static str,
-    pub mongodb: &'static str,
-    pub kafka: &'static str,
-    pub dead_letters: &'static str,
-    /// `up`, `down`, or absent when no schema registry is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schema_registry: Option<&'static str>,
-    /// Why MongoDB is down, when it is (failing writes win over a working ping).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mongodb_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letters_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schema_registry_error: Option<String>,
+    /// Every dependency; None when it is not configured.
+    pub dependencies: Vec<(Dependency, Option<State>)>,
     /// The dead-letter topic: `ready`, `checking`, `unavailable` (dead letters of Kafka
-    /// events go to the collection; not a reason to stop serving) or `disabled`.
-    pub dead_letter_topic: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter_topic_error: Option<String>,
+    /// events go to the collection; not a reason to stop serving); None (`disabled`)
+    /// without Kafka.
+    pub dead_letter_topic: Option<TopicState>,
     pub shutting_down: bool,
+}
+
+impl Serialize for HealthReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("status", self.status)?;
+        for (dependency, state) in &self.dependencies {
+            if let Some(word) = state.as_ref().map(word).or(dependency.when_absent()) {
+                map.serialize_entry(dependency.name(), word)?;
+            }
+        }
+        for (dependency, state) in &self.dependencies {
+            if let Some(why) = state.as_ref().and_then(State::error) {
+                map.serialize_entry(&format!("{}_error", dependency.name()), why)?;
+            }
+        }
+        let topic = self.dead_letter_topic.as_ref();
+        map.serialize_entry("dead_letter_topic", topic.map_or("disabled", |t| t.word()))?;
+        if let Some(why) = topic.and_then(TopicState::error) {
+            map.serialize_entry("dead_letter_topic_error", why)?;
+        }
+        map.serialize_entry("shutting_down", &self.shutting_down)?;
+        map.end()
+    }
 }
 
 fn word(state: &State) -> &'static str {
@@ -104,27 +118,16 @@ impl Health {
 
     /// The report `/health` returns.
     pub fn report(&self) -> HealthReport {
-        let mongodb = self.deps.mongodb();
-        let kafka = self.deps.kafka();
-        let dead_letters = self.deps.dead_letters();
-        let registry = self.deps.schema_registry();
-        let topic = self.deps.dead_letter_topic();
         HealthReport {
             status: if self.published() {
                 "serving"
             } else {
                 "not_serving"
             },
-            mongodb: word(&mongodb),
-            kafka: kafka.as_ref().map_or("disabled", word),
-            dead_letters: word(&dead_letters),
-            mongodb_error: mongodb.error().map(str::to_string),
-            kafka_error: kafka.as_ref().and_then(State::error).map(str::to_string),
-            dead_letters_error: dead_letters.error().map(str::to_string),
-            schema_registry: registry.as_ref().map(word),
-            schema_registry_error: registry.as_ref().and_then(State::error).map(str::to_string),
-            dead_letter_topic: topic.as_ref().map_or("disabled", |t| t.word()),
-            dead_letter_topic_error: topic.as_ref().and_then(|t| t.error().map(str::to_string)),
+            dependencies: (Dependency::ALL.iter())
+                .map(|&d| (d, self.deps.state(d)))
+                .collect(),
+            dead_letter_topic: self.deps.dead_letter_topic(),
             shutting_down: self.shutting_down.load(Ordering::SeqCst),
         }
     }
@@ -159,13 +162,8 @@ impl Health {
                 _ = tick.tick() => {}
             }
             self.stats.tick();
-            metrics.dependency_up(Dependency::Mongodb, self.deps.mongodb().is_up());
-            metrics.dependency_up(Dependency::DeadLetters, self.deps.dead_letters().is_up());
-            if let Some(kafka) = self.deps.kafka() {
-                metrics.dependency_up(Dependency::Kafka, kafka.is_up());
-            }
-            if let Some(registry) = self.deps.schema_registry() {
-                metrics.dependency_up(Dependency::SchemaRegistry, registry.is_up());
+            for (dependency, state) in self.deps.states() {
+                metrics.dependency_up(dependency, state.is_up());
             }
             let serving = self.serving();
             if last != Some(serving) {
@@ -174,5 +172,63 @@ impl Health {
                 last = Some(serving);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::{deps::state, metrics::Metrics};
+
+    fn health(deps: Dependencies) -> Arc<Health> {
+        let stats = Stats::new(
+            Arc::new(Metrics::new()),
+            deps.clone(),
+            watch::channel(false).1,
+        );
+        Health::new(deps, Arc::new(stats)).0
+    }
+
+    #[test]
+    fn health_without_kafka_says_disabled_and_leaves_the_registry_out() {
+        let (_reach, reach) = state("mongodb", State::Down("not checked yet".into()));
+        let deps = Dependencies::new(None)
+            .with(
+                Dependency::Mongodb,
+                [state("mongodb writes", State::Up).1, reach],
+            )
+            .with(
+                Dependency::DeadLetters,
+                [state("dead letters", State::Up).1],
+            );
+        let json = serde_json::to_string(&health(deps).report()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"status":"not_serving","mongodb":"down","kafka":"disabled","dead_letters":"up","mongodb_error":"not checked yet","dead_letter_topic":"disabled","shutting_down":false}"#
+        );
+    }
+
+    #[test]
+    fn health_names_each_dependency_down_and_why() {
+        let (_topic, topic) = watch::channel(TopicState::Unavailable("denied".into()));
+        let (_kafka, kafka) = state("kafka", State::Down("no broker".into()));
+        let (_registry, registry) = state("schema registry", State::Down("timeout".into()));
+        let deps = Dependencies::new(Some(topic))
+            .with(Dependency::SchemaRegistry, [registry])
+            .with(Dependency::Kafka, [kafka])
+            .with(Dependency::Mongodb, [state("mongodb", State::Up).1])
+            .with(
+                Dependency::DeadLetters,
+                [state("dead letters", State::Up).1],
+            );
+        let health = health(deps);
+        assert!(!health.serving());
+        let json = serde_json::to_string(&health.report()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"status":"not_serving","mongodb":"up","kafka":"down","dead_letters":"up","schema_registry":"down","kafka_error":"no broker","schema_registry_error":"timeout","dead_letter_topic":"unavailable","dead_letter_topic_error":"denied","shutting_down":false}"#
+        );
     }
 }

@@ -6,9 +6,10 @@
 //! ```text
 //! source::kafka ─┐                                  ┌─► sink::mongo (insert_many)
 //!                ├─► pipeline ─► validate ─► batcher ┤
-//! grpc::ingest ──┘   (one bounded channel of         └─► sink::dead_letter
-//!                     event::Incoming)
-//!     acks ─► source::offsets (Kafka commits) / gRPC IngestAcks
+//! grpc::ingest ──┘   (bounded channels of            └─► sink::dead_letter
+//!                     event::Incoming: one for Kafka,
+//!                     one for gRPC and re-drives)
+//!     acks ─► source::acks (the Kafka source's offsets) / gRPC IngestAcks
 //! grpc::admin, health, http: the control plane and observability over `stats`,
 //! `metrics` and the dependency states of `deps`; grpc::admin's SeekConsumer drives
 //! `source::seek`, and RedriveDeadLetters (`redrive`) feeds dead letters back into
@@ -40,6 +41,9 @@ pub mod source;
 pub mod stats;
 pub mod telemetry;
 pub mod validate;
+
+#[cfg(test)]
+mod docs_tests;
 
 pub use app::{Application, BuildError};
 pub use config::Config;

@@ -4,7 +4,7 @@
 //!
 //! 1. health turns NOT_SERVING, so probes and load balancers stop sending;
 //! 2. intake stops (`requested`): the Kafka source stops fetching, producer streams
-//!    stop reading, the pipeline closes its channel;
+//!    stop reading, the pipeline closes its channels;
 //! 3. the pipeline drains (`pipeline_drained`): every event taken is written, a
 //!    duplicate, or dead-lettered, and acked;
 //! 4. the Kafka source commits its final offsets and leaves the group

@@ -2,7 +2,7 @@
 //! GetStats returns it, `/stats` serves it as JSON with the proto field names (serde is
 //! derived on the generated type) and ingestctl prints the same, so one type carries
 //! the shape everywhere. Counts come from the Prometheus metrics; dependency states from
-//! their owners (`deps`); partition positions from the Kafka source; the re-drive
+//! the one table of them (`deps`); partition positions from the Kafka source; the re-drive
 //! figures from the running re-drive (`redrive`).
 use std::{
     sync::{
@@ -15,7 +15,7 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    deps::Dependencies,
+    deps::{Dependencies, Dependency},
     event::{Incoming, Source},
     metrics::{Metrics, PauseReason},
     proto::ingest::v1::{GetStatsResponse, PartitionLag, SourceCounts},
@@ -114,7 +114,7 @@ impl Stats {
 
     /// Whether Kafka is consumed at all.
     pub fn kafka_enabled(&self) -> bool {
-        self.deps.kafka.is_some()
+        self.deps.has(Dependency::Kafka)
     }
 
     /// The Kafka source reports whether fetching is paused (by PauseConsumer or by
@@ -179,6 +179,11 @@ impl Stats {
             .set(self.started.elapsed().as_secs_f64());
     }
 
+    /// Whether a dependency is configured and up.
+    fn connected(&self, dependency: Dependency) -> bool {
+        self.deps.state(dependency).is_some_and(|s| s.is_up())
+    }
+
     /// All figures at this moment.
     pub fn snapshot(&self) -> GetStatsResponse {
         let kafka = self.counts(Source::Kafka);
@@ -204,10 +209,10 @@ impl Stats {
                 .map_or("", PauseReason::as_str)
                 .to_string(),
             kafka_enabled: self.kafka_enabled(),
-            kafka_connected: self.deps.kafka().is_some_and(|k| k.is_up()),
-            mongodb_connected: self.deps.mongodb().is_up(),
-            schema_registry_enabled: self.deps.schema_registry().is_some(),
-            schema_registry_connected: self.deps.schema_registry().is_some_and(|r| r.is_up()),
+            kafka_connected: self.connected(Dependency::Kafka),
+            mongodb_connected: self.connected(Dependency::Mongodb),
+            schema_registry_enabled: self.deps.has(Dependency::SchemaRegistry),
+            schema_registry_connected: self.connected(Dependency::SchemaRegistry),
             consumer_lag: partitions.iter().map(|p| p.lag.max(0)).sum(),
             partitions,
             rejected_by_reason: self

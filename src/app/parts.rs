@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::{
     config::{Config, SettingError},
     conn::Gate,
-    deps::{self, Dependencies, State, StateWriter},
+    deps::{self, Dependencies, Dependency, State, StateWriter},
     event::Incoming,
     format::{Registry, ValueDecoder},
     grpc::{self, admin::Admin, auth::AuthFailures, budget::Budget, ingest::Ingest},
@@ -64,6 +64,15 @@ impl StateWriters {
             .is_some()
             .then(|| watch::channel(TopicState::Checking))
             .unzip();
+        let mut deps = Dependencies::new(topic_r)
+            .with(Dependency::Mongodb, [writes, reach])
+            .with(Dependency::DeadLetters, [letters]);
+        if let Some(state) = kafka_r {
+            deps = deps.with(Dependency::Kafka, [state]);
+        }
+        if let Some(state) = registry_r {
+            deps = deps.with(Dependency::SchemaRegistry, [state]);
+        }
         StateWriters {
             mongodb_reachable,
             mongodb_writes,
@@ -71,14 +80,7 @@ impl StateWriters {
             kafka,
             schema_registry,
             dead_letter_topic,
-            deps: Dependencies {
-                mongodb_reachable: reach,
-                mongodb_writes: writes,
-                dead_letters: letters,
-                kafka: kafka_r,
-                schema_registry: registry_r,
-                dead_letter_topic: topic_r,
-            },
+            deps,
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Configuration unit tests: defaults, refused values with the variable named, masking
 //! of secrets, the Kafka properties, the validation rules and the document format.
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
 use super::*;
+use crate::validate::Rules;
 
 fn parse(args: &[&str]) -> Result<Config, clap::Error> {
     Config::try_parse_from(std::iter::once("sales-ingest").chain(args.iter().copied()))

@@ -3,60 +3,37 @@
 //! pause flag, watermarks and broker states). The rebalance and commit callbacks change
 //! no offsets: they send the source what happened (`acks::FromConsumer`), and the
 //! revoke callback commits the due offsets the source last published. Also the consumer
-//! settings, and `probe`, the one writer of "Kafka reachable".
+//! settings; `reachable.rs` holds `probe`, the one writer of "Kafka reachable", and the
+//! consumer errors it reports.
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicBool, atomic::Ordering, Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use rdkafka::{
     config::RDKafkaLogLevel,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    error::{KafkaError, KafkaResult, RDKafkaErrorCode},
+    error::KafkaResult,
     ClientContext, Offset, Statistics, TopicPartitionList,
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+mod reachable;
+
+pub use reachable::probe;
+use reachable::Problem;
 
 use crate::{
     config::Config,
     config::SettingError,
-    deps::{State, StateWriter},
     librdkafka::{client_config, creation_error, GroupProtocol},
     source::{
         acks::{ConsumerEvents, Durable, FromConsumer},
         reset::Resets,
     },
 };
-
-/// A consumer error that keeps the member from consuming.
-#[derive(Clone, Debug)]
-pub(super) struct Problem {
-    why: String,
-    /// Whether it may be a race with the topic's creation, so it counts only once it
-    /// has lasted [`TOPIC_GRACE`] (and until an assignment clears it).
-    missing_topic: bool,
-    first: Instant,
-    last: Instant,
-}
-
-impl Problem {
-    /// Whether it was still being reported at `now` (a repeat extends it).
-    fn ongoing_at(&self, now: Instant) -> bool {
-        now.duration_since(self.last) < PROBLEM_WINDOW
-    }
-
-    /// Why Kafka is down because of it, if it counts now.
-    fn counts(&self) -> Option<&str> {
-        // librdkafka reports a missing topic once; the assignment that follows its
-        // creation clears it. The group's refusals repeat at every join attempt.
-        let current = self.missing_topic || self.ongoing_at(Instant::now());
-        let lasted = !self.missing_topic || self.first.elapsed() >= TOPIC_GRACE;
-        (current && lasted).then_some(self.why.as_str())
-    }
-}
 
 /// State shared between the consumer's callbacks and the source loop.
 pub struct SourceContext {
@@ -78,7 +55,7 @@ pub struct SourceContext {
     /// A consumer error that keeps this member from consuming (the topic missing, the
     /// group refusing it, no authorization); cleared by an assignment or a consumed
     /// message.
-    pub(super) problem: Mutex<Option<Problem>>,
+    problem: Mutex<Option<Problem>>,
     /// librdkafka's last broker connection failure (refused, TLS handshake, SASL
     /// authentication), as it logged it: why no broker connection is up.
     pub(super) last_failure: Mutex<Option<String>>,
@@ -195,45 +172,6 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
-    /// Records a consumer error if it keeps this member from consuming, in words an
-    /// operator can act on; other errors are librdkafka's to retry.
-    pub(super) fn note_error(&self, e: &KafkaError) {
-        use RDKafkaErrorCode as C;
-        let code = e.rdkafka_error_code();
-        let missing_topic = matches!(code, Some(C::UnknownTopicOrPartition | C::UnknownTopic));
-        let hint = match code {
-            _ if missing_topic => format!(
-                "topic {} does not exist on the brokers (KAFKA_TOPIC)",
-                self.topic
-            ),
-            Some(C::InconsistentGroupProtocol) => "the group's members use another partition \
-                assignment protocol (KAFKA_PARTITION_ASSIGNMENT must match the group's)"
-                .to_string(),
-            Some(C::GroupAuthorizationFailed | C::TopicAuthorizationFailed) => {
-                "not authorized for the group or the topic".to_string()
-            }
-            _ => return debug!(error = %e, "consumer error"),
-        };
-        warn!(error = %e, "{hint}");
-        let now = Instant::now();
-        let mut p = self.problem.lock().expect("problem lock");
-        let first = p
-            .as_ref()
-            .filter(|p| p.missing_topic == missing_topic && p.ongoing_at(now))
-            .map_or(now, |p| p.first);
-        *p = Some(Problem {
-            why: format!("{hint}: {e}"),
-            missing_topic,
-            first,
-            last: now,
-        });
-    }
-
-    /// Forgets a recorded consumer problem: the member consumes again.
-    pub(super) fn clear_problem(&self) {
-        *self.problem.lock().expect("problem lock") = None;
-    }
-
     pub(super) fn offsets_list(&self, offsets: &[(i32, i64)]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for &(p, o) in offsets {
@@ -243,14 +181,6 @@ impl SourceContext {
         tpl
     }
 }
-
-/// How long a refusal by the group keeps Kafka down without being reported again
-/// (librdkafka repeats it at each join attempt).
-const PROBLEM_WINDOW: Duration = Duration::from_secs(30);
-
-/// How long the topic must be missing before Kafka counts as down: deployments often
-/// create the topic next to the service, so a first start may race its creation.
-const TOPIC_GRACE: Duration = Duration::from_secs(60);
 
 /// KAFKA_SESSION_TIMEOUT_MS, KAFKA_HEARTBEAT_INTERVAL_MS and KAFKA_PARTITION_ASSIGNMENT
 /// when unset (classic protocol).
@@ -277,6 +207,24 @@ pub fn consumer(cfg: &Config) -> Result<Arc<IngestConsumer>, SettingError> {
         last_failure: Mutex::new(None),
         resets: Resets::default(),
     };
+    let settings = settings(cfg);
+    let mut config = client_config(cfg, &settings);
+    // librdkafka logs offset resets as warnings; the source counts them from the log.
+    if (config.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
+        config.set_log_level(RDKafkaLogLevel::Warning);
+    }
+    let consumer: IngestConsumer = config
+        .create_with_context(ctx)
+        .map_err(|e| creation_error(cfg, &settings, e))?;
+    consumer
+        .subscribe(&[&cfg.kafka_topic])
+        .map_err(|e| SettingError::caused("KAFKA_TOPIC", e.to_string(), e))?;
+    Ok(Arc::new(consumer))
+}
+
+/// The consumer's own librdkafka settings; `librdkafka::client_config` adds the
+/// bootstrap servers, the security settings and KAFKA_PROPERTIES.
+fn settings(cfg: &Config) -> Vec<(&'static str, String)> {
     let mut settings = vec![
         ("group.id", cfg.kafka_group_id.clone()),
         ("group.protocol", cfg.kafka_group_protocol.name().into()),
@@ -325,84 +273,5 @@ pub fn consumer(cfg: &Config) -> Result<Arc<IngestConsumer>, SettingError> {
             ),
         ]);
     }
-    let mut config = client_config(cfg, &settings);
-    // librdkafka logs offset resets as warnings; the source counts them from the log.
-    if (config.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
-        config.set_log_level(RDKafkaLogLevel::Warning);
-    }
-    let consumer: IngestConsumer = config
-        .create_with_context(ctx)
-        .map_err(|e| creation_error(cfg, &settings, e))?;
-    consumer
-        .subscribe(&[&cfg.kafka_topic])
-        .map_err(|e| SettingError::caused("KAFKA_TOPIC", e.to_string(), e))?;
-    Ok(Arc::new(consumer))
-}
-
-/// Publishes broker reachability, once a second, from librdkafka's own view of its
-/// broker connections (the statistics it emits every second): a broker connection is
-/// UP (else the last connection failure librdkafka logged says why), statistics are fresh, and no consumer error that keeps this member from
-/// consuming was reported in the last [`PROBLEM_WINDOW`]. It adds no request of its
-/// own. The one writer of "Kafka reachable".
-pub async fn probe(consumer: Arc<IngestConsumer>, state: StateWriter, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (up, at) = *consumer.context().broker_up.lock().expect("broker_up lock");
-        let fresh = at.is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-        let problem = (consumer.context().problem.lock().expect("problem lock"))
-            .as_ref()
-            .and_then(|p| p.counts().map(str::to_string));
-        let failure = (consumer
-            .context()
-            .last_failure
-            .lock()
-            .expect("last_failure lock"))
-        .clone();
-        state.set(match (up, fresh, problem) {
-            (false, _, _) => State::Down(match failure {
-                Some(why) => format!("no broker connection is up; the last attempt failed: {why}"),
-                None => "no broker connection is up".into(),
-            }),
-            (true, false, _) => State::Down("no statistics from librdkafka for 5 s".into()),
-            (true, true, Some(why)) => State::Down(why),
-            (true, true, None) => State::Up,
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn problem(missing_topic: bool, first_ago: u64, last_ago: u64) -> Problem {
-        let now = Instant::now();
-        Problem {
-            why: "why".into(),
-            missing_topic,
-            first: now - Duration::from_secs(first_ago),
-            last: now - Duration::from_secs(last_ago),
-        }
-    }
-
-    #[test]
-    fn a_missing_topic_counts_once_it_has_lasted_the_grace() {
-        assert_eq!(problem(true, 10, 0).counts(), None);
-        assert_eq!(problem(true, 61, 0).counts(), Some("why"));
-        assert_eq!(
-            problem(true, 120, 100).counts(),
-            Some("why"),
-            "reported once, it lasts until an assignment clears it"
-        );
-    }
-
-    #[test]
-    fn a_refusing_group_counts_at_once_while_it_is_reported() {
-        assert_eq!(problem(false, 0, 0).counts(), Some("why"));
-        assert_eq!(problem(false, 40, 31).counts(), None);
-        assert!(problem(false, 40, 10).ongoing_at(Instant::now()));
-    }
+    settings
 }

@@ -5,7 +5,8 @@
 //! full pipeline: `backpressure` decides when fetching pauses, and polling goes on, so
 //! the group session survives long MongoDB outages. The same pause serves
 //! PauseConsumer, and is re-applied to partitions assigned later. SeekConsumer's seeks
-//! arrive here as commands and are carried out between messages (`seek`).
+//! arrive here as commands and are carried out between messages (`seek`). Its commits
+//! are in `commit.rs`, its lag figures in `lag.rs`.
 use std::{
     collections::VecDeque,
     sync::{
@@ -18,7 +19,7 @@ use std::{
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
-    consumer::{CommitMode, Consumer, MessageStream},
+    consumer::{Consumer, MessageStream},
     error::KafkaResult,
     message::{BorrowedMessage, Message},
 };
@@ -30,7 +31,6 @@ pub use crate::source::consumer::{consumer, probe, IngestConsumer, SourceContext
 use crate::{
     event::{Ack, Incoming},
     metrics::PauseReason,
-    proto::ingest::v1::PartitionLag,
     source::{
         acks::{Offsets, Report},
         backpressure::{Backpressure, BACKLOG_MAX},
@@ -41,6 +41,9 @@ use crate::{
     stats::Stats,
     telemetry,
 };
+
+mod commit;
+mod lag;
 
 /// What woke the source loop.
 enum Wake<'a> {
@@ -69,6 +72,28 @@ fn hand_over(tx: &mpsc::Sender<Incoming>, backlog: &mut VecDeque<Incoming>) -> b
         }
     }
     true
+}
+
+/// What the source loop holds between wake-ups.
+struct Intake {
+    /// Messages taken and not yet handed to the pipeline.
+    backlog: VecDeque<Incoming>,
+    pressure: Backpressure,
+    /// The seek being carried out, one at a time.
+    seek: Option<SeekJob>,
+    /// Whether SeekConsumer can still send seeks.
+    seeks_open: bool,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Intake {
+            backlog: VecDeque::new(),
+            pressure: Backpressure::default(),
+            seek: None,
+            seeks_open: true,
+        }
+    }
 }
 
 /// `newest_ms` before any message was consumed.
@@ -130,25 +155,14 @@ impl KafkaSource {
         // waker slot per message).
         let consumer = self.consumer.clone();
         let mut messages = consumer.stream();
-        let mut backlog: VecDeque<Incoming> = VecDeque::new();
         let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
         let mut poll_tick = tokio::time::interval(Duration::from_millis(200));
         let mut seek_tick = tokio::time::interval(Duration::from_millis(20));
-        let mut pressure = Backpressure::default();
-        let mut seek: Option<SeekJob> = None;
-        let mut seeks_open = true;
-        loop {
-            if !hand_over(&self.tx, &mut backlog) {
-                break;
-            }
-            let admin = *self.admin_paused.borrow();
-            let now = tokio::time::Instant::now();
-            if let Some(paused) = pressure.update(backlog.len(), admin, now) {
-                self.set_fetch_paused(paused, seek.as_ref());
-            }
-            self.stats.set_pause_reason(pressure.reason(admin));
-            let take_messages = pressure.take_messages(backlog.len());
+        let mut intake = Intake::default();
+        while hand_over(&self.tx, &mut intake.backlog) {
+            let take_messages = self.apply_backpressure(&mut intake);
             self.offsets.apply_consumer();
+            let (backlog, seeking) = (&mut intake.backlog, intake.seek.is_some());
             // Acks first: they free what the pipeline holds and advance commits.
             let wake = tokio::select! {
                 biased;
@@ -163,41 +177,69 @@ impl KafkaSource {
                     Err(_) => Wake::Stop,
                 },
                 _ = self.admin_paused.changed() => Wake::Idle,
-                command = self.seeks.recv(), if seeks_open && seek.is_none() => Wake::Seek(command),
-                _ = seek_tick.tick(), if seek.is_some() => Wake::Idle,
+                command = self.seeks.recv(), if intake.seeks_open && !seeking => Wake::Seek(command),
+                _ = seek_tick.tick(), if seeking => Wake::Idle,
                 _ = poll_tick.tick() => Wake::Idle,
                 msg = messages.next(), if take_messages => Wake::Message(msg),
             };
-            match wake {
-                Wake::Report(report) => self.offsets.handle(report),
-                Wake::Stop => break,
-                Wake::Commit => {
-                    self.commit_async(seek.is_some());
-                    self.refresh_watermarks();
-                    self.publish_lag();
-                }
-                Wake::Seek(Some(command)) => seek = Some(SeekJob::begin(command, &self.consumer)),
-                Wake::Seek(None) => seeks_open = false,
-                Wake::Message(Some(Ok(m))) => self.take(m, &mut messages, &mut backlog),
-                Wake::Message(Some(Err(e))) => {
-                    self.ctx().note_error(&e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Wake::Message(None) => break,
-                Wake::Idle => {}
+            if !self.on_wake(wake, &mut messages, &mut intake).await {
+                break;
             }
-            if let Some(job) = seek.take_if(|j| j.drained(self.offsets.tracker()) || j.expired()) {
+            let done = |j: &SeekJob| j.drained(self.offsets.tracker()) || j.expired();
+            if let Some(job) = intake.seek.take_if(|j| done(j)) {
                 self.end_seek(job).await;
             }
         }
-        drop(seek);
+        drop(intake.seek);
         self.set_fetch_paused(true, None);
         self.stats.set_pause_reason(Some(PauseReason::Shutdown));
         // Never handed over: delivered again from the last commit.
-        for item in backlog {
+        for item in intake.backlog {
             item.ack.release();
         }
         self.finish(drained).await;
+    }
+
+    /// Pauses or resumes fetching as the backpressure policy says; whether to take
+    /// messages now.
+    fn apply_backpressure(&self, intake: &mut Intake) -> bool {
+        let admin = *self.admin_paused.borrow();
+        let now = tokio::time::Instant::now();
+        let waiting = intake.backlog.len();
+        if let Some(paused) = intake.pressure.update(waiting, admin, now) {
+            self.set_fetch_paused(paused, intake.seek.as_ref());
+        }
+        self.stats.set_pause_reason(intake.pressure.reason(admin));
+        intake.pressure.take_messages(waiting)
+    }
+
+    /// Acts on what woke the loop; false when intake ends.
+    async fn on_wake(
+        &mut self,
+        wake: Wake<'_>,
+        messages: &mut MessageStream<'_, SourceContext>,
+        intake: &mut Intake,
+    ) -> bool {
+        match wake {
+            Wake::Report(report) => self.offsets.handle(report),
+            Wake::Stop | Wake::Message(None) => return false,
+            Wake::Commit => {
+                self.commit_async(intake.seek.is_some());
+                self.refresh_watermarks();
+                self.publish_lag();
+            }
+            Wake::Seek(Some(command)) => {
+                intake.seek = Some(SeekJob::begin(command, &self.consumer));
+            }
+            Wake::Seek(None) => intake.seeks_open = false,
+            Wake::Message(Some(Ok(m))) => self.take(m, messages, &mut intake.backlog),
+            Wake::Message(Some(Err(e))) => {
+                self.ctx().note_error(&e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Wake::Idle => {}
+        }
+        true
     }
 
     /// After intake stopped: applies acks until the pipeline has drained, commits the
@@ -317,124 +359,5 @@ impl KafkaSource {
             Ok(()) => debug!(paused, partitions = assignment.count(), "fetching toggled"),
             Err(e) => warn!(error = %e, paused, "pause/resume failed"),
         }
-    }
-
-    /// Commits every partition whose durable offset advanced; the commit callback
-    /// records what the broker took.
-    fn commit_async(&mut self, seeking: bool) {
-        if !seeking {
-            self.pass_unseen_records();
-        }
-        let offsets = self.offsets.tracker().to_commit();
-        if offsets.is_empty() {
-            return;
-        }
-        let tpl = self.ctx().offsets_list(&offsets);
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            warn!(error = %e, "offset commit failed; will retry");
-        }
-    }
-
-    /// Moves drained partitions past the records librdkafka consumed without handing
-    /// them over (transaction markers, aborted records): its position is then beyond
-    /// the last message, and the commit follows it, so no lag waits on them.
-    fn pass_unseen_records(&mut self) {
-        let Ok(positions) = self.consumer.position() else {
-            return;
-        };
-        let t = self.offsets.tracker_mut();
-        for e in positions.elements_for_topic(&self.topic) {
-            if let rdkafka::Offset::Offset(o) = e.offset() {
-                t.pass_to(e.partition(), o);
-            }
-        }
-    }
-
-    /// The last commit, synchronous, on a blocking thread so a broker outage cannot
-    /// hold a runtime worker (the shutdown timeout bounds the wait).
-    async fn commit_final(&mut self) {
-        let offsets = self.offsets.tracker().to_commit();
-        if offsets.is_empty() {
-            return;
-        }
-        let consumer = self.consumer.clone();
-        let tpl = self.ctx().offsets_list(&offsets);
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
-        match result {
-            Ok(Ok(())) => self.offsets.committed(&offsets),
-            Ok(Err(e)) => {
-                warn!(error = %e, "final offset commit failed; those events will be redelivered")
-            }
-            Err(e) => warn!(error = %e, "final offset commit did not finish"),
-        }
-    }
-
-    /// While fetching is paused, reads the assigned partitions' high watermarks from
-    /// the broker on a blocking thread (one read at a time, 1 s per partition at most),
-    /// so the lag figures follow what arrives meanwhile.
-    fn refresh_watermarks(&self) {
-        let ctx = self.ctx();
-        if !ctx.fetch_paused.load(Ordering::SeqCst) || ctx.refreshing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let parts = self.offsets.tracker().assigned();
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || {
-            let ctx = consumer.context();
-            for p in parts {
-                match consumer.fetch_watermarks(&ctx.topic, p, Duration::from_secs(1)) {
-                    Ok((_, hi)) => {
-                        let mut w = ctx.watermarks.lock().expect("watermarks lock");
-                        let e = w.entry(p).or_insert((-1, -1));
-                        e.0 = e.0.max(hi);
-                    }
-                    Err(e) => {
-                        debug!(error = %e, partition = p, "reading the high watermark failed")
-                    }
-                }
-            }
-            ctx.refreshing.store(false, Ordering::SeqCst);
-        });
-    }
-
-    /// Publishes committed offset, high watermark and lag per assigned partition. The
-    /// time lag is the newest consumed message's age when it was consumed; while
-    /// messages wait and none was consumed since the last publication (paused, held by
-    /// backpressure, stalled) it is that message's age now, so it grows with the clock;
-    /// with nothing waiting it is 0.
-    fn publish_lag(&self) {
-        let parts: Vec<PartitionLag> = {
-            let t = self.offsets.tracker();
-            let w = self.ctx().watermarks.lock().expect("watermarks lock");
-            t.assigned()
-                .into_iter()
-                .map(|p| {
-                    let (hi, seen_committed) = w.get(&p).copied().unwrap_or((-1, -1));
-                    let committed = t.committed(p).unwrap_or(seen_committed);
-                    let lag = if hi >= 0 {
-                        (hi - committed.max(0)).max(0)
-                    } else {
-                        0
-                    };
-                    PartitionLag {
-                        partition: p,
-                        committed_offset: committed,
-                        high_watermark: hi,
-                        lag,
-                    }
-                })
-                .collect()
-        };
-        let waiting: i64 = parts.iter().map(|p| p.lag).sum();
-        let consumed = self.consumed_since_publish.swap(false, Ordering::Relaxed);
-        let newest = self.newest_ms.load(Ordering::Relaxed);
-        if waiting == 0 {
-            self.stats.metrics().kafka_lag_ms(0);
-        } else if !consumed && newest != NO_TIMESTAMP {
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            self.stats.metrics().kafka_lag_ms(now_ms - newest);
-        }
-        self.stats.set_partitions(parts);
     }
 }

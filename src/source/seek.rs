@@ -161,23 +161,8 @@ impl SeekHandle {
             None => (owned.clone(), Vec::new()),
             Some(listed) => listed.into_iter().partition(|p| owned.contains(p)),
         };
-        // A partition nobody here owns may be another member's, or not exist at all.
         if !not_owned.is_empty() {
-            let (consumer, name) = (self.consumer.clone(), topic.clone());
-            let count = tokio::task::spawn_blocking(move || partition_count(&consumer, &name))
-                .await
-                .map_err(|e| Status::internal(format!("reading the topic failed: {e}")))??;
-            if count == 0 {
-                return Err(Status::failed_precondition(format!(
-                    "topic {topic} does not exist on the brokers"
-                )));
-            }
-            if let Some(&p) = not_owned.iter().find(|&&p| p >= count) {
-                return Err(Status::invalid_argument(format!(
-                    "partition {p} does not exist: topic {topic} has {count} partitions (0 to {})",
-                    count - 1
-                )));
-            }
+            self.check_exist(&topic, &not_owned).await?;
         }
         if mine.is_empty() {
             return Ok(pb::SeekConsumerResponse {
@@ -204,6 +189,28 @@ impl SeekHandle {
             partitions: outcome.moved,
             not_owned,
         })
+    }
+
+    /// Checks that the partitions nobody here owns exist: they may be another
+    /// member's, or not exist at all (FAILED_PRECONDITION without the topic,
+    /// INVALID_ARGUMENT past its partition count).
+    async fn check_exist(&self, topic: &str, partitions: &[i32]) -> Result<(), Status> {
+        let (consumer, name) = (self.consumer.clone(), topic.to_string());
+        let count = tokio::task::spawn_blocking(move || partition_count(&consumer, &name))
+            .await
+            .map_err(|e| Status::internal(format!("reading the topic failed: {e}")))??;
+        if count == 0 {
+            return Err(Status::failed_precondition(format!(
+                "topic {topic} does not exist on the brokers"
+            )));
+        }
+        if let Some(&p) = partitions.iter().find(|&&p| p >= count) {
+            return Err(Status::invalid_argument(format!(
+                "partition {p} does not exist: topic {topic} has {count} partitions (0 to {})",
+                count - 1
+            )));
+        }
+        Ok(())
     }
 }
 
