@@ -310,7 +310,7 @@ fn the_service_pdb_and_autoscaler_select_the_deployments_pods() {
     // The lag example names the metric the service exports.
     let text = read(&format!("{BASE}/hpa.yaml"));
     assert!(text.contains("name: kafka_consumer_lag_messages"));
-    assert!(read("src/metrics.rs").contains("kafka_consumer_lag_messages"));
+    assert!(read("src/metrics/build.rs").contains("kafka_consumer_lag_messages"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
