@@ -255,10 +255,13 @@ async fn scale_out(variant: &str, kill: bool) {
     let stored = count(&db).await;
     assert_eq!(stored, N as u64, "every event exactly once");
     let (_, b_duplicates) = kafka_counts(&b).await;
-    assert_eq!(
-        b_duplicates - b_duplicates_before,
-        left,
-        "the events `a` stored past its commits came back to `b` as duplicates"
+    // Every event `a` stored past its commits comes back to `b` as a duplicate; `b`'s
+    // own partitions may redeliver some of its uncommitted events in the rebalance too
+    // (an eager assignment revokes them all), so the redeliveries are at least that.
+    let redelivered = b_duplicates - b_duplicates_before;
+    assert!(
+        redelivered >= left && redelivered < N as u64,
+        "the events `a` stored past its commits ({left}) came back to `b` as duplicates: {redelivered}"
     );
     let b_log = b.log().to_path_buf();
     let (status, _) = b.terminate(Duration::from_secs(30)).unwrap();

@@ -163,7 +163,7 @@ async fn a_registry_decides_which_schema_ids_are_sales_events() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"schema_registry_requests_total{result="not_found"} 1"#));
-    let (_, health) = get(&format!("{}/health", app.http_url)).await;
+    let (_, health) = get_as_admin(&format!("{}/health", app.http_url)).await;
     assert!(health.contains(r#""schema_registry":"up""#), "{health}");
     app.stop().await;
 }
@@ -185,7 +185,7 @@ async fn a_failing_registry_holds_events_until_it_answers() {
     wait_until(Duration::from_secs(60), "registry down in /health", || {
         let http = http.clone();
         async move {
-            let (status, body) = get(&format!("{http}/health")).await;
+            let (status, body) = get_as_admin(&format!("{http}/health")).await;
             status == 503 && body.contains(r#""schema_registry":"down""#) && body.contains("503")
         }
     })
@@ -213,7 +213,7 @@ async fn a_failing_registry_holds_events_until_it_answers() {
         }
     })
     .await;
-    let (_, health) = get(&format!("{http}/health")).await;
+    let (_, health) = get_as_admin(&format!("{http}/health")).await;
     assert!(health.contains("GET /schemas/ids/1 failed"), "{health}");
     let snapshot = app.stats.snapshot();
     assert!(snapshot.schema_registry_enabled && !snapshot.schema_registry_connected);
@@ -221,7 +221,11 @@ async fn a_failing_registry_holds_events_until_it_answers() {
     let dom = rendered_dom(&format!("{}/", app.http_url)).await;
     assert_eq!(text(&dom, "serving"), "NOT SERVING");
     assert_eq!(text(&dom, "dep-schema-registry"), "down");
-    assert!(attr(&dom, "serving", "title").contains("503"), "{dom}");
+    // The pill's title names what is down (the page asks /health without a token).
+    assert!(
+        attr(&dom, "serving", "title").contains("schema_registry down"),
+        "{dom}"
+    );
     let k = snapshot.kafka.unwrap();
     assert_eq!(
         (k.stored, k.rejected),
@@ -295,7 +299,7 @@ async fn a_registry_answer_without_a_schema_is_refused_not_retried() {
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
-    let (_, health) = get(&format!("{}/health", app.http_url)).await;
+    let (_, health) = get_as_admin(&format!("{}/health", app.http_url)).await;
     assert!(health.contains(r#""schema_registry":"up""#), "{health}");
     app.stop().await;
 }
@@ -308,12 +312,12 @@ async fn registry_health(app: &TestApp, status: u16, word: &str) -> String {
     wait_until(Duration::from_secs(30), &what, || {
         let (http, want) = (http.clone(), want.clone());
         async move {
-            let (s, body) = get(&format!("{http}/health")).await;
+            let (s, body) = get_as_admin(&format!("{http}/health")).await;
             s == status && body.contains(&want)
         }
     })
     .await;
-    get(&format!("{}/health", app.http_url)).await.1
+    get_as_admin(&format!("{}/health", app.http_url)).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
