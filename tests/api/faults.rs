@@ -356,6 +356,18 @@ async fn sigterm_under_load_flushes_commits_and_exits_0() {
         tokio::spawn(async move { produce(&topic, PARTITIONS, &rest).await })
     };
     wait_count(&db, 20_000, Duration::from_secs(120)).await;
+    // The gRPC stream too is under way (a loaded machine can open it late).
+    let grpc_stored = db.collection::<Document>("raw_sales");
+    wait_until(Duration::from_secs(60), "gRPC events stored", || {
+        let c = grpc_stored.clone();
+        async move {
+            c.count_documents(doc! { "_id": { "$regex": "^tg-" } })
+                .await
+                .unwrap()
+                >= 100
+        }
+    })
+    .await;
     let (status, took) = server.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "exit 0 after SIGTERM, got {status:?}");
     assert!(
