@@ -42,6 +42,24 @@ async fn trickle(channel: Channel, name: String) -> Result<JoinHandle<(u64, Stat
     }))
 }
 
+/// `n` trickling streams held open on one new connection to `url`, and the connection.
+async fn hold_streams(
+    url: &str,
+    n: usize,
+    name: &str,
+) -> (Channel, Vec<JoinHandle<(u64, Status)>>) {
+    let connection = channel(url).await;
+    let mut held = Vec::new();
+    for i in 0..n {
+        held.push(
+            trickle(connection.clone(), format!("{name}-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    (connection, held)
+}
+
 /// Sends `n` requests of 10 events on a new stream of `channel`; the events stored.
 async fn produce_on(channel: Channel, n: u64, name: &str) -> Result<u64, Status> {
     let name = name.to_string();
@@ -91,15 +109,7 @@ async fn a_connection_holding_its_share_of_streams_cannot_lock_out_another_produ
         ..Default::default()
     })
     .await;
-    let squatter = channel(&app.grpc_url).await;
-    let mut held = Vec::new();
-    for i in 0..2 {
-        held.push(
-            trickle(squatter.clone(), format!("squat-{i}"))
-                .await
-                .unwrap(),
-        );
-    }
+    let (squatter, held) = hold_streams(&app.grpc_url, 2, "squat").await;
     let refused = refusal(squatter.clone()).await;
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
@@ -140,15 +150,7 @@ async fn an_aged_connection_is_closed_and_its_slots_go_to_other_producers() {
         ..Default::default()
     })
     .await;
-    let squatter = channel(&app.grpc_url).await;
-    let mut held = Vec::new();
-    for i in 0..2 {
-        held.push(
-            trickle(squatter.clone(), format!("aged-{i}"))
-                .await
-                .unwrap(),
-        );
-    }
+    let (_squatter, held) = hold_streams(&app.grpc_url, 2, "aged").await;
     let other = channel(&app.grpc_url).await;
     let refused = refusal(other.clone()).await;
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
